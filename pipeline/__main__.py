@@ -1,0 +1,125 @@
+"""Command line: ``python -m pipeline run|check|show|report|bundle …``. Thin: parses, then calls the package.
+
+A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
+is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the pipeline, reusing every finished stage whose inputs are unchanged")
+    p.add_argument("recipe", help="a YAML file, or the name of a recipe in targets/ (e.g. edge_tpu.yaml)")
+    p.add_argument("--from", dest="start", metavar="STAGE", help="re-run from this stage on")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set distill.epochs=5 (VALUE is YAML)")
+
+    p = sub.add_parser("check", help="export the untrained student and check it against the target's rules")
+    p.add_argument("recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("show", help="print the validated config, or a run's stages and metrics")
+    p.add_argument("what", help="a recipe, or a run folder (runs/<name>)")
+
+    p = sub.add_parser("report", help="(re)write a run's report; compare with a baseline run; merge device results")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--baseline", type=Path, help="another run folder to compare with")
+    p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
+
+    p = sub.add_parser("bundle", help="pack a run's artifacts and a test sample for an on-device benchmark")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--target", required=True)
+    p.add_argument("-o", "--output", type=Path, required=True)
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; the next run resumes from the interrupted stage", file=sys.stderr)
+        return 130
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--set {pair}: expected KEY=VALUE, e.g. distill.epochs=5")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_run(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    cfg = load_config(args.recipe, _overrides(args.overrides))
+    run_pipeline(cfg, start=args.start, until=args.until, fresh=args.fresh)
+    print(f"run folder: {cfg.run_dir}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.target.check import precheck
+
+    precheck(load_config(args.recipe, _overrides(args.overrides)), force=True)
+    return 0
+
+
+def cmd_show(args) -> int:
+    import json
+
+    import yaml
+
+    from pipeline.artifacts import Manifest
+
+    path = Path(args.what)
+    if path.is_dir():
+        for folder in sorted(p for p in path.iterdir() if p.is_dir() and p.name[:2].isdigit()):
+            m = Manifest.read(folder)
+            state = "partial (interrupted)" if folder.name.endswith(".partial") else ("done" if m else "no manifest")
+            print(f"{folder.name}: {state}" + (f" in {m.seconds:.1f}s" if m else ""))
+            if m:
+                shown = {k: v for k, v in m.metrics.items() if isinstance(v, (int, float, str, bool))}
+                print("  " + json.dumps(shown))
+        return 0
+    from pipeline.config import load_config
+
+    print(yaml.safe_dump(load_config(args.what).model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.report.cli import report_command
+
+    return report_command(args.run_dir, baseline=args.baseline, device_results=args.device_results)
+
+
+def cmd_bundle(args) -> int:
+    from pipeline.device.bundle import make_bundle
+
+    make_bundle(args.run_dir, args.target, args.output)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "show": cmd_show, "report": cmd_report, "bundle": cmd_bundle}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Stage folders, manifests and cache keys: how a run resumes and how a stage re-runs alone.
+
+A stage writes into ``runs/<name>/<NN_stage>.partial/``; only after its manifest is written
+is that folder renamed to ``<NN_stage>/``. So a folder without ``.partial`` is always a
+finished stage, and a stage killed half-way leaves only a ``.partial`` that the next run
+deletes. ``manifest.json`` records the cache key (hash of the stage's config sections, its
+inputs' hashes and the package version), inputs, outputs with sha256, metrics and tool versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pipeline
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_json(obj: Any) -> str:
+    """Stable hash of a JSON-able object (sorted keys), used for cache keys."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+_TOOLS = (
+    "torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnx2tf", "tensorflow",
+    "ai-edge-litert", "openvino", "nncf", "scikit-learn",
+)
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the toolchain that shaped an artifact (installed ones only)."""
+    out = {"python": platform.python_version(), "pipeline": pipeline.__version__}
+    for name in _TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Manifest:
+    stage: str
+    cache_key: str
+    inputs: dict[str, str]  # upstream stage -> its output digest
+    outputs: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def digest(self) -> str:
+        """What downstream stages key on: the outputs' hashes, not paths or times."""
+        return hash_json({"key": self.cache_key, "outputs": self.outputs})
+
+    def write(self, folder: Path) -> None:
+        atomic_write_json(Path(folder) / MANIFEST, self.__dict__)
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest | None:
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            return cls(**read_json(path))
+        except (ValueError, TypeError):
+            return None
+
+
+def hash_outputs(folder: Path) -> dict[str, str]:
+    folder = Path(folder)
+    return {
+        str(p.relative_to(folder)): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def verify_outputs(folder: Path, manifest: Manifest) -> bool:
+    """A finished stage is reused only if every output it recorded is still there, unchanged."""
+    folder = Path(folder)
+    return all((folder / rel).is_file() and sha256_file(folder / rel) == digest for rel, digest in manifest.outputs.items())
+
+
+def now() -> float:
+    return time.time()

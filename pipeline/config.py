@@ -1,0 +1,293 @@
+"""Typed run configuration: one section per stage, unknown keys rejected.
+
+A recipe is YAML validated by these models. Errors come out as one line that names the
+file, the key path and what is allowed, e.g.
+``edge_tpu.yaml: distill.method: unknown 'rtkk' (known: at, fitnet, kd, none)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import PipelineError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Which dataset, how it is split, and the preprocessing every artifact carries."""
+
+    dataset: str = "digits"
+    root: str | None = None  # folder of the files; None = the loader's default location
+    image_size: int | None = None  # square resize; None keeps the native size
+    channels: int | None = None  # 1 or 3; None keeps the native channel count
+    mean: list[float] | None = None  # None = the dataset's own statistics
+    std: list[float] | None = None
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    max_train: int | None = Field(None, gt=0)  # cap on training images (quick runs)
+    max_test: int | None = Field(None, gt=0)
+    calibration_size: int = Field(256, gt=0)
+    augment: list[Literal["crop", "flip"]] = ["crop"]
+    batch_size: int = Field(64, gt=0)
+    seed: int = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from pipeline.data.sources import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(_unknown(v, SOURCES))
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: int | None) -> int | None:
+        if v not in (None, 1, 3):
+            raise ValueError(f"must be 1 or 3, got {v}")
+        return v
+
+
+class TrainConfig(Section):
+    """Optimiser and schedule, shared by the teacher, distill and QAT stages."""
+
+    epochs: int = Field(30, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = []  # for schedule: step, epochs at which lr ×= gamma
+    gamma: float = 0.1
+
+
+class ModelSpec(Section):
+    """An architecture from the zoo (or `torchvision:<name>`) and its arguments."""
+
+    arch: str
+    arch_args: dict[str, Any] = {}
+    stages: list[str] | None = None  # module paths tapped as stage features; None = the zoo's
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from pipeline.models import known_archs
+
+        if v.startswith("torchvision:") or v in known_archs():
+            return v
+        raise ValueError(_unknown(v, known_archs()))
+
+
+class ICCRegularizer(Section):
+    lambda_t: float = Field(1.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+
+
+class TeacherConfig(ModelSpec, TrainConfig):
+    arch: str = "resnet20"
+    checkpoint: str | None = None  # load instead of training
+    regularizer: Literal["none", "icc"] = "none"
+    icc: ICCRegularizer = ICCRegularizer()
+
+
+class StudentConfig(ModelSpec):
+    arch: str = "resnet8"
+
+
+class DistillConfig(TrainConfig):
+    method: str = "kd"
+    options: dict[str, Any] = {}  # method-specific, validated by the method's own Options
+    w_ce: float | None = None  # None = the method's published default
+    w_kd: float | None = None
+    w_feat: float | None = None
+    temperature: float = Field(4.0, gt=0)
+    seeds: list[int] = [0]
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from pipeline.distill import LOSSES
+
+        if v not in LOSSES:
+            raise ValueError(_unknown(v, LOSSES))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seed(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        return v
+
+
+class QATConfig(TrainConfig):
+    enabled: bool = True
+    epochs: int = Field(3, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.005, gt=0)
+    kd: bool = True  # keep the fp32 teacher supervising during QAT
+    w_kd: float = 0.9
+    w_ce: float = 0.1
+    temperature: float = Field(4.0, gt=0)
+    freeze_bn_epoch: int = 1  # from this epoch on, BN statistics stop updating
+    freeze_observer_epoch: int = 2  # from this epoch on, quantisation ranges stop moving
+
+
+class ExportConfig(Section):
+    formats: list[Literal["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_fp16", "openvino_int8"]] = [
+        "onnx",
+        "tflite_fp32",
+        "tflite_int8",
+        "openvino_fp32",
+        "openvino_int8",
+    ]
+    opset: int = Field(17, ge=13, le=20)
+    source: Literal["qat", "distill"] = "qat"  # which student weights are exported
+
+
+class TargetConfig(Section):
+    name: str = "edge_tpu"  # a rules module in pipeline/target/
+    compiler: Literal["auto", "off"] = "auto"  # call the vendor compiler when it is on PATH
+    check_before_training: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known_target(cls, v: str) -> str:
+        from pipeline.target import TARGETS
+
+        if v not in TARGETS:
+            raise ValueError(_unknown(v, TARGETS))
+        return v
+
+
+class Gates(Section):
+    max_drop_vs_teacher: float | None = None  # accuracy points, int8 student vs fp32 teacher
+    max_int8_drop_vs_fp32: float | None = None  # accuracy points, int8 vs fp32 student
+    max_p90_latency_ms: float | None = None  # int8 student, on the target's runtime
+    min_speedup_vs_teacher: float | None = None  # p50 teacher / p50 int8 student
+
+
+class BenchmarkConfig(Section):
+    threads: list[int] = [1, 0]  # 0 = all cores
+    warmup: int = Field(10, ge=0)
+    min_runs: int = Field(50, gt=0)
+    min_seconds: float = Field(1.0, ge=0)
+    max_images: int | None = Field(None, gt=0)  # accuracy on at most this many test images
+    gates: Gates = Gates()
+
+
+class ReportConfig(Section):
+    formats: list[Literal["json", "md", "html"]] = ["json", "md", "html"]
+
+
+class Config(Section):
+    name: str = "run"
+    runs_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    qat: QATConfig = QATConfig()
+    export: ExportConfig = ExportConfig()
+    target: TargetConfig = TargetConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    report: ReportConfig = ReportConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def _unknown(value: str, known) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown '{value}' (known: {', '.join(names)}){hint}"
+
+
+def resolve_recipe(name: str | Path) -> Path:
+    """A path as given, else a ready recipe of that name in targets/ (so `edge_tpu.yaml` works anywhere)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (TARGETS_DIR / path.name, TARGETS_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    recipes = sorted(p.name for p in TARGETS_DIR.glob("*.yaml"))
+    raise PipelineError(f"{name}: no such file here or in targets/ (recipes: {', '.join(recipes)})")
+
+
+def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read, merge overrides into, and validate a recipe; any problem becomes one PipelineError line."""
+    path = resolve_recipe(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PipelineError(f"{path.name}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path.name}: expected a mapping of sections at the top level")
+    raw.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return validate_config(raw, source=path.name)
+
+
+def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(f"{source}: {_one_line(exc, Config)}") from None
+    from pipeline.distill import LOSSES
+
+    options_model = LOSSES[cfg.distill.method].Options
+    try:
+        options_model.model_validate(cfg.distill.options)
+    except ValidationError as exc:
+        raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
+    return cfg
+
+
+def _one_line(exc: ValidationError, root: type[BaseModel]) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent, key = loc.rpartition(".")[::2]
+        model = _model_at(root, parent)
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{loc}: unknown key (allowed: {', '.join(allowed)}){hint}"
+    if err["type"] in ("literal_error", "enum"):
+        return f"{loc}: {err['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _model_at(root: type[BaseModel], dotted: str) -> type[BaseModel] | None:
+    model = root
+    for part in filter(None, dotted.split(".")):
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value

@@ -1,0 +1,166 @@
+"""Where images come from: one loader per dataset format, all returning the same ``RawDataset``.
+
+Everything here reads local files; nothing downloads (there may be no network on the build
+host or the board). A missing dataset raises one line saying where it looked and how to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Images as uint8 N×H×W×C with labels; ``test_start`` marks an official test split (None: none)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    test_start: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # H, W, C
+
+
+def load_digits(root: Path | None) -> RawDataset:
+    """scikit-learn's bundled UCI handwritten digits: 1,797 real 8×8 images, values 0–16."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return RawDataset(images, d.target.astype(np.int64), tuple(str(i) for i in range(10)))
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise PipelineError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise PipelineError(f"{path}: truncated IDX file ({arr.size} of {int(np.prod(dims))} values)")
+    return arr.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(stem)
+
+
+def _idx_loader(default_root: str, class_names: tuple[str, ...], how_to_get: str) -> Callable[[Path | None], RawDataset]:
+    def load(root: Path | None) -> RawDataset:
+        folder = Path(root or default_root)
+        try:
+            parts = {
+                split: (_read_idx(_find(folder, f"{split}-images-idx3-ubyte")), _read_idx(_find(folder, f"{split}-labels-idx1-ubyte")))
+                for split in ("train", "t10k")
+            }
+        except FileNotFoundError as exc:
+            raise PipelineError(
+                f"data: no {exc.args[0]}[.gz] in {folder} ({how_to_get}, or set data.root to a folder of IDX files)"
+            ) from None
+        images = np.concatenate([parts["train"][0], parts["t10k"][0]])[..., None]
+        labels = np.concatenate([parts["train"][1], parts["t10k"][1]]).astype(np.int64)
+        return RawDataset(images, labels, class_names, test_start=len(parts["train"][0]))
+
+    return load
+
+
+def load_cifar(root: Path | None, fine: bool) -> RawDataset:
+    """The standard CIFAR python batches (cifar-10-batches-py / cifar-100-python), from a local folder."""
+    sub = "cifar-100-python" if fine else "cifar-10-batches-py"
+    folder = Path(root or Path.home() / ".cache" / "pipeline" / ("cifar100" if fine else "cifar10"))
+    if (folder / sub).is_dir():
+        folder = folder / sub
+    train_files = ["train"] if fine else [f"data_batch_{i}" for i in range(1, 6)]
+    meta_file, key, names_key = ("meta", b"fine_labels", b"fine_label_names") if fine else ("batches.meta", b"labels", b"label_names")
+    try:
+        batches = [_unpickle(folder / f) for f in [*train_files, "test" if fine else "test_batch"]]
+        meta = _unpickle(folder / meta_file)
+    except FileNotFoundError as exc:
+        raise PipelineError(
+            f"data: {exc.filename} not found (extract the 'python version' archive of CIFAR-{'100' if fine else '10'} "
+            f"into {folder.parent if folder.name == sub else folder}, or set data.root)"
+        ) from None
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.concatenate([np.asarray(b[key]) for b in batches]).astype(np.int64)
+    names = tuple(n.decode() for n in meta[names_key])
+    return RawDataset(np.ascontiguousarray(images), labels, names, test_start=len(images) - len(batches[-1][b"data"]))
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def load_image_folder(root: Path | None) -> RawDataset:
+    """One sub-folder per class (torchvision's ImageFolder layout); ``train/`` and ``test/`` sub-folders,
+    when both exist, give an official test split. Images are converted to RGB at their first image's size."""
+    from PIL import Image
+
+    if root is None:
+        raise PipelineError("data.root: image_folder needs a folder with one sub-folder per class")
+    folder = Path(root)
+    splits = [folder / "train", folder / "test"] if (folder / "train").is_dir() and (folder / "test").is_dir() else [folder]
+    classes = sorted(p.name for p in splits[0].iterdir() if p.is_dir()) if splits[0].is_dir() else []
+    if not classes:
+        raise PipelineError(f"data.root: no class sub-folders in {splits[0]}")
+    images, labels, sizes, size = [], [], [], None
+    for split in splits:
+        n_before = len(images)
+        for label, name in enumerate(classes):
+            for path in sorted((split / name).glob("*")):
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                img = Image.open(path).convert("RGB")
+                size = size or img.size
+                images.append(np.asarray(img.resize(size, Image.BILINEAR) if img.size != size else img, dtype=np.uint8))
+                labels.append(label)
+        sizes.append(len(images) - n_before)
+    if not images:
+        raise PipelineError(f"data.root: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    test_start = sizes[0] if len(splits) == 2 else None
+    return RawDataset(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes), test_start)
+
+
+SOURCES: dict[str, Callable[[Path | None], RawDataset]] = {
+    "digits": load_digits,
+    "fashion_mnist": _idx_loader(
+        "/usr/share/datasets/fashion-mnist", FASHION_CLASSES, "install it with 'apt-get install dataset-fashion-mnist'"
+    ),
+    "mnist": _idx_loader(
+        str(Path.home() / ".cache" / "pipeline" / "mnist"), tuple(str(i) for i in range(10)), "put the four MNIST IDX files there"
+    ),
+    "cifar10": lambda root: load_cifar(root, fine=False),
+    "cifar100": lambda root: load_cifar(root, fine=True),
+    "image_folder": load_image_folder,
+}
+
+
+@lru_cache(maxsize=4)
+def load_raw(dataset: str, root: str | None) -> RawDataset:
+    if dataset not in SOURCES:
+        raise PipelineError(f"data.dataset: unknown '{dataset}' (known: {', '.join(sorted(SOURCES))})")
+    return SOURCES[dataset](Path(root) if root else None)

@@ -1,0 +1,89 @@
+"""Distill stage: train the student from the frozen teacher, once per seed, and report mean ± std.
+
+The first seed's student is the one the deploy stages carry on with (``student.pt``); every
+seed's checkpoint is kept (``student_seed<N>.pt``) so a seed can be inspected later.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import torch
+
+from pipeline.distill import LOSSES
+from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.models import build_model, count_parameters
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.taps import FeatureTaps, probe, stage_names_of
+from pipeline.train.data import training_data, val_or_test
+from pipeline.train.loop import evaluate, fit, loader
+
+
+def run(ctx) -> dict:
+    cfg = ctx.cfg
+    data = training_data(ctx.input("data"))
+    c, _, _ = data.input_shape
+    teacher, tmeta = load_checkpoint(ctx.input("teacher") / "teacher.pt")
+    freeze(teacher)
+    loss_cls = LOSSES[cfg.distill.method]
+    options = loss_cls.Options.model_validate(cfg.distill.options)
+    weights = LossWeights.resolve(cfg.distill, loss_cls)
+    t_names = stage_names_of(teacher, cfg.teacher.stages)
+
+    runs = []
+    for seed in cfg.distill.seeds:
+        torch.manual_seed(seed)
+        student = build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)
+        s_names = stage_names_of(student, cfg.student.stages)
+        criterion = loss_cls(
+            options,
+            probe(student, s_names, data.input_shape, data.num_classes),
+            probe(teacher, t_names, data.input_shape, data.num_classes),
+        )
+        s_taps = FeatureTaps(student, s_names if loss_cls.needs_features else [])
+        t_taps = FeatureTaps(teacher, t_names if loss_cls.needs_features else [])
+        prep = criterion.prepare_teacher(teacher, t_taps, loader(*data.train, cfg.data.batch_size, True, seed), ctx.cache)
+        step = DistillStep(s_taps, t_taps, criterion, weights)
+        result = fit(
+            modules=[student, criterion],
+            step=step,
+            train=data.train,
+            cfg=cfg.distill,
+            batch_size=cfg.data.batch_size,
+            augment=data.augment(cfg.data.augment),
+            seed=seed,
+            desc=f"distill[{cfg.distill.method} seed {seed}]",
+            evaluate_fn=lambda: evaluate(student, *val_or_test(data)),
+        )
+        s_taps.remove()
+        t_taps.remove()
+        student.eval()
+        acc = evaluate(student, *data.test)
+        runs.append({"seed": seed, "test_acc": acc, "seconds_per_epoch": result["seconds_per_epoch"],
+                     "teacher_ms_per_batch": step.teacher_ms_per_batch, **{f"prepare_{k}": v for k, v in prep.items()}})
+        if cfg.student.stages:
+            student.stage_names = list(cfg.student.stages)
+        save_checkpoint(
+            ctx.out / f"student_seed{seed}.pt",
+            student,
+            {"arch": cfg.student.arch, "arch_args": cfg.student.arch_args, "num_classes": data.num_classes,
+             "in_channels": c, "config": cfg.distill.model_dump(mode="json"), "seed": seed,
+             "metrics": {"test_acc": acc}, **data.checkpoint_meta()},
+        )
+        print(f"  distill[{cfg.distill.method} seed {seed}]: test accuracy {acc:.4f}")
+    shutil.copyfile(ctx.out / f"student_seed{cfg.distill.seeds[0]}.pt", ctx.out / "student.pt")
+
+    accs = np.array([r["test_acc"] for r in runs])
+    return {
+        "method": cfg.distill.method,
+        "test_acc": float(accs[0]),
+        "test_acc_mean": float(accs.mean()),
+        "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "teacher_test_acc": evaluate(teacher, *data.test),
+        "student_params": count_parameters(build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)),
+        "teacher_params": count_parameters(teacher),
+        "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
+        "weights": weights.__dict__,
+        "seeds": runs,
+    }

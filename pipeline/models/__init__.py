@@ -1,0 +1,49 @@
+"""The model zoo: CIFAR-style backbones from the distillation literature, plus any torchvision model.
+
+``build_model(spec, num_classes, in_channels)`` returns an ``nn.Module`` whose
+``stage_names`` lists the modules the distillation losses tap.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.models.resnet import resnet
+
+ZOO: dict[str, Callable[..., nn.Module]] = {
+    "resnet8": partial(resnet, 8),
+    "resnet14": partial(resnet, 14),
+    "resnet20": partial(resnet, 20),
+    "resnet32": partial(resnet, 32),
+    "resnet44": partial(resnet, 44),
+    "resnet56": partial(resnet, 56),
+    "resnet110": partial(resnet, 110),
+    "resnet8x4": partial(resnet, 8, width=4),
+    "resnet32x4": partial(resnet, 32, width=4),
+}
+
+
+def known_archs() -> list[str]:
+    return sorted(ZOO)
+
+
+def build_model(arch: str, num_classes: int, in_channels: int, arch_args: dict[str, Any] | None = None) -> nn.Module:
+    args = dict(arch_args or {})
+    if arch.startswith("torchvision:"):
+        from pipeline.models.torchvision_models import torchvision_model
+
+        return torchvision_model(arch.split(":", 1)[1], num_classes, in_channels, **args)
+    if arch not in ZOO:
+        raise PipelineError(f"unknown architecture '{arch}' (known: {', '.join(known_archs())}, torchvision:<name>)")
+    try:
+        return ZOO[arch](num_classes=num_classes, in_channels=in_channels, **args)
+    except TypeError as exc:
+        raise PipelineError(f"{arch}: bad arch_args {args} ({exc})") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

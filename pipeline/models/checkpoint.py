@@ -1,0 +1,70 @@
+"""Checkpoints that carry their own provenance (nanoGPT's habit): rebuildable from the file alone.
+
+A checkpoint holds the architecture and its arguments, the stage names, the preprocessing,
+the class names, the config section that trained it and its metrics, beside the weights.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import pipeline
+from pipeline.artifacts import atomic_write_bytes
+from pipeline.errors import PipelineError
+
+REQUIRED = ("arch", "arch_args", "num_classes", "in_channels", "state_dict")
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """``meta`` needs arch, arch_args, num_classes, in_channels; may add preprocess, class_names, config, metrics…"""
+    blob = {**meta, "state_dict": model.state_dict(), "pipeline_version": pipeline.__version__}
+    blob.setdefault("stage_names", list(getattr(model, "stage_names", [])))
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: checkpoint not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise PipelineError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    missing = [k for k in REQUIRED if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise PipelineError(f"{path}: not a pipeline checkpoint (missing {', '.join(missing)})")
+    return blob
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from the checkpoint's own architecture record and load its weights (eval mode)."""
+    from pipeline.models import build_model
+
+    blob = read_checkpoint(path)
+    model = build_model(blob["arch"], blob["num_classes"], blob["in_channels"], blob["arch_args"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise PipelineError(f"{path}: weights do not fit {blob['arch']} ({first[0].strip()[:160]})") from None
+    if blob.get("stage_names"):
+        model.stage_names = list(blob["stage_names"])
+    model.eval()
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    return model, meta
+
+
+def check_compatible(meta: dict[str, Any], *, num_classes: int, in_channels: int, path: Path) -> None:
+    """A loaded teacher must fit the data it will supervise on."""
+    if meta["num_classes"] != num_classes or meta["in_channels"] != in_channels:
+        raise PipelineError(
+            f"{path}: checkpoint is for {meta['num_classes']} classes × {meta['in_channels']} channels, "
+            f"the data has {num_classes} × {in_channels}"
+        )

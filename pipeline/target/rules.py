@@ -1,0 +1,30 @@
+"""What a hardware target demands of a model, as data the export, QAT, check and benchmark stages read.
+
+One ``TargetRules`` per target, in its own module (``pipeline/target/<name>.py``); recipes in
+``targets/`` name it with ``target.name``. Adding a target whose formats already exist means
+one rules module and one line in ``pipeline/target/__init__.py``, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+
+@dataclass(frozen=True)
+class TargetRules:
+    name: str
+    description: str
+    # quantisation scheme the target executes (QAT observers and int8 export follow it)
+    per_channel: bool = True  # per-channel symmetric int8 weights; False = per-tensor
+    symmetric_weights: bool = True
+    io_dtype: Literal["int8", "uint8", "float32"] = "int8"  # input/output tensors of the int8 artifact
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    # which artifact and runtime represent "the deployed student" for gates and the report
+    deploy_artifact: str = "tflite_int8"  # a key of export.formats
+    runtime: str = "tflite"  # runtime that runs deploy_artifact on the device
+    device: str = "CPU"  # runtime device (OpenVINO: CPU, NPU, GPU)
+    threads: int = 0  # default benchmark thread count on the board, 0 = all cores
+    # static checks of the deployed artifact: path -> report dict (verdict, per-op rows, ...)
+    checker: Callable[[str], dict] | None = field(default=None, compare=False)
+    compiler: str | None = None  # vendor compiler called when on PATH (edgetpu_compiler)

@@ -1,0 +1,1 @@
+"""Teacher stage: load a checkpoint or train one (optionally as an expressive teacher)."""

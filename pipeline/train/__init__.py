@@ -1,0 +1,1 @@
+"""The training loop shared by the teacher, distill and QAT stages."""
