@@ -27,6 +27,7 @@ class FitNetLoss(DistillLoss):
     name = "fitnet"
     Options = FitNetOptions
     defaults = {"w_ce": 1.0, "w_kd": 0.0, "w_feat": 100.0}
+    zero_when_identical = False  # the regressor starts random
 
     def __init__(self, options, student, teacher):
         super().__init__(options, student, teacher)

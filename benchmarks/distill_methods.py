@@ -1,0 +1,160 @@
+"""Distillation methods on Fashion-MNIST: top-1 (mean ± std over seeds) and training cost per row.
+
+Every row runs the pipeline's own data → teacher → distill stages with the same budget; only
+the row's config overrides differ. A teacher is trained once per teacher configuration and
+shared by all rows (file-locked, so several invocations may run side by side). Results are
+merged into ``benchmarks/results/distill_methods.json`` row by row, so methods added later
+append their rows without re-running the others.
+
+    apt-get install dataset-fashion-mnist          # the real 60k/10k IDX files
+    python benchmarks/distill_methods.py                     # every row
+    python benchmarks/distill_methods.py --rows kd,at --seeds 0 1 2
+    python benchmarks/distill_methods.py --table             # print the merged table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from pipeline.artifacts import atomic_write_json, hash_json  # noqa: E402
+from pipeline.config import validate_config  # noqa: E402
+from pipeline.run import run_pipeline, stage_dir  # noqa: E402
+
+RESULTS = ROOT / "results" / "distill_methods.json"
+RUNS = ROOT / "runs"
+
+# The fixed budget every row shares. Teacher resnet56 (0.86M params) is 11× the resnet8
+# student (78k). 16×16 keeps a 3-seed row to about a minute per seed on 2 cores.
+BUDGET = {
+    "data": {"dataset": "fashion_mnist", "image_size": 16, "max_train": 8000, "max_test": 5000,
+             "val_fraction": 0.05, "augment": ["crop", "flip"], "batch_size": 128, "calibration_size": 128},
+    "teacher": {"arch": "resnet56", "epochs": 15, "lr": 0.1},
+    "student": {"arch": "resnet8"},
+    "distill": {"epochs": 8, "lr": 0.1},
+    "target": {"check_before_training": False},
+}
+
+# row name -> config overrides (dotted keys). Method issues add their rows here.
+ROWS: dict[str, dict] = {
+    "none": {"distill.method": "none"},
+    "kd": {"distill.method": "kd"},
+    "at": {"distill.method": "at"},
+    "fitnet": {"distill.method": "fitnet"},
+}
+
+
+def row_config(row: str, seeds: list[int], teacher_checkpoint: str | None = None) -> dict:
+    raw = json.loads(json.dumps(BUDGET))
+    raw["runs_dir"] = str(RUNS)
+    raw["name"] = f"fmnist-{row}"
+    for dotted, value in ROWS[row].items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    raw["distill"]["seeds"] = seeds
+    if teacher_checkpoint:
+        raw["teacher"] = {"checkpoint": teacher_checkpoint}
+    return raw
+
+
+@contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_teacher(row: str) -> tuple[str, dict]:
+    """Train (or reuse) the teacher this row asks for; returns its checkpoint and metrics."""
+    raw = row_config(row, [0])
+    teacher_raw = {"data": raw["data"], "teacher": raw["teacher"], "target": raw["target"], "runs_dir": str(RUNS)}
+    teacher_raw["name"] = "teacher-" + hash_json({"data": raw["data"], "teacher": raw["teacher"]})[:10]
+    cfg = validate_config(teacher_raw, source="distill_methods.py")
+    with locked(RUNS / f"{teacher_raw['name']}.lock"):
+        manifests = run_pipeline(cfg, until="teacher")
+    return str(stage_dir(cfg, "teacher") / "teacher.pt"), manifests["teacher"].metrics
+
+
+def run_row(row: str, seeds: list[int]) -> dict:
+    checkpoint, teacher_metrics = ensure_teacher(row)
+    cfg = validate_config(row_config(row, seeds, checkpoint), source=f"distill_methods.py row {row}")
+    t0 = time.perf_counter()
+    manifests = run_pipeline(cfg, until="distill")
+    m = manifests["distill"].metrics
+    return {
+        "method": m["method"],
+        "overrides": ROWS[row],
+        "top1_mean": 100 * m["test_acc_mean"],
+        "top1_std": 100 * m["test_acc_std"],
+        "per_seed": {str(r["seed"]): 100 * r["test_acc"] for r in m["seeds"]},
+        "seconds_per_epoch": m["seconds_per_epoch"],
+        "teacher_ms_per_batch": sum(r["teacher_ms_per_batch"] for r in m["seeds"]) / len(m["seeds"]),
+        "teacher_top1": 100 * teacher_metrics["test_acc"],
+        "teacher_arch": cfg.teacher.arch if not cfg.teacher.checkpoint else row_config(row, [0])["teacher"]["arch"],
+        "student_arch": cfg.student.arch,
+        "student_params": m["student_params"],
+        "teacher_params": m["teacher_params"],
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "prepare": {k: v for r in m["seeds"][:1] for k, v in r.items() if k.startswith("prepare_")},
+    }
+
+
+def merge(row: str, result: dict, seeds: list[int]) -> None:
+    with locked(RESULTS.with_suffix(".lock")):
+        data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
+        data["budget"] = BUDGET
+        data["rows"][row] = {**result, "seeds": seeds}
+        atomic_write_json(RESULTS, data)
+
+
+def table(data: dict) -> str:
+    rows = data.get("rows", {})
+    base = rows.get("none", {}).get("top1_mean")
+    lines = [
+        "| row | method | teacher → student | top-1 % (mean ± std) | Δ vs none | s/epoch | teacher ms/batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        delta = f"{r['top1_mean'] - base:+.2f}" if base is not None else "–"
+        lines.append(
+            f"| {name} | {r['method']} | {r['teacher_arch']} ({r['teacher_top1']:.2f}) → {r['student_arch']} "
+            f"| {r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {delta} | {r['seconds_per_epoch']:.1f} | {r['teacher_ms_per_batch']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--table", action="store_true", help="print the merged results and exit")
+    args = ap.parse_args()
+    if not args.table:
+        for row in args.rows.split(","):
+            if row not in ROWS:
+                ap.error(f"unknown row {row!r} (rows: {', '.join(ROWS)})")
+            result = run_row(row, args.seeds)
+            merge(row, result, args.seeds)
+            print(f"{row}: {result['top1_mean']:.2f} ± {result['top1_std']:.2f}", flush=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
+    print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
