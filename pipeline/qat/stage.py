@@ -10,7 +10,6 @@ and ``fakequant_test_logits.npy`` (the fake-quant model's test logits, for the b
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import numpy as np
 import torch
@@ -40,9 +39,7 @@ def run(ctx) -> dict:
     teacher, _ = load_checkpoint(ctx.input("teacher") / "teacher.pt")
     freeze(teacher)
     torch.manual_seed(ctx.cfg.data.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notices for the FX workflow
-        qat_model = prepare_qat(student, rules, torch.from_numpy(data.train[0][:2]))
+    qat_model = prepare_qat(student, rules, torch.from_numpy(data.train[0][:2]))
 
     def step(x, y):
         logits = qat_model(x)

@@ -1,0 +1,69 @@
+"""Tiny teacher/student models and a tiny run recipe, so every test runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU stages (stride 2 after the first), global pool, linear: the zoo's shape in miniature."""
+
+    def __init__(self, widths=(4, 8, 16), num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for i, w in enumerate(widths):
+            layers.append(nn.Sequential(nn.Conv2d(c_in, w, 3, 1 if i == 0 else 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()))
+            c_in = w
+        self.stages = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        self.stage_names = [f"stages.{i}" for i in range(len(widths))]
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stages(x)).flatten(1))
+
+
+@pytest.fixture
+def tiny_student():
+    torch.manual_seed(0)
+    return TinyNet((4, 8, 16))
+
+
+@pytest.fixture
+def tiny_teacher():
+    torch.manual_seed(1)
+    return TinyNet((8, 16, 32, 32))
+
+
+TINY_RECIPE = """
+name: tiny
+data:
+  dataset: digits
+  max_train: 300
+  max_test: 120
+  calibration_size: 32
+  batch_size: 64
+teacher:
+  arch: resnet8
+  epochs: 4
+  lr: 0.1
+student:
+  arch: resnet8
+  arch_args: {}
+distill:
+  method: kd
+  epochs: 1
+qat:
+  epochs: 1
+target:
+  check_before_training: false
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE + f"runs_dir: {tmp_path / 'runs'}\n")
+    return path

@@ -1,0 +1,95 @@
+"""Stage caching, resume after an interrupted stage, and the CLI end to end on a tiny recipe."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.artifacts import Manifest
+from pipeline.config import load_config
+from pipeline.run import run_pipeline, stage_dir
+
+
+def test_second_run_hits_the_cache_and_a_change_reruns_only_downstream(tiny_recipe, capsys):
+    cfg = load_config(tiny_recipe)
+    first = run_pipeline(cfg, until="distill")
+    assert first["teacher"].metrics["test_acc"] > 0.4  # four epochs on 300 digits: well above chance (0.1)
+    second = run_pipeline(cfg, until="distill")
+    assert {k: m.started for k, m in second.items()} == {k: m.started for k, m in first.items()}
+
+    changed = load_config(tiny_recipe, {"distill.method": "at"})
+    third = run_pipeline(changed, until="distill")
+    assert third["teacher"].started == first["teacher"].started  # teacher reused
+    assert third["distill"].started > first["distill"].started and third["distill"].metrics["method"] == "at"
+
+
+def test_killed_stage_is_rerun_never_taken_as_done(tiny_recipe, monkeypatch):
+    cfg = load_config(tiny_recipe)
+    run_pipeline(cfg, until="data")
+    import pipeline.teacher.stage as teacher_stage
+
+    def boom(ctx):
+        (ctx.out / "teacher.pt").write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_stage, "run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, until="teacher")
+    assert not stage_dir(cfg, "teacher").exists()
+    assert stage_dir(cfg, "teacher").with_name("02_teacher.partial").exists()
+    monkeypatch.undo()
+    done = run_pipeline(cfg, until="teacher")
+    assert stage_dir(cfg, "teacher").is_dir() and not stage_dir(cfg, "teacher").with_name("02_teacher.partial").exists()
+    assert Manifest.read(stage_dir(cfg, "teacher")).cache_key == done["teacher"].cache_key
+
+
+def test_tampered_output_is_recomputed(tiny_recipe):
+    cfg = load_config(tiny_recipe)
+    first = run_pipeline(cfg, until="data")
+    (stage_dir(cfg, "data") / "calibration.npy").write_bytes(b"tampered")
+    second = run_pipeline(cfg, until="data")
+    assert second["data"].started > first["data"].started
+
+
+def test_fresh_and_from_force_reruns(tiny_recipe):
+    cfg = load_config(tiny_recipe)
+    first = run_pipeline(cfg, until="data")
+    again = run_pipeline(cfg, until="data", fresh=True)
+    assert again["data"].started > first["data"].started
+
+
+def test_manifest_records_key_inputs_outputs_and_tools(tiny_recipe):
+    cfg = load_config(tiny_recipe)
+    run_pipeline(cfg, until="teacher")
+    m = json.loads((stage_dir(cfg, "teacher") / "manifest.json").read_text())
+    assert len(m["cache_key"]) == 64 and set(m["inputs"]) == {"data"}
+    assert set(m["outputs"]) == {"teacher.pt"} and len(m["outputs"]["teacher.pt"]) == 64
+    assert "torch" in m["tools"] and m["metrics"]["params"] > 0
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill:\n  method: rtkk\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: bad.yaml: distill.method: unknown 'rtkk' (known: " + err.split("(known: ")[1]
+    assert main(["run", str(bad), "--set", "nokey"]) == 2
+    assert main(["run", "edge_tpu.yaml", "--until", "nowhere"]) == 2
+    assert "--until: unknown stage 'nowhere'" in capsys.readouterr().err
+
+
+def test_corrupt_teacher_checkpoint_is_one_line(tiny_recipe, tmp_path, capsys):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["run", str(tiny_recipe), "--until", "teacher", "--set", f"teacher.checkpoint={bad}"]) == 2
+    assert "teacher.pt: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_cli_end_to_end_in_a_subprocess(tiny_recipe):
+    cmd = [sys.executable, "-m", "pipeline", "run", str(tiny_recipe), "--until", "qat"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stderr.count("cached") == 4
