@@ -100,8 +100,8 @@ def run_pipeline(
         if i < forced and old is not None and old.cache_key == key and verify_outputs(folder, old):
             console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
         else:
-            if stage.name == "teacher" and cfg.target.check_before_training:
-                _precheck(cfg)
+            if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
+                _precheck(cfg)  # cached by student spec, so the second call is free
             old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
         manifests[stage.name] = old
         inputs[stage.name] = folder

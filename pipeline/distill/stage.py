@@ -81,7 +81,7 @@ def run(ctx) -> dict:
         "test_acc_mean": float(accs.mean()),
         "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         "teacher_test_acc": evaluate(teacher, *data.test),
-        "student_params": count_parameters(build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)),
+        "student_params": count_parameters(student),
         "teacher_params": count_parameters(teacher),
         "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
         "weights": weights.__dict__,
