@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.distill.base import DistillLoss
@@ -33,14 +35,17 @@ def at_distance(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
 
 class ATOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    pairs: str = "middle"  # "middle": all stages but the last of the shorter model, paired from the end; "all"
+    # "all": every paired stage, as RepDistiller's feat[1:-1] (the residual groups, neither the
+    # stem nor the pooled vector); "middle": all but the deepest pair
+    pairs: Literal["all", "middle"] = "all"
 
 
 class ATLoss(DistillLoss):
     """L_AT = Σ_i mean_{b,hw}(a(F_s^i) − a(F_t^i))² over paired stages.
 
     Stages are paired from the last backwards, so a 3-stage student and 4-stage teacher pair
-    (s1,t2), (s2,t3), (s3,t4). Defaults w_feat=1000, w_ce=1, w_kd=0 (paper / RepDistiller).
+    (s1,t2), (s2,t3), (s3,t4). Defaults w_feat=1000, w_ce=1, w_kd=0 and all residual groups
+    (paper / RepDistiller).
     """
 
     name = "at"
