@@ -253,10 +253,12 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
 
     options_model = LOSSES[cfg.distill.method].Options
     try:
-        options_model.model_validate(cfg.distill.options)
+        options = options_model.model_validate(cfg.distill.options)
     except ValidationError as exc:
         raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
-    return cfg
+    # store every option with its default filled in, so a changed default changes the cache key
+    distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json")})
+    return cfg.model_copy(update={"distill": distill})
 
 
 def _one_line(exc: ValidationError, root: type[BaseModel]) -> str:

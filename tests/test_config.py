@@ -56,3 +56,8 @@ def test_invalid_yaml_names_the_line(tmp_path):
     p.write_text("data:\n  dataset: [digits\n")
     with pytest.raises(PipelineError, match=r"broken.yaml: line \d+ not valid YAML"):
         load_config(p)
+
+
+def test_method_options_are_stored_with_defaults_so_the_cache_key_sees_them():
+    cfg = validate_config({"distill": {"method": "at"}})
+    assert cfg.distill.options == {"pairs": "all"}
