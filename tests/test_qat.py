@@ -1,5 +1,6 @@
 """QAT: fake-quant preparation follows the target's rules and the learned weights reach the float student."""
 
+import pytest
 import torch
 
 from pipeline.models import build_model
@@ -15,9 +16,10 @@ def test_conv_bn_pairs_found_in_resnet():
     assert pairs["layer2.0.shortcut.1"] == "layer2.0.shortcut.0"
 
 
-def test_weights_learned_in_qat_reach_the_float_module():
+@pytest.mark.parametrize("arch", ["resnet8", "wrn_16_1", "mobile_half", "shufflenetv2_0_5"])
+def test_weights_learned_in_qat_reach_the_float_module(arch):
     torch.manual_seed(0)
-    model = build_model("resnet8", 10, 1).eval()
+    model = build_model(arch, 10, 1).eval()
     x = torch.randn(4, 1, 16, 16)
     qat = prepare_qat(model, TARGETS["edge_tpu"], x)
     opt = torch.optim.SGD(qat.parameters(), lr=0.05)
@@ -28,7 +30,7 @@ def test_weights_learned_in_qat_reach_the_float_module():
         opt.step()
     qat.eval()
     qat.apply(torch.ao.quantization.disable_fake_quant)  # the QAT graph without rounding ≙ the float maths
-    fresh = build_model("resnet8", 10, 1).eval()
+    fresh = build_model(arch, 10, 1).eval()
     copy_back(qat, fresh)
     with torch.no_grad():
         expected, got = qat(x), fresh(x)

@@ -12,7 +12,10 @@ from typing import Any, Callable
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.models.mobilenetv2 import mobilenetv2
 from pipeline.models.resnet import resnet
+from pipeline.models.shufflenetv2 import shufflenetv2
+from pipeline.models.wrn import wrn
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "resnet8": partial(resnet, 8),
@@ -24,6 +27,15 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "resnet110": partial(resnet, 110),
     "resnet8x4": partial(resnet, 8, width=4),
     "resnet32x4": partial(resnet, 32, width=4),
+    "wrn_16_1": partial(wrn, 16, 1),
+    "wrn_16_2": partial(wrn, 16, 2),
+    "wrn_40_1": partial(wrn, 40, 1),
+    "wrn_40_2": partial(wrn, 40, 2),
+    "mobilenetv2": mobilenetv2,  # arch_args: width_mult (1.0), expand_ratio (6)
+    "mobile_half": partial(mobilenetv2, 0.5),  # RepDistiller's "MobileNetV2"
+    "shufflenetv2": shufflenetv2,  # arch_args: net_size 0.5 / 1.0 / 1.5 / 2.0
+    "shufflenetv2_0_5": partial(shufflenetv2, 0.5),
+    "shufflenetv2_1_0": partial(shufflenetv2, 1.0),
 }
 
 

@@ -74,6 +74,7 @@ def copy_back(qat_model: fx.GraphModule, float_model: nn.Module) -> nn.Module:
         candidates = [key]
         if module in bn_to_conv:
             candidates.append(f"{bn_to_conv[module]}.bn.{leaf}")
+        candidates.append(f"{module}.0.{leaf}")  # a BN fused with its ReLU alone (pre-activation WRN, DenseNet)
         found = next((c for c in candidates if c in qat_state), None)
         if found is None:
             raise KeyError(f"QAT model has no weights for {key} (tried {candidates})")
