@@ -2,12 +2,14 @@
 
 One ``TargetRules`` per target, in its own module (``pipeline/target/<name>.py``); recipes in
 ``targets/`` name it with ``target.name``. Adding a target whose formats already exist means
-one rules module and one line in ``pipeline/target/__init__.py``, nothing else.
+one rules module and one line in ``pipeline/target/__init__.py``, nothing else: the export,
+QAT, check and benchmark stages read everything they need from these fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
 
@@ -25,6 +27,9 @@ class TargetRules:
     runtime: str = "tflite"  # runtime that runs deploy_artifact on the device
     device: str = "CPU"  # runtime device (OpenVINO: CPU, NPU, GPU)
     threads: int = 0  # default benchmark thread count on the board, 0 = all cores
-    # static checks of the deployed artifact: path -> report dict (verdict, per-op rows, ...)
-    checker: Callable[[str], dict] | None = field(default=None, compare=False)
+    # static check of the deployed artifact: (path, rules) -> JSON-able report with at least
+    # verdict (str), passed (bool), summary (one line); see pipeline/target/checks.py
+    checker: Callable[[Path, TargetRules], dict] | None = field(default=None, compare=False)
     compiler: str | None = None  # vendor compiler called when on PATH (edgetpu_compiler)
+    # the recipe to run instead when ``device`` is absent here (OpenVINO NPU -> openvino_cpu.yaml)
+    alternative: str | None = None

@@ -1,0 +1,52 @@
+"""Does an exported artifact still compute the student? Compared with PyTorch on the whole test split.
+
+Float artifacts must reproduce the PyTorch logits: top-1 agreement ≥ 99.9 % and
+max |Δlogit| < 1e-3. An int8 artifact may move logits, so it is held to accuracy: at least
+99 % of the fp32 student's (the MLPerf Inference closed-division rule for quantised
+models, Reddi et al. 2020, "MLPerf Inference Benchmark"). fp16 gets agreement ≥ 99 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_AGREEMENT_FP32 = 0.999
+MAX_LOGIT_DIFF_FP32 = 1e-3
+MIN_AGREEMENT_FP16 = 0.99
+MIN_INT8_RETAINED = 0.99  # int8 accuracy / fp32 accuracy
+
+PRECISION = {"onnx": "fp32", "tflite_fp32": "fp32", "openvino_fp32": "fp32", "openvino_fp16": "fp16",
+             "tflite_int8": "int8", "openvino_int8": "int8"}
+
+
+def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, agreement with the reference's top-1, max |Δlogit|, and the verdict for this precision.
+
+    ``logits``/``reference``: float32 N×K; ``labels``: int64 N. ``message`` says, with both
+    numbers, why a check failed (empty when it passed).
+    """
+    pred, ref = logits.argmax(1), reference.argmax(1)
+    acc = float((pred == labels).mean())
+    ref_acc = float((ref == labels).mean())
+    agreement = float((pred == ref).mean())
+    max_diff = float(np.abs(logits - reference).max()) if logits.shape == reference.shape else float("inf")
+    precision = PRECISION.get(key, "fp32")
+    row = {"precision": precision, "accuracy": acc, "reference_accuracy": ref_acc, "agreement": agreement,
+           "max_abs_logit_diff": max_diff, "images": int(len(labels))}
+    problems = []
+    if precision == "fp32":
+        if agreement < MIN_AGREEMENT_FP32:
+            problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP32:.1%}")
+        if not max_diff < MAX_LOGIT_DIFF_FP32:
+            problems.append(f"max |Δlogit| {max_diff:.2e} ≥ {MAX_LOGIT_DIFF_FP32:g}")
+    elif precision == "fp16":
+        if agreement < MIN_AGREEMENT_FP16:
+            problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP16:.0%}")
+    else:
+        retained = acc / ref_acc if ref_acc > 0 else float("nan")
+        row["accuracy_retained"] = retained
+        if not retained >= MIN_INT8_RETAINED:
+            problems.append(f"accuracy {acc:.2%} is {retained:.2%} of fp32 {ref_acc:.2%} (< {MIN_INT8_RETAINED:.0%})")
+    row["passed"] = not problems
+    row["message"] = "; ".join(problems)
+    return row

@@ -1,0 +1,80 @@
+"""ONNX → OpenVINO IR: fp32 (or fp16) and int8 post-training-quantised by NNCF.
+
+OpenVINO keeps the ONNX layout (NCHW) and float I/O; NNCF inserts FakeQuantize nodes from
+statistics of the calibration set (``nncf.quantize``, default "performance" preset:
+symmetric int8 weights and activations), which the CPU plugin executes in int8.
+Each IR lives in its own folder (``<key>/<stem>.xml`` + ``.bin``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+
+def onnx2openvino(
+    onnx_path: Path,
+    out_dir: Path,
+    calibration: np.ndarray,
+    fp16: bool = False,
+    *,
+    fp32: bool | None = None,
+    int8: bool = True,
+) -> dict[str, Path]:
+    """IRs under ``out_dir``: {"openvino_fp32" | "openvino_fp16": xml, "openvino_int8": xml}.
+
+    ``fp16`` writes the half-precision IR, ``fp32`` (default: when not ``fp16``) the full one;
+    both come from one conversion. ``calibration``: float32 N×C×H×W, already normalised, fed
+    one image at a time (batch-1 IR).
+    """
+    import openvino as ov
+
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    if not onnx_path.is_file():
+        raise PipelineError(f"export: {onnx_path}: no such ONNX file")
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:
+        raise PipelineError(f"export: openvino convert_model failed on {onnx_path.name}: {_first_line(exc)}") from None
+
+    stem = onnx_path.stem
+    paths: dict[str, Path] = {}
+    fp32 = (not fp16) if fp32 is None else fp32
+    for key, half in (("openvino_fp32", False), ("openvino_fp16", True)):
+        if (fp16 if half else fp32):
+            paths[key] = out_dir / key / f"{stem}.xml"
+            paths[key].parent.mkdir(parents=True, exist_ok=True)
+            ov.save_model(model, str(paths[key]), compress_to_fp16=half)  # the default (True) would silently halve fp32
+    if int8:
+        paths["openvino_int8"] = out_dir / "openvino_int8" / f"{stem}.xml"
+        paths["openvino_int8"].parent.mkdir(parents=True, exist_ok=True)
+        quantized = quantize_openvino(model, calibration)
+        ov.save_model(quantized, str(paths["openvino_int8"]), compress_to_fp16=False)
+    return paths
+
+
+def quantize_openvino(model, calibration: np.ndarray):
+    """NNCF post-training quantisation of an ``ov.Model`` on every calibration image."""
+    import nncf
+
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)  # its progress bars and INFO lines would drown the stage's own output
+    try:
+        dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+        return nncf.quantize(model, dataset, subset_size=len(calibration))
+    except Exception as exc:
+        raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
+    finally:
+        nncf_log.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]

@@ -1,0 +1,173 @@
+"""ONNX → TFLite fp32 and full-integer int8, through onnx2tf, checked from the produced file.
+
+onnx2tf (PINTO0309/onnx2tf) rewrites the NCHW ONNX graph as NHWC TensorFlow and calls the
+TFLite converter with our calibration set as the representative dataset. It runs in a
+subprocess: TensorFlow stays out of this process, its log is kept for the error message,
+and its own ``sys.exit`` cannot end the pipeline. Pitfalls handled (ENVIRONMENT.md): it
+shells out to ``onnxsim`` (our interpreter's bin/ goes first on PATH); it downloads a
+sample file for 3-channel inputs (a stand-in sits in its working folder); it can skip int8
+and still exit 0 (the int8 file is read back and judged by ``tflite_graph``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf downloads otherwise
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# onnx2tf's advice printed after every op failure: never the line worth showing
+_GENERIC = ("trace log", "Read this", "Alternatively", "If the input OP", "Also, for models", "input_onnx_file_path", "onnx_op_name")
+
+# Runs in the child process: onnx2tf's Python API with arguments from a JSON file
+# (mean/std must be numpy arrays, which its CLI builds from strings).
+_DRIVER = """
+import json, sys
+import numpy as np
+import onnx2tf
+args = json.load(open(sys.argv[1]))
+for item in args.get("custom_input_op_name_np_data_path") or []:
+    item[2] = np.asarray(item[2], dtype=np.float32)
+    item[3] = np.asarray(item[3], dtype=np.float32)
+onnx2tf.convert(**args)
+"""
+
+
+def onnx2tflite(
+    onnx_path: Path,
+    out_dir: Path,
+    calibration: np.ndarray,
+    io_dtype: str = "int8",
+    per_channel: bool = True,
+    *,
+    strict: bool = True,
+    timeout: float = 1800,
+) -> dict[str, Path]:
+    """Convert ``onnx_path`` into ``out_dir/<stem>_fp32.tflite`` and ``<stem>_int8.tflite``.
+
+    ``calibration``: float32 N×C×H×W, already normalised (so onnx2tf gets mean 0, std 1).
+    The int8 model has NHWC ``io_dtype`` ("int8"/"uint8"; "float32" keeps float I/O around int8 ops) input and output; with ``strict``
+    any deviation from full-integer (float op, DEQUANTIZE, Flex op, wrong I/O dtype) raises,
+    otherwise the caller reads ``full_integer_problems`` itself and reports it.
+    """
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    if io_dtype not in ("int8", "uint8", "float32"):
+        raise PipelineError(f"export: io_dtype must be int8, uint8 or float32 (int8 inside, float I/O), got {io_dtype!r}")
+    if not onnx_path.is_file():
+        raise PipelineError(f"export: {onnx_path}: no such ONNX file")
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    channels = calibration.shape[1]
+
+    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmp:
+        work = Path(tmp)
+        source = work / onnx_path.name  # onnx2tf rewrites its input in place (onnxsim): convert a copy
+        shutil.copyfile(onnx_path, source)
+        np.save(work / "calibration_nhwc.npy", np.ascontiguousarray(calibration.transpose(0, 2, 3, 1)))
+        np.save(work / SAMPLE_FILE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+        args = {
+            "input_onnx_file_path": str(source),
+            "output_folder_path": str(work / "out"),
+            "output_integer_quantized_tflite": True,
+            "quant_type": "per-channel" if per_channel else "per-tensor",
+            "custom_input_op_name_np_data_path": [
+                [_onnx_input_name(onnx_path), str(work / "calibration_nhwc.npy"), [[[[0.0] * channels]]], [[[[1.0] * channels]]]]
+            ],
+            "input_quant_dtype": io_dtype,
+            "output_quant_dtype": io_dtype,
+            "non_verbose": True,
+        }
+        (work / "args.json").write_text(json.dumps(args))
+        log = work / "onnx2tf.log"
+        env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+        with open(log, "wb") as f:
+            try:
+                proc = subprocess.run([sys.executable, "-c", _DRIVER, str(work / "args.json")], cwd=work, env=env,
+                                      stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        text = log.read_text(errors="replace")
+        stem = onnx_path.stem
+        fp32 = work / "out" / f"{stem}_float32.tflite"
+        int8 = work / "out" / f"{stem}_full_integer_quant.tflite"
+        if rc != 0 or not fp32.is_file():
+            _show_tail(text)
+            raise PipelineError(f"export: onnx2tf failed{_failed_op(text, onnx_path)}: {_last_line(text, rc)}")
+        if not int8.is_file():
+            _show_tail(text)
+            raise PipelineError(f"export: onnx2tf wrote no full-integer model (int8 calibration skipped): {_last_line(text, rc)}")
+        paths = {"tflite_fp32": out_dir / f"{stem}_fp32.tflite", "tflite_int8": out_dir / f"{stem}_int8.tflite"}
+        shutil.copyfile(fp32, paths["tflite_fp32"])
+        shutil.copyfile(int8, paths["tflite_int8"])
+
+    if strict:
+        problems = full_integer_problems(read_tflite(paths["tflite_int8"]), io_dtype)
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise PipelineError(f"export: {paths['tflite_int8'].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")
+    return paths
+
+
+def _onnx_input_name(path: Path) -> str:
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise PipelineError(f"export: {path.name} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
+    initialisers = {i.name for i in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in initialisers]
+    if len(names) != 1:
+        raise PipelineError(f"export: {path.name} has {len(names)} inputs; onnx2tflite handles one image input")
+    return names[0]
+
+
+def _failed_op(log: str, onnx_path: Path) -> str:
+    """' on Conv (/layer1/conv)' from onnx2tf's 'onnx_op_name:' error line, looked up in the ONNX graph."""
+    log = _ANSI.sub("", log)
+    missing = re.findall(r"(\w+) OP is not yet implemented", log)
+    if missing:
+        return f" on {missing[-1]}"
+    names = re.findall(r"onnx_op_name:\s*(\S+)", log)
+    if not names:
+        return ""
+    name = names[-1]
+    try:
+        import onnx
+
+        nodes = {n.name: n.op_type for n in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+        kind = nodes.get(name) or nodes.get(name.lstrip("/")) or nodes.get("/" + name.lstrip("/"))
+    except Exception:
+        kind = None
+    return f" on {kind} ({name})" if kind else f" on {name}"
+
+
+def _last_line(log: str, rc) -> str:
+    """The most telling line of the log: the last exception message, else the last ERROR line, else the last line."""
+    lines = [_ANSI.sub("", ln).strip() for ln in log.splitlines()]
+    lines = [ln for ln in lines if ln and not re.match(r"^[WIE]\d{4} ", ln)]  # absl/TF C++ noise
+    exc = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+    err = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:") and not any(g in ln for g in _GENERIC)]
+    pick = err[-1] if err else exc[-1] if exc else lines[-1] if lines else f"exit status {rc}, no output"
+    return pick[:300] + ("" if rc in (0, None) else f" [exit {rc}]")
+
+
+def _show_tail(log: str, lines: int = 15) -> None:
+    """The end of onnx2tf's log on stderr, for the cases one line cannot explain."""
+    kept = [_ANSI.sub("", ln).rstrip() for ln in log.splitlines() if ln.strip() and not re.match(r"^[WIE]\d{4} ", ln)]
+    sys.stderr.write("onnx2tf log (last lines):\n" + "\n".join("  " + ln for ln in kept[-lines:]) + "\n")

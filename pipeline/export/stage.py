@@ -1,0 +1,246 @@
+"""Export stage: the student as ONNX, TFLite fp32/int8 and OpenVINO fp32/fp16/int8, each checked against PyTorch.
+
+Reads ``04_qat/student.pt`` (``export.source: qat``; plain float weights learned under
+fake-quant) or ``03_distill/student.pt``, and ``01_data/calibration.npy`` for int8
+calibration. Writes the artifacts with their sidecars and ``artifacts.json``
+({format: relative path}, what the benchmark and target stages read). Every artifact is run
+on the whole test split by its runtime; a fidelity miss is printed loudly and recorded
+(``passed: false``) but does not stop the stage: the report shows it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import atomic_write_json, sha256_file
+from pipeline.errors import PipelineError
+
+# format key -> file inside the stage folder (an IR's folder also holds its .bin)
+FORMAT_FILES = {
+    "onnx": "student.onnx",
+    "tflite_fp32": "student_fp32.tflite",
+    "tflite_int8": "student_int8.tflite",
+    "openvino_fp32": "openvino_fp32/student.xml",
+    "openvino_fp16": "openvino_fp16/student.xml",
+    "openvino_int8": "openvino_int8/student.xml",
+}
+
+
+def source_checkpoint(ctx) -> tuple[Path, str]:
+    """The student weights to export and which stage they come from."""
+    qat = ctx.inputs.get("qat")
+    if ctx.cfg.export.source == "qat" and qat is not None and (Path(qat) / "student.pt").is_file():
+        return Path(qat) / "student.pt", "qat"
+    path = Path(ctx.inputs["distill"]) / "student.pt"
+    if not path.is_file():
+        raise PipelineError(f"export: {path} missing; re-run the distill stage (python -m pipeline run <recipe> --from distill)")
+    return path, "distill"
+
+
+def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, Path]:
+    """The data stage's calibration subset (float32 N×C×H×W, normalised); missing or empty is the user's to fix."""
+    path = Path(data_dir) / "calibration.npy"
+    fix = "re-run the data stage (python -m pipeline run <recipe> --from data)"
+    if not path.is_file() or path.stat().st_size == 0:
+        raise PipelineError(f"export: calibration subset {path} is missing/empty: {fix}")
+    try:
+        calib = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PipelineError(f"export: calibration subset {path} is unreadable ({exc}): {fix}") from None
+    if calib.ndim != 4 or len(calib) == 0:
+        raise PipelineError(f"export: calibration subset {path} is missing/empty: array of shape {calib.shape}; {fix}")
+    if tuple(calib.shape[1:]) != tuple(input_shape):
+        raise PipelineError(f"export: calibration subset {path} has images {calib.shape[1:]}, the data is {tuple(input_shape)}: {fix}")
+    return np.ascontiguousarray(calib, dtype=np.float32), path
+
+
+def run(ctx) -> dict:
+    from pipeline.data import load_split, read_split_info
+    from pipeline.run import console
+
+    cfg = ctx.cfg.export
+    data_dir = Path(ctx.inputs["data"])
+    info = read_split_info(data_dir)
+    input_shape = tuple(int(d) for d in info["input_shape"])
+    calibration, calib_path = load_calibration(data_dir, input_shape)
+    source, source_stage = source_checkpoint(ctx)
+    job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console)
+
+    job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
+    job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
+    job.openvino([k for k in ("openvino_fp32", "openvino_fp16", "openvino_int8") if k in cfg.formats])
+    listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
+    atomic_write_json(job.out / "artifacts.json", listed)
+
+    x, y = load_split(data_dir, "test")
+    rows, source_acc = job.fidelity(listed, x, y)
+
+    failed = [k for k, r in rows.items() if not r["passed"]]
+    deploy = job.rules.deploy_artifact
+    return {
+        "source_accuracy": source_acc,
+        **({f"{deploy}_accuracy": rows[deploy]["accuracy"]} if deploy in rows else {}),
+        "artifacts": len(rows),
+        "failed": len(failed),
+        "passed": not failed,
+        "failed_artifacts": failed,
+        "source": source_stage,
+        "source_sha256": sha256_file(source),
+        "test_images": int(len(y)),
+        "fidelity": rows,
+        "seconds": {k: round(v, 2) for k, v in job.timings.items()},
+    }
+
+
+def _rules(ctx):
+    from pipeline.target import TARGETS
+
+    return TARGETS[ctx.cfg.target.name]
+
+
+class _Export:
+    """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
+
+    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console):
+        self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
+        self.calibration, self.calib_path = calibration, calib_path
+        self.preprocess, self.class_names = info["preprocess"], info["class_names"]
+        self.num_classes = int(info["num_classes"])
+        self.paths: dict[str, Path] = {}
+        self.timings: dict[str, float] = {}
+
+    def _step(self, label: str) -> float:
+        self.console.print(f"  → {label}…")
+        return time.perf_counter()
+
+    def _done(self, key: str, started: float) -> None:
+        self.timings[key] = time.perf_counter() - started
+        self.console.print(f"    [dim]done in {self.timings[key]:.1f}s[/dim]")
+
+    def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None) -> None:
+        from pipeline.export.sidecar import write_sidecar
+
+        sources = {"checkpoint": self.source} if key == "onnx" else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
+        write_sidecar(path, format=key, input=io[0], output=io[1], preprocess=self.preprocess, class_names=self.class_names,
+                      sources=sources, extra=extra)
+        self.paths[key] = path
+
+    def _calibration_record(self, tool: str, **more) -> dict:
+        return {"tool": tool, **more, "calibration_images": len(self.calibration), "calibration_sha256": sha256_file(self.calib_path)}
+
+    def onnx(self, opset: int, source_stage: str) -> None:
+        from pipeline.export.sidecar import nchw_io
+        from pipeline.export.torch2onnx import torch2onnx
+        from pipeline.models.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(self.source)
+        self.class_names = meta.get("class_names") or self.class_names
+        t = self._step(f"ONNX (opset {opset}) from {source_stage}/student.pt")
+        path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset)
+        self._done("onnx", t)
+        self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes))
+
+    def tflite(self, keys: list[str]) -> None:
+        """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped."""
+        if not keys:
+            return
+        from pipeline.export.onnx2tflite import onnx2tflite
+        from pipeline.export.sidecar import tflite_io
+
+        scheme = "per-channel" if self.rules.per_channel else "per-tensor"
+        io_dtype = self.rules.io_dtype
+        t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
+        made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
+        self._done("tflite", t)
+        for key, path in made.items():
+            if key not in keys:
+                path.unlink()
+                continue
+            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if key == "tflite_int8" else None
+            self._sidecar(key, path, tflite_io(path), extra)
+
+    def openvino(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        from pipeline.export.onnx2openvino import onnx2openvino
+        from pipeline.export.sidecar import nchw_io
+
+        t = self._step(f"OpenVINO IR ({', '.join(keys)}){'; NNCF int8 calibration' if 'openvino_int8' in keys else ''}")
+        made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="openvino_fp16" in keys,
+                             fp32="openvino_fp32" in keys, int8="openvino_int8" in keys)
+        self._done("openvino", t)
+        for key, xml in made.items():
+            extra: dict = {"runtime_hints": {"INFERENCE_PRECISION_HINT": "f32"}}
+            if key == "openvino_int8":
+                extra["quantization"] = self._calibration_record("nncf.quantize", preset="performance")
+            self._sidecar(key, xml, nchw_io(self.input_shape, self.num_classes), extra)
+
+    def fidelity(self, listed: dict[str, str], x: np.ndarray, y: np.ndarray) -> tuple[dict[str, dict], float]:
+        """Run every listed artifact on the test split with its runtime; compare with the PyTorch source."""
+        from pipeline.export.fidelity import compare
+        from pipeline.runtimes import load
+
+        t = self._step(f"fidelity: {len(listed)} artifacts × {len(y)} test images against PyTorch")
+        with load(self.source) as torch_rt:
+            reference = torch_rt.predict(x)
+        source_acc = float((reference.argmax(1) == y).mean())
+        rows: dict[str, dict] = {}
+        for key in listed:
+            try:
+                with load(self.paths[key]) as rt:
+                    row = compare(key, rt.predict(x), reference, y)
+                    row.update(runtime=rt.name, runtime_info={k: v for k, v in rt.info.items() if isinstance(v, (str, int, float))})
+            except Exception as exc:  # one artifact that will not run must not hide the others' numbers
+                row = {"precision": None, "accuracy": None, "passed": False, "message": f"cannot run: {' '.join(str(exc).split())[:300]}"}
+            row.update(file=listed[key], bytes=_size(self.paths[key]))
+            if key == "tflite_int8":
+                row["op_check"] = self._op_check()
+                if not row["op_check"]["passed"]:
+                    row["passed"] = False
+                    row["message"] = "; ".join(filter(None, [row["message"], "op check: not full-integer"]))
+            rows[key] = row
+            _print_row(self.console, key, row)
+        self._done("fidelity", t)
+        return rows, source_acc
+
+    def _op_check(self) -> dict:
+        """Full-integer verdict of the int8 TFLite from its own flatbuffer (what the Edge TPU compiler demands)."""
+        from rich.markup import escape
+
+        from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+
+        graph = read_tflite(self.paths["tflite_int8"])
+        problems = full_integer_problems(graph, self.rules.io_dtype)
+        counts = graph.op_counts()
+        if problems:
+            self.console.print(f"  [bold red]✗ tflite_int8 op check: not full-integer {self.rules.io_dtype}: "
+                               f"{escape('; '.join(problems[:3]))}[/bold red]")
+        else:
+            self.console.print(f"  [green]✓[/green] tflite_int8 op check: {sum(counts.values())} ops, all integer, {self.rules.io_dtype} I/O")
+        return {"passed": not problems, "problems": problems, "op_counts": counts, "io_dtype": self.rules.io_dtype}
+
+
+def _print_row(console, key: str, row: dict) -> None:
+    from rich.markup import escape
+
+    if row["accuracy"] is None:
+        numbers = "no numbers"
+    elif row["precision"] == "int8":
+        numbers = f"accuracy {row['accuracy']:.2%} vs fp32 {row['reference_accuracy']:.2%}, agreement {row['agreement']:.2%}"
+    else:
+        numbers = f"agreement {row['agreement']:.2%}, max |Δlogit| {row['max_abs_logit_diff']:.1e}, accuracy {row['accuracy']:.2%}"
+    if row["passed"]:
+        console.print(f"  [green]✓[/green] {key}: {numbers}")
+    else:
+        console.print(f"  [bold red]✗ {key} FAILED fidelity: {escape(row['message'])} ({numbers})[/bold red]")
+
+
+def _size(path: Path) -> int:
+    path = Path(path)
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size

@@ -1,0 +1,22 @@
+"""Intel NPU (Core Ultra) with OpenVINO: the same NNCF int8 IR, static shapes, on the NPU plugin.
+
+The NPU plugin supports no dynamic shapes (docs.openvino.ai, "Supported Devices"), so the
+IR keeps the export's batch-1 static shape. Where no NPU is present the IR is checked and
+benchmarked on CPU and one line says so, pointing at openvino_cpu.yaml (``device.py``).
+"""
+
+from pipeline.target.checks import check_openvino
+from pipeline.target.rules import TargetRules
+
+RULES = TargetRules(
+    name="openvino_npu",
+    description="Intel NPU (Core Ultra), OpenVINO: NNCF int8 IR on the NPU plugin",
+    per_channel=True,
+    io_dtype="float32",
+    layout="NCHW",
+    deploy_artifact="openvino_int8",
+    runtime="openvino",
+    device="NPU",
+    checker=check_openvino,
+    alternative="openvino_cpu.yaml",
+)

@@ -1,0 +1,193 @@
+"""Export stage end to end on real digits: every format written with its sidecar, checked against PyTorch.
+
+One module-scoped fixture runs the data stage, trains a resnet8 for a moment, and runs the
+export stage once with every format (the Edge TPU target: per-channel int8, uint8 I/O).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.artifacts import sha256_file
+from pipeline.config import validate_config
+from pipeline.errors import PipelineError
+from pipeline.export.fidelity import compare
+from pipeline.export.sidecar import read_sidecar
+from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+from pipeline.run import StageContext
+
+ALL_FORMATS = ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_fp16", "openvino_int8"]
+
+
+def _config(root: Path, **export):
+    return validate_config({
+        "name": "t",
+        "runs_dir": str(root),
+        "data": {"dataset": "digits", "max_train": 300, "max_test": 150, "calibration_size": 48},
+        "export": {"formats": ALL_FORMATS, **export},
+    })
+
+
+def _train_student(data_dir: Path, out: Path) -> Path:
+    from pipeline.data import load_split, read_split_info
+    from pipeline.models import build_model
+    from pipeline.models.checkpoint import save_checkpoint
+
+    x, y = (torch.from_numpy(a) for a in load_split(data_dir, "train"))
+    info = read_split_info(data_dir)
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for i in range(0, len(x), 50):
+            loss = F.cross_entropy(model(x[i : i + 50]), y[i : i + 50])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"arch": "resnet8", "arch_args": {}, "num_classes": 10, "in_channels": 1,
+            "preprocess": info["preprocess"], "class_names": info["class_names"]}
+    save_checkpoint(out / "student.pt", model.eval(), meta)
+    return out / "student.pt"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import pipeline.data.stage as data_stage
+    import pipeline.export.stage as export_stage
+
+    root = tmp_path_factory.mktemp("run")
+    cfg = _config(root)
+    data = root / "01_data"
+    data.mkdir()
+    data_stage.run(StageContext(cfg=cfg, out=data, inputs={}, cache=root / "cache"))
+    _train_student(data, root / "03_distill")
+    (root / "04_qat").mkdir()  # QAT ran without writing a student: export falls back to the distilled one
+    out = root / "05_export"
+    out.mkdir()
+    inputs = {"data": data, "distill": root / "03_distill", "qat": root / "04_qat"}
+    metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs=inputs, cache=root / "cache"))
+    return {"root": root, "out": out, "metrics": metrics, "cfg": cfg, "inputs": inputs}
+
+
+def test_every_format_is_listed_and_has_a_sidecar(run_dir):
+    out = run_dir["out"]
+    listed = json.loads((out / "artifacts.json").read_text())
+    assert list(listed) == ALL_FORMATS
+    checkpoint_hash = sha256_file(run_dir["root"] / "03_distill" / "student.pt")
+    for key, rel in listed.items():
+        path = out / rel
+        assert path.is_file(), key
+        if path.suffix == ".xml":
+            assert path.with_suffix(".bin").is_file() and path.parent.name == key
+        side = read_sidecar(path, required=True)
+        assert side["format"] == key and side["sha256"] == sha256_file(path)
+        assert side["layout"] == ("NHWC" if key.startswith("tflite") else "NCHW")
+        assert side["preprocess"]["image_size"] == 8 and side["preprocess"]["channels"] == 1
+        assert len(side["class_names"]) == 10 and side["sources"]["checkpoint"]["sha256"] == checkpoint_hash
+        assert "numpy" in side["tools"]
+
+
+def test_int8_tflite_sidecar_carries_io_quantisation(run_dir):
+    side = read_sidecar(run_dir["out"] / "student_int8.tflite")
+    graph = read_tflite(run_dir["out"] / "student_int8.tflite")
+    assert side["input"]["dtype"] == side["output"]["dtype"] == "uint8"  # the Edge TPU target's I/O
+    assert side["input"]["shape"] == [1, 8, 8, 1]
+    assert side["input"]["quantization"] == {"scale": graph.inputs[0].scale, "zero_point": graph.inputs[0].zero_point}
+    assert side["output"]["quantization"]["scale"][0] > 0
+    assert side["quantization"]["scheme"] == "per-channel" and side["quantization"]["calibration_images"] == 48
+    assert read_sidecar(run_dir["out"] / "student_fp32.tflite")["input"]["quantization"] is None
+
+
+def test_fidelity_is_measured_on_the_whole_test_split(run_dir):
+    m = run_dir["metrics"]
+    json.dumps(m)  # lands in manifest.json
+    assert m["source"] == "distill" and m["test_images"] == 150
+    rows = m["fidelity"]
+    assert set(rows) == set(ALL_FORMATS)
+    for key in ("onnx", "tflite_fp32", "openvino_fp32"):
+        assert rows[key]["passed"], rows[key]
+        assert rows[key]["agreement"] >= 0.999 and rows[key]["max_abs_logit_diff"] < 1e-3
+        assert rows[key]["accuracy"] == pytest.approx(m["source_accuracy"], abs=1 / 150)
+    assert m["source_accuracy"] > 0.5  # the student learned something, so int8 agreement means something
+    for key in ("tflite_int8", "openvino_int8"):
+        assert rows[key]["agreement"] >= 0.9, rows[key]
+        assert rows[key]["accuracy_retained"] == pytest.approx(rows[key]["accuracy"] / m["source_accuracy"])
+    assert rows["openvino_fp16"]["agreement"] >= 0.99
+    assert rows["tflite_int8"]["op_check"]["passed"] and rows["tflite_int8"]["op_check"]["problems"] == []
+    assert m["passed"] == (m["failed"] == 0) and m["tflite_int8_accuracy"] == rows["tflite_int8"]["accuracy"]
+
+
+def test_int8_op_check_rejects_a_float_model(run_dir):
+    problems = full_integer_problems(read_tflite(run_dir["out"] / "student_fp32.tflite"), "uint8")
+    assert any("is float32, expected uint8" in p for p in problems)
+    assert any(p.startswith("float op") and "CONV_2D" in p for p in problems)
+
+
+def test_a_fidelity_miss_names_both_numbers():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((100, 10)).astype(np.float32)
+    labels = ref.argmax(1)
+    row = compare("tflite_fp32", ref + 2e-3, ref, labels)
+    assert not row["passed"] and "max |Δlogit| 2.00e-03" in row["message"]
+    worse = ref.copy()
+    worse[:10] = -worse[:10]  # 10 % of the predictions change
+    row = compare("tflite_int8", worse, ref, labels)
+    assert not row["passed"] and "90.00% of fp32 100.00%" in row["message"]
+    assert compare("onnx", ref, ref, labels)["passed"]
+
+
+def test_source_prefers_the_qat_student(run_dir, tmp_path):
+    from pipeline.export.stage import source_checkpoint
+
+    qat, distill = tmp_path / "04_qat", run_dir["root"] / "03_distill"
+    qat.mkdir()
+    shutil.copy(distill / "student.pt", qat / "student.pt")
+    ctx = StageContext(cfg=run_dir["cfg"], out=tmp_path, inputs={"distill": distill, "qat": qat}, cache=tmp_path)
+    assert source_checkpoint(ctx) == (qat / "student.pt", "qat")
+    ctx.cfg = _config(run_dir["root"], source="distill")
+    assert source_checkpoint(ctx) == (distill / "student.pt", "distill")
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "zero_images"])
+def test_missing_or_empty_calibration_is_one_clear_error(run_dir, tmp_path, damage):
+    import pipeline.export.stage as export_stage
+
+    data = tmp_path / "01_data"
+    data.mkdir()
+    shutil.copy(run_dir["inputs"]["data"] / "split.json", data / "split.json")
+    if damage == "empty":
+        (data / "calibration.npy").write_bytes(b"")
+    elif damage == "zero_images":
+        np.save(data / "calibration.npy", np.zeros((0, 1, 8, 8), np.float32))
+    ctx = StageContext(cfg=run_dir["cfg"], out=tmp_path / "out", inputs={**run_dir["inputs"], "data": data}, cache=tmp_path)
+    with pytest.raises(PipelineError, match=r"calibration subset .* is missing/empty: .*re-run the data stage .*--from data") as err:
+        export_stage.run(ctx)
+    assert "\n" not in str(err.value)
+
+
+def test_converter_failure_names_the_tool_and_the_op(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.export.onnx2tflite import onnx2tflite
+
+    node = helper.make_node("Frobnicate", ["input"], ["logits"], name="frob0", domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              tmp_path / "frob.onnx")
+    calib = np.zeros((4, 1, 8, 8), np.float32)
+    with pytest.raises(PipelineError, match=r"^export: onnx2tf failed on Frobnicate: .*not yet implemented") as err:
+        onnx2tflite(tmp_path / "frob.onnx", tmp_path / "out", calib, "int8", True)
+    assert "\n" not in str(err.value)
+    (tmp_path / "bogus.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(PipelineError, match="bogus.onnx is not a readable ONNX model"):
+        onnx2tflite(tmp_path / "bogus.onnx", tmp_path / "out", calib, "int8", True)

@@ -1,0 +1,218 @@
+"""Round trip per format: export a tiny net, load it with its runtime, compare with PyTorch.
+
+One module-scoped fixture converts once (ONNX → TFLite fp32/int8 via onnx2tf, → OpenVINO
+fp32/int8 via NNCF); the tests then check predictions, layout, integer I/O and errors.
+Input is 3×8×8 so the colour path (where onnx2tf would download a sample file) is covered
+and C ≠ H tells the layouts apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.export.sidecar import read_sidecar, tflite_io, write_sidecar
+from pipeline.export.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor, float_ops_between_io, full_integer_problems, read_tflite
+from pipeline.runtimes import all_cores, load
+from pipeline.runtimes.base import dequantize, quantize, resolve_layout
+
+SHAPE = (3, 8, 8)
+CLASSES = 5
+
+
+class TinyConvNet(nn.Module):
+    """conv-BN-ReLU ×2, global average pool, linear: 1×3×8×8 → 1×5."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        )
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def _sample(n: int, seed: int) -> np.ndarray:
+    """Calibration-like images: normalised, with a per-image brightness offset so classes differ."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, *SHAPE)) * 0.7 + rng.standard_normal((n, 3, 1, 1))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from pipeline.export.onnx2openvino import onnx2openvino
+    from pipeline.export.onnx2tflite import onnx2tflite
+    from pipeline.export.torch2onnx import torch2onnx
+
+    torch.manual_seed(0)
+    model = TinyConvNet()
+    with torch.no_grad():  # non-trivial BN statistics so folding is exercised
+        for bn in (model.features[1], model.features[4]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    out = tmp_path_factory.mktemp("exported")
+    calibration = _sample(64, seed=1)
+    paths = {"onnx": torch2onnx(model, SHAPE, out / "tiny.onnx")}
+    paths |= onnx2tflite(paths["onnx"], out, calibration, io_dtype="int8", per_channel=True)
+    paths |= onnx2openvino(paths["onnx"], out, calibration)
+    x = _sample(16, seed=2)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    return {"model": model, "paths": paths, "x": x, "reference": reference}
+
+
+@pytest.mark.parametrize("key", ["onnx", "tflite_fp32", "openvino_fp32"])
+def test_fp32_round_trip_matches_pytorch(exported, key):
+    runtime = load(exported["paths"][key], threads=1)
+    logits = runtime.predict(exported["x"])  # batch 16 through a batch-1 model
+    assert logits.shape == (16, CLASSES) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, exported["reference"], atol=1e-4, rtol=0)
+    assert runtime.threads == 1 and runtime.format == key
+    runtime.close()
+
+
+@pytest.mark.parametrize("key", ["tflite_int8", "openvino_int8"])
+def test_int8_round_trip_agrees_with_pytorch(exported, key):
+    runtime = load(exported["paths"][key], threads=1)
+    logits = runtime.predict(exported["x"])
+    ref = exported["reference"]
+    assert logits.shape == ref.shape and logits.dtype == np.float32
+    agreement = (logits.argmax(1) == ref.argmax(1)).mean()
+    assert agreement >= 0.9, agreement
+    # dequantised logits land near the float ones (on average a few output steps; a logit outside the
+    # calibrated range is clipped, so the max is not a fair measure)
+    assert np.abs(logits - ref).mean() < 0.03 * (ref.max() - ref.min())
+    assert runtime.format == key
+
+
+def test_tflite_int8_is_full_integer_with_quantised_nhwc_io(exported):
+    graph = read_tflite(exported["paths"]["tflite_int8"])
+    (t_in,), (t_out,) = graph.inputs, graph.outputs
+    assert t_in.shape == (1, 8, 8, 3) and t_in.dtype == "int8" and len(t_in.scale) == 1
+    assert t_out.shape == (1, CLASSES) and t_out.dtype == "int8" and t_out.scale[0] > 0
+    assert full_integer_problems(graph, "int8") == []
+    assert float_ops_between_io(graph) == []
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(graph.op_counts())
+    conv = next(op for op in graph.ops if op.opcode_name == "CONV_2D")
+    weights = next(t for t in conv.inputs if t.is_constant and t.dtype == "int8")
+    assert len(weights.scale) == weights.shape[0]  # per-channel, one scale per output channel
+
+
+def test_fp32_tflite_fails_the_full_integer_check(exported):
+    graph = read_tflite(exported["paths"]["tflite_fp32"])
+    problems = full_integer_problems(graph, "int8")
+    assert any("input" in p and "float32" in p for p in problems)
+    floats = float_ops_between_io(graph)
+    assert floats and all("float32" in line for line in floats)
+    assert any("CONV_2D" in line for line in floats)
+
+
+def test_a_float_op_in_the_middle_is_flagged():
+    """int8 in → CONV_2D → DEQUANTIZE → SOFTMAX (float) → QUANTIZE → int8 out: the Edge TPU's "not quantized"."""
+    q = {"scale": [0.1], "zero_point": [0]}
+    t_in, t_conv, t_out = (TFLiteTensor(n, (1, 4), (1, 4), "int8", **q) for n in ("in", "conv", "out"))
+    w = TFLiteTensor("w", (4, 4), (4, 4), "int8", is_constant=True, **q)
+    f1, f2 = TFLiteTensor("deq", (1, 4), (1, 4), "float32"), TFLiteTensor("soft", (1, 4), (1, 4), "float32")
+    ops = [TFLiteOp(0, "CONV_2D", [t_in, w], [t_conv]), TFLiteOp(1, "DEQUANTIZE", [t_conv], [f1]),
+           TFLiteOp(2, "SOFTMAX", [f1], [f2]), TFLiteOp(3, "QUANTIZE", [f2], [t_out])]
+    bad = TFLiteGraph(path=None, ops=ops, inputs=[t_in], outputs=[t_out], tensors=[])
+    assert float_ops_between_io(bad) == ["#1 DEQUANTIZE (float32 output 'deq')", "#2 SOFTMAX (float32 input 'deq')",
+                                         "#3 QUANTIZE (float32 input 'soft')"]
+    problems = full_integer_problems(bad, "int8")
+    assert "#1 DEQUANTIZE in the middle of the graph" in problems and len(problems) == 5
+    good = TFLiteGraph(path=None, ops=ops[:1], inputs=[t_in], outputs=[t_conv], tensors=[])
+    assert full_integer_problems(good, "int8") == [] and full_integer_problems(good, "uint8") != []
+
+
+def test_int8_runtime_quantises_with_the_tensors_own_parameters(exported):
+    runtime = load(exported["paths"]["tflite_int8"], threads=1)
+    scale, zero = runtime.in_q
+    graph = read_tflite(exported["paths"]["tflite_int8"])
+    assert (scale, zero) == (pytest.approx(graph.inputs[0].scale[0]), graph.inputs[0].zero_point[0])
+    q = quantize(np.array([0.0, scale * 3, 1e9, -1e9], np.float32), scale, zero, np.int8)
+    assert q.tolist() == [zero, zero + 3, 127, -128]
+    np.testing.assert_allclose(dequantize(q[:2], scale, zero), [0.0, scale * 3], rtol=1e-6)
+
+
+def test_sidecar_supplies_format_and_layout(exported, tmp_path):
+    import shutil
+
+    src = exported["paths"]["tflite_int8"]
+    artifact = shutil.copy(src, tmp_path / "m.tflite")
+    io_in, io_out = tflite_io(artifact)
+    pre = {"image_size": 8, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    write_sidecar(artifact, format="tflite_int8", input=io_in, output=io_out, preprocess=pre, class_names=list("abcde"),
+                  sources={"onnx": exported["paths"]["onnx"]})
+    side = read_sidecar(artifact)
+    assert side["layout"] == "NHWC" and side["input"]["quantization"]["scale"] == io_in["quantization"]["scale"]
+    runtime = load(artifact, threads=1)
+    assert runtime.format == "tflite_int8" and runtime.layout_hint() == "NHWC"
+    np.testing.assert_array_equal(runtime.predict(exported["x"]), load(src, threads=1).predict(exported["x"]))
+
+
+def test_layout_is_decided_from_the_model_shape_and_sidecar():
+    p = __import__("pathlib").Path("m.tflite")
+    assert resolve_layout((1, 8, 8, 3), None, (4, 3, 8, 8), p) == "NHWC"
+    assert resolve_layout((1, 3, 8, 8), None, (4, 3, 8, 8), p) == "NCHW"
+    assert resolve_layout((None, 3, None, None), None, (4, 3, 8, 8), p) == "NCHW"
+    with pytest.raises(PipelineError, match="sidecar"):  # 3×3×3: either layout fits, only the sidecar can tell
+        resolve_layout((1, 3, 3, 3), None, (1, 3, 3, 3), p)
+    assert resolve_layout((1, 3, 3, 3), "NHWC", (1, 3, 3, 3), p) == "NHWC"
+    with pytest.raises(PipelineError, match="does not take images"):
+        resolve_layout((1, 8, 8, 3), "NCHW", (1, 3, 8, 8), p)
+    with pytest.raises(PipelineError, match="fits neither"):
+        resolve_layout((1, 3, 16, 16), None, (1, 3, 8, 8), p)
+
+
+def test_wrong_image_shape_is_a_clear_error(exported):
+    runtime = load(exported["paths"]["onnx"], threads=1)
+    with pytest.raises(PipelineError, match="fits neither"):
+        runtime.predict(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def test_missing_openvino_device_lists_the_available_ones(exported):
+    with pytest.raises(PipelineError, match=r"device 'NPU' not available here \(available: .*CPU"):
+        load(exported["paths"]["openvino_int8"], device="NPU")
+
+
+def test_openvino_records_its_precision_hint(exported):
+    runtime = load(exported["paths"]["openvino_fp32"], threads=1)
+    assert runtime.info["INFERENCE_PRECISION_HINT"] == "f32" and runtime.info["INFERENCE_NUM_THREADS"] == "1"
+
+
+def test_load_rejects_unknown_or_missing_files(tmp_path):
+    with pytest.raises(PipelineError, match="no runtime for '.h5'"):
+        load(tmp_path / "m.h5")
+    with pytest.raises(PipelineError, match="no such artifact"):
+        load(tmp_path / "m.onnx")
+    bogus = tmp_path / "m.tflite"
+    bogus.write_bytes(b"not a flatbuffer")
+    with pytest.raises(PipelineError, match="m.tflite"):
+        load(bogus)
+
+
+def test_threads_zero_means_all_cores(exported):
+    assert load(exported["paths"]["onnx"]).threads == all_cores()
+
+
+def test_torch_runtime_loads_a_pipeline_checkpoint(tmp_path):
+    from pipeline.models import build_model
+    from pipeline.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 1).eval()
+    pre = {"image_size": 8, "channels": 1, "mean": [0.3], "std": [0.4]}
+    save_checkpoint(tmp_path / "s.pt", model, {"arch": "resnet8", "arch_args": {}, "num_classes": 10, "in_channels": 1, "preprocess": pre})
+    x = np.random.default_rng(0).standard_normal((300, 1, 8, 8)).astype(np.float32)  # > one internal batch
+    runtime = load(tmp_path / "s.pt", threads=1)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(runtime.predict(x), expected, atol=1e-5)
+    assert runtime.format == "torch" and runtime.name == "torch"
