@@ -1,0 +1,116 @@
+"""Accuracy through every stage: one chain of top-1 numbers on one set of test images, and where it drops.
+
+The chain (``STAGE_CHAIN``) runs teacher fp32 → student fp32 (after distillation) → student
+fake-quant (after QAT) → student fp32 with the QAT weights → ONNX → TFLite fp32 → TFLite int8, and
+ONNX → OpenVINO fp32 → fp16/int8. Each stage names its *parent*, the stage it was made from,
+so ``drop_vs_parent_pts`` says which step lost accuracy. Agreement is the fraction of images
+whose top-1 class equals that of a reference stage (teacher, fp32 student, fake-quant student):
+a conversion bug shows up as low agreement even where accuracy happens to hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# stage -> (label, parent stage); an export format's parent is where its converter started from
+STAGE_CHAIN: dict[str, tuple[str, str | None]] = {
+    "teacher_fp32": ("teacher fp32 (PyTorch)", None),
+    "student_fp32": ("student fp32 after distillation (PyTorch)", "teacher_fp32"),
+    "student_fakequant": ("student fake-quant after QAT (PyTorch)", "student_fp32"),
+    "student_qat_fp32": ("student fp32 with QAT weights (PyTorch, exported)", "student_fakequant"),
+    "onnx": ("ONNX (ONNX Runtime)", "export_source"),
+    "tflite_fp32": ("TFLite fp32 (LiteRT)", "onnx"),
+    "tflite_int8": ("TFLite int8 (LiteRT)", "tflite_fp32"),
+    "openvino_fp32": ("OpenVINO fp32", "onnx"),
+    "openvino_fp16": ("OpenVINO fp16", "openvino_fp32"),
+    "openvino_int8": ("OpenVINO int8", "openvino_fp32"),
+}
+REFERENCES = ("teacher", "student_fp32", "student_fakequant")  # agreement columns
+REFERENCE_STAGE = {"teacher": "teacher_fp32", "student_fp32": "student_fp32", "student_fakequant": "student_fakequant"}
+
+
+def predict_classes(runtime, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Top-1 class per image, in chunks so a large test split never sits in one runtime call."""
+    out = []
+    for i in range(0, len(images), batch):
+        logits = np.asarray(runtime.predict(np.ascontiguousarray(images[i : i + batch])))
+        if logits.ndim != 2 or len(logits) != len(images[i : i + batch]):
+            raise ValueError(f"{getattr(runtime, 'name', 'runtime')}: predict returned shape {logits.shape}, expected N×K")
+        out.append(logits.argmax(axis=1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def top1(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(pred) == np.asarray(labels)))
+
+
+def agreement(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Fraction of images on which two models pick the same class."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"predictions of different lengths: {pred.shape} vs {ref.shape}")
+    return float(np.mean(pred == ref))
+
+
+def accuracy_rows(
+    preds: dict[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    engines: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    export_source: str = "student_qat_fp32",
+) -> list[dict[str, Any]]:
+    """One row per stage of ``STAGE_CHAIN`` that has predictions or an error, in chain order.
+
+    ``preds``: stage -> top-1 classes (N,) on the same images as ``labels``; ``errors``: stage ->
+    why it has none (not exported, failed to load…). ``export_source`` is the stage the ONNX
+    export started from (``student_qat_fp32`` or ``student_fp32``).
+    """
+    engines, errors = engines or {}, errors or {}
+    n = int(len(labels))
+    acc = {stage: top1(p, labels) for stage, p in preds.items()}
+    chain = dict(STAGE_CHAIN)
+    for stage in [*preds, *errors]:  # a format the chain does not know yet: made from the export source
+        chain.setdefault(stage, (stage, "export_source"))
+    rows = []
+    for stage, (label, parent) in chain.items():
+        if stage not in preds and stage not in errors:
+            continue
+        if parent == "export_source":
+            parent = export_source
+        while parent is not None and parent not in acc and parent in STAGE_CHAIN:
+            parent = STAGE_CHAIN[parent][1]  # skip a missing link (e.g. no QAT): compare with what it came from
+            parent = export_source if parent == "export_source" else parent
+        p = preds.get(stage)
+        agree = {
+            name: (agreement(p, preds[ref]) if p is not None and ref in preds else None)
+            for name, ref in REFERENCE_STAGE.items()
+        }
+        top = acc.get(stage)
+        rows.append({
+            "stage": stage,
+            "label": label,
+            "model": "teacher" if stage == "teacher_fp32" else "student",
+            "artifact": "pytorch" if stage in PYTORCH_STAGES else stage,
+            "engine": engines.get(stage),
+            "parent": parent,
+            "top1": top,
+            "images": n,
+            "agreement": agree,
+            "drop_vs_parent_pts": _pts(acc.get(parent), top),
+            "drop_vs_teacher_pts": _pts(acc.get("teacher_fp32"), top) if stage != "teacher_fp32" else None,
+            "error": errors.get(stage) if p is None else None,
+        })
+    return rows
+
+
+PYTORCH_STAGES = ("teacher_fp32", "student_fp32", "student_fakequant", "student_qat_fp32")
+
+
+def _pts(before: float | None, after: float | None) -> float | None:
+    """Accuracy lost from ``before`` to ``after``, in percentage points (negative = gained)."""
+    if before is None or after is None:
+        return None
+    return round((before - after) * 100.0, 4)

@@ -1,0 +1,345 @@
+"""Benchmark stage: accuracy of every stage and batch-1 latency of every artifact on the host, then the gates.
+
+For each subject (teacher and student checkpoints, each exported artifact): first top-1 on the
+first ``benchmark.max_images`` test images (which also imports the runtime's library outside
+any timing), then latency at each ``benchmark.threads`` setting by ``latency.measure_latency``
+(method in its docstring). The QAT stage's fake-quant logits join the accuracy chain; the
+gates are evaluated on the target's deploy artifact.
+
+Writes ``benchmark.json`` (the report's rows, environment and settings; ``pipeline.report``
+turns it into report.json/md/html) and ``latency_samples.npz`` (every timed sample, for the
+latency plots). A failing artifact becomes a row with ``error`` set; the others still run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+import pipeline
+from pipeline.artifacts import Manifest, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
+from pipeline.benchmark.gates import evaluate_gates, gate_threads
+from pipeline.benchmark.latency import measure_latency, resolve_threads
+from pipeline.errors import PipelineError
+from pipeline.report.schema import sample_key
+
+RESULTS_FILE = "benchmark.json"
+SAMPLES_FILE = "latency_samples.npz"
+RESULTS_KIND = "benchmark-results"
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One thing to score: a stage of the accuracy chain, and (if ``timed``) a latency subject."""
+
+    stage: str  # key in accuracy.STAGE_CHAIN
+    model: str  # teacher | student
+    artifact: str  # "pytorch" or an export format key
+    path: Path
+    timed: bool = True
+
+
+def open_runtime(path: Path, threads: int):
+    """The runtime for one file (``pipeline.runtimes.load``); tests replace this function."""
+    from pipeline.runtimes import load
+
+    return load(Path(path), threads=threads)
+
+
+def run(ctx) -> dict:
+    cfg, bench = ctx.cfg, ctx.cfg.benchmark
+    from pipeline.data import load_split, read_split_info
+    from pipeline.target import TARGETS
+
+    rules = TARGETS[cfg.target.name]
+    info = read_split_info(ctx.input("data"))
+    x, y = load_split(ctx.input("data"), "test")
+    if bench.max_images:
+        x, y = x[: bench.max_images], y[: bench.max_images]
+    if len(y) == 0:
+        raise PipelineError("data: the test split is empty; set data.test_fraction > 0")
+
+    subjects, errors = collect_subjects(ctx)
+    export_source = "student_qat_fp32" if any(s.stage == "student_qat_fp32" for s in subjects) else "student_fp32"
+    preds: dict[str, np.ndarray] = {}
+    engines: dict[str, str] = {}
+    infos: dict[str, dict] = {}
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, np.ndarray] = {}
+    models = model_summaries(ctx, tuple(info["input_shape"]))
+    host = host_environment()
+    host_name = host["name"]
+
+    for subj in subjects:
+        try:
+            runtime = open_runtime(subj.path, threads=0)
+            try:
+                engines[subj.stage] = runtime_name(runtime)
+                infos[subj.stage] = engine_info(runtime)
+                preds[subj.stage] = predict_classes(runtime, x)
+            finally:
+                _close(runtime)
+        except Exception as exc:  # one broken artifact must not lose the others' numbers
+            errors[subj.stage] = _describe(exc)
+        if subj.timed:
+            for threads in bench.threads:
+                row = _latency_row(subj, threads, host_name, models, rules.deploy_artifact, engines.get(subj.stage))
+                row["engine_info"] = infos.get(subj.stage, {})
+                if subj.stage in errors:
+                    row["error"] = errors[subj.stage]
+                else:
+                    _measure_into(row, subj, x, bench, samples)
+                rows.append(row)
+
+    for stage in errors:  # formats asked for but not exported: a failed row per thread setting
+        if not any(s.stage == stage for s in subjects):
+            for threads in bench.threads:
+                rows.append({**_latency_row(Subject(stage, "student", stage, Path(stage)), threads, host_name, models,
+                                            rules.deploy_artifact, None), "error": errors[stage], "file": None, "size_bytes": None})
+
+    fq = fakequant_predictions(ctx, len(y))
+    if isinstance(fq, str):
+        errors["student_fakequant"] = fq
+    elif fq is not None:
+        preds["student_fakequant"] = fq
+        engines["student_fakequant"] = "PyTorch fake-quant (QAT stage)"
+    acc = accuracy_rows(preds, y, engines=engines, errors=errors, export_source=export_source)
+    top1 = {(r["model"], r["artifact"]): r["top1"] for r in acc if r["stage"] != "student_qat_fp32" and r["stage"] != "student_fakequant"}
+    for row in rows:
+        row["accuracy"] = top1.get((row["model"], row["artifact"]))
+        row["images"] = int(len(y))
+
+    threads = gate_threads(list(bench.threads), rules.threads)
+    gates = evaluate_gates(bench.gates.model_dump(), accuracy=acc, latency=rows, deploy_artifact=rules.deploy_artifact, threads=threads)
+    results = {
+        "kind": RESULTS_KIND,
+        "version": 1,
+        "pipeline_version": pipeline.__version__,
+        "run": {
+            "name": cfg.name,
+            "target": rules.name,
+            "deploy_artifact": rules.deploy_artifact,
+            "export_source": cfg.export.source,
+            "gate_threads": threads,
+        },
+        "data": {
+            "dataset": info.get("dataset"),
+            "split": "test",
+            "images": int(len(y)),
+            "num_classes": info.get("num_classes"),
+            "input_shape": list(info["input_shape"]),
+        },
+        "environment": {"host": host},
+        "settings": {
+            "batch": 1,
+            "warmup": bench.warmup,
+            "min_runs": bench.min_runs,
+            "min_seconds": bench.min_seconds,
+            "threads": list(bench.threads),
+            "max_images": bench.max_images,
+            "timer": "time.perf_counter",
+            "method": "pipeline.benchmark.latency.measure_latency",
+        },
+        "models": models,
+        "accuracy": acc,
+        "latency": rows,
+        "gates": gates,
+        "target": target_summary(ctx, rules.name),
+    }
+    atomic_write_json(ctx.out / RESULTS_FILE, results)
+    atomic_write_bytes(ctx.out / SAMPLES_FILE, _npz_bytes(samples))
+    return stage_metrics(results)
+
+
+def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
+    """Checkpoints and exported artifacts to score, and an error for each format asked for but absent."""
+    subjects = [
+        Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / "teacher.pt"),
+        Subject("student_fp32", "student", "pytorch", ctx.input("distill") / "student.pt"),
+    ]
+    qat = Manifest.read(ctx.input("qat"))
+    if ctx.cfg.export.source == "qat" and (qat is None or qat.metrics.get("enabled", True)):
+        subjects.append(Subject("student_qat_fp32", "student", "pytorch", ctx.input("qat") / "student.pt", timed=False))
+    listing = ctx.input("export") / "artifacts.json"
+    if not listing.is_file():
+        raise PipelineError(f"{listing}: missing; re-run the export stage (python -m pipeline run <recipe> --from export)")
+    exported = read_json(listing)
+    errors: dict[str, str] = {}
+    for key in ctx.cfg.export.formats:
+        if key in exported:
+            subjects.append(Subject(key, "student", key, ctx.input("export") / exported[key]))
+        else:
+            errors[key] = f"not exported (see {ctx.input('export').name}/manifest.json)"
+    for key, rel in exported.items():  # exported under a key the config does not list (kept, not hidden)
+        if key not in ctx.cfg.export.formats:
+            subjects.append(Subject(key, "student", key, ctx.input("export") / rel))
+    return subjects, errors
+
+
+def fakequant_predictions(ctx, n: int) -> np.ndarray | str | None:
+    """Top-1 of the QAT fake-quant model on the first ``n`` test images; an error string if unusable."""
+    path = ctx.input("qat") / "fakequant_test_logits.npy"
+    qat = Manifest.read(ctx.input("qat"))
+    if qat is not None and qat.metrics.get("enabled") is False:
+        return None  # QAT off: there is no fake-quant model
+    if not path.is_file():
+        return f"{path.name} missing in {ctx.input('qat').name}"
+    logits = np.load(path)
+    if logits.ndim != 2 or len(logits) < n:
+        return f"{path.name}: shape {logits.shape}, expected at least {n} test rows"
+    return logits[:n].argmax(axis=1).astype(np.int64)
+
+
+def model_summaries(ctx, input_shape: tuple[int, ...]) -> dict[str, dict]:
+    """Params and MACs of teacher and student (exported artifacts inherit the student's)."""
+    from pipeline.benchmark.complexity import checkpoint_summary
+
+    source = ctx.input("qat") / "student.pt" if ctx.cfg.export.source == "qat" else ctx.input("distill") / "student.pt"
+    if not source.is_file():
+        source = ctx.input("distill") / "student.pt"
+    out = {}
+    for name, path in (("teacher", ctx.input("teacher") / "teacher.pt"), ("student", source)):
+        try:
+            out[name] = checkpoint_summary(path, input_shape)
+        except Exception as exc:
+            out[name] = {"arch": None, "params": None, "macs": None, "file": path.name, "size_bytes": None, "error": _describe(exc)}
+    return out
+
+
+def target_summary(ctx, name: str) -> dict[str, Any]:
+    m = Manifest.read(ctx.input("target")) if "target" in ctx.inputs else None
+    metrics = dict(m.metrics) if m else {}
+    metrics.setdefault("verdict", None)
+    return {**metrics, "name": name}
+
+
+def host_environment() -> dict[str, Any]:
+    """CPU, cores, OS and runtime versions of this machine (the device runner's block, plus tool versions)."""
+    from pipeline.artifacts import tool_versions
+    from pipeline.device.info import describe_device
+
+    env = describe_device()
+    env.pop("coral_usb", None)
+    env["tools"] = tool_versions()
+    return env
+
+
+def stage_metrics(results: dict) -> dict:
+    """What lands in the manifest: headline numbers first (run.py prints the first four), then the gates."""
+    deploy = results["run"]["deploy_artifact"]
+    acc = {r["stage"]: r["top1"] for r in results["accuracy"]}
+    lat = next((r for r in results["latency"] if r["model"] == "student" and r["artifact"] == deploy
+                and r["threads"] == results["run"]["gate_threads"] and not r["error"]), None)
+    return {
+        "deploy_accuracy": acc.get(deploy),
+        "teacher_accuracy": acc.get("teacher_fp32"),
+        "deploy_p50_ms": lat["latency_ms"]["p50"] if lat else None,
+        "gates_passed": all(g["passed"] for g in results["gates"]),
+        "accuracy": acc,
+        "failed_rows": sum(1 for r in results["latency"] if r["error"]),
+        "gates": results["gates"],
+    }
+
+
+ENGINE_PACKAGES = {"tflite": "ai-edge-litert", "onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
+
+
+def runtime_name(runtime) -> str:
+    """'tflite 2.1.0', 'openvino 2026.4.1-…': the engine and its version (the runtime's own, else its package's)."""
+    from importlib import metadata
+
+    name = str(getattr(runtime, "name", type(runtime).__name__))
+    version = (getattr(runtime, "info", None) or {}).get("version")
+    if not version and name in ENGINE_PACKAGES:
+        try:
+            version = metadata.version(ENGINE_PACKAGES[name])
+        except metadata.PackageNotFoundError:
+            version = None
+    return f"{name} {version}" if version else name
+
+
+def engine_info(runtime) -> dict[str, Any]:
+    """The runtime's reportable settings (precision hint, delegates, I/O dtypes), JSON scalars only."""
+    info = getattr(runtime, "info", None) or {}
+    return {str(k): v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def _latency_row(subj: Subject, threads: int, host: str, models: dict, deploy: str, engine: str | None) -> dict[str, Any]:
+    model = models.get(subj.model, {})
+    return {
+        "where": "host",
+        "device": host,
+        "model": subj.model,
+        "artifact": subj.artifact,
+        "format": subj.artifact,
+        "file": subj.path.name,
+        "engine": engine,
+        "threads": int(threads),
+        "threads_used": resolve_threads(threads),
+        "deploy": subj.model == "student" and subj.artifact == deploy,
+        "size_bytes": artifact_size(subj.path),
+        "params": model.get("params"),
+        "macs": model.get("macs"),
+        "error": None,
+    }
+
+
+def _measure_into(row: dict, subj: Subject, x: np.ndarray, bench, samples: dict) -> None:
+    try:
+        res = measure_latency(
+            lambda: open_runtime(subj.path, threads=row["threads"]),
+            x,
+            warmup=bench.warmup,
+            min_runs=bench.min_runs,
+            min_seconds=bench.min_seconds,
+            keep_samples=True,
+        )
+    except Exception as exc:
+        row["error"] = _describe(exc)
+        console.print(f"  [red]{subj.model} {subj.artifact} threads={row['threads']}: {row['error']}[/red]")
+        return
+    runtime = res.pop("runtime")
+    row["engine_info"] = engine_info(runtime) or row.get("engine_info", {})
+    _close(runtime)
+    samples[sample_key(row)] = res.pop("samples_ms").astype(np.float32)
+    row.update(res)
+    lat = row["latency_ms"]
+    console.print(f"  {subj.model} {subj.artifact} threads={row['threads']}: p50 {lat['p50']:.3f} ms, "
+                  f"p90 {lat['p90']:.3f} ms ({row['runs']} runs, init {row['init_ms']:.1f} ms)")
+
+
+def artifact_size(path: Path) -> int | None:
+    """Bytes on disk; an OpenVINO IR counts its .xml and its .bin weights."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return int(size)
+
+
+def _close(runtime) -> None:
+    close = getattr(runtime, "close", None)
+    if callable(close):
+        close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return text if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {text}"
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+

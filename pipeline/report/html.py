@@ -1,0 +1,88 @@
+"""report.html: one self-contained file (inline CSS, figures as base64 PNG data: URIs, no scripts, no URLs).
+
+It opens offline, survives being mailed or attached to a CI run, and leaks no request to
+anyone when opened. Every string from the report is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from pipeline.report import tables
+from pipeline.report.markdown import METHOD
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} tr:nth-child(even) td{background:#fafafa}
+.pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600}
+figure{margin:1em 0} img{max-width:100%} .note{color:#555;font-size:.9em}
+"""
+
+
+def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str:
+    """``figures``: title -> PNG bytes (None = nothing to plot, skipped)."""
+    run, data, settings = report["run"], report["data"], report["settings"]
+    host = report["environment"]["host"]
+    verdict = tables.gates_verdict(report)
+    cls = "fail" if "FAILED" in verdict else "pass"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Benchmark report: {_e(run['name'])}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Benchmark report: {_e(run['name'])}</h1>",
+        f"<p>Target <b>{_e(run['target'])}</b>, deploy artifact <b>{_e(run['deploy_artifact'])}</b>; "
+        f"{_e(data.get('dataset'))} test split, {data['images']} images; host {_e(host.get('cpu'))} "
+        f"({_e(host.get('usable_cores'))} usable cores). Gates: <span class=\"{cls}\">{_e(verdict)}</span>.</p>",
+        f"<p class=\"note\">Created {_e(report['created'])}, pipeline {_e(report['pipeline_version'])}, "
+        f"report schema {_e(report['schema_version'])}.</p>",
+        "<h2>Formats</h2>",
+        _table(*tables.summary(report)),
+    ]
+    if any(r["where"] == "device" for r in report["latency"]):
+        parts.append(f"<p class=\"note\">{_e(tables.DEVICE_NOTE)}</p>")
+    for title, png in figures.items():
+        if png:
+            parts.append(f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+                         f"<figcaption class=\"note\">{_e(title)}</figcaption></figure>")
+    parts += [
+        "<h2>Accuracy through the stages</h2>",
+        "<p class=\"note\">Each stage is compared with the stage it was made from: the largest loss is where accuracy goes.</p>",
+        _table(*tables.stages(report)),
+        "<h2>Gates</h2>",
+        _table(*tables.gates(report)) if report["gates"] else "<p>No gates configured (benchmark.gates).</p>",
+        "<h2>Target</h2>",
+        _table(*tables.target(report)),
+        "<h2>Latency details</h2>",
+        _table(*tables.latency_details(report)),
+        "<h2>Environment</h2>",
+        _table(*tables.environment(report)),
+        "<h2>Method</h2>",
+        f"<p>{_e(METHOD.format(images=data['images'], **settings))}</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(c: str) -> str:
+    text = _e(c)
+    if c.startswith(tables.FAILED):
+        return f'<span class="fail">{text}</span>'
+    if c.startswith(tables.OK):
+        return f'<span class="pass">{text}</span>'
+    return text
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)

@@ -1,0 +1,72 @@
+"""report.md: the same tables as the HTML report, as GitHub-flavoured Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.report import tables
+
+METHOD = (
+    "Batch 1, one real preprocessed test image per call, cycled in order. Per artifact and thread setting: "
+    "init (load/compile, runtime library already imported) and the first inference are timed apart; then "
+    "{warmup} untimed warm-up calls; then at least {min_runs} timed calls and at least {min_seconds:g} s "
+    "(both). A sample is the wall time of one predict call, including the runtime's input layout change "
+    "and int8 quantise/dequantise, excluding image decoding/normalisation and argmax. Percentiles by linear "
+    "interpolation (numpy). RSS Δ = peak resident memory during init and runs minus before init. "
+    "OpenVINO runs one synchronous request, one stream. Accuracy: top-1 on the first {images} test images."
+)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    run, data, settings = report["run"], report["data"], report["settings"]
+    host = report["environment"]["host"]
+    lines = [
+        f"# Benchmark report: {run['name']}",
+        "",
+        f"Target **{run['target']}**, deploy artifact **{run['deploy_artifact']}**; "
+        f"{data.get('dataset')} test split, {data['images']} images; host {host.get('cpu')} "
+        f"({host.get('usable_cores')} usable cores). Gates: **{tables.gates_verdict(report)}**. "
+        f"Created {report['created']}, pipeline {report['pipeline_version']}, report schema {report['schema_version']}.",
+        "",
+        "## Formats",
+        "",
+        table(*tables.summary(report)),
+        "",
+        *([tables.DEVICE_NOTE, ""] if any(r["where"] == "device" for r in report["latency"]) else []),
+        "## Accuracy through the stages",
+        "",
+        "Each stage is compared with the stage it was made from: the largest loss is where accuracy goes.",
+        "",
+        table(*tables.stages(report)),
+        "",
+        "## Gates",
+        "",
+        table(*tables.gates(report)) if report["gates"] else "No gates configured (benchmark.gates).",
+        "",
+        "## Target",
+        "",
+        table(*tables.target(report)),
+        "",
+        "## Latency details",
+        "",
+        table(*tables.latency_details(report)),
+        "",
+        "## Environment",
+        "",
+        table(*tables.environment(report)),
+        "",
+        "## Method",
+        "",
+        METHOD.format(images=data["images"], **settings),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    def cell(s: str) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)

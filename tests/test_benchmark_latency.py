@@ -1,0 +1,129 @@
+"""The latency method: percentile maths, the run loop's rules, and that it stays torch-free for boards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.benchmark.latency import batch_of_one, measure_latency, resolve_threads, summarise
+
+
+def test_summary_statistics_on_known_samples():
+    s = summarise(np.arange(1, 11, dtype=float))  # 1..10 ms
+    assert s["mean"] == pytest.approx(5.5)
+    assert s["std"] == pytest.approx(3.0276503540974917)  # sample std, ddof=1
+    assert (s["min"], s["max"]) == (1.0, 10.0)
+    # linear interpolation between closest ranks: rank = p/100·(n−1)
+    assert s["p50"] == pytest.approx(5.5)
+    assert s["p90"] == pytest.approx(9.1)
+    assert s["p99"] == pytest.approx(9.91)
+
+
+def test_percentiles_ignore_sample_order_and_handle_one_sample():
+    s = summarise([4.0, 1.0, 3.0, 2.0])
+    assert s["p50"] == pytest.approx(2.5) and s["p90"] == pytest.approx(3.7)
+    one = summarise([2.0])
+    assert one["p50"] == one["p99"] == 2.0 and one["std"] == 0.0
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+class FakeClock:
+    """Time advances only when the fake runtime 'works': no sleeping, exact expected numbers."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeRuntime:
+    """first call 50 ms, warm-up calls 10 ms each, later calls 1 ms; records which image it was given."""
+
+    def __init__(self, clock: FakeClock, warmup: int):
+        self.clock, self.warmup, self.calls, self.seen, self.shapes = clock, warmup, 0, [], []
+
+    def predict(self, x):
+        self.clock.t += 0.050 if self.calls == 0 else (0.010 if self.calls <= self.warmup else 0.001)
+        self.calls += 1
+        self.seen.append(int(x[0, 0, 0, 0]))
+        self.shapes.append(x.shape)
+        return np.zeros((len(x), 3), np.float32)
+
+
+def _run(images, warmup, min_runs, min_seconds):
+    clock = FakeClock()
+    made = []
+
+    def factory():
+        clock.t += 0.007  # 7 ms to load
+        made.append(FakeRuntime(clock, warmup))
+        return made[-1]
+
+    res = measure_latency(factory, images, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
+                          keep_samples=True, clock=clock)
+    return res, made[0]
+
+
+def _images(n):
+    x = np.zeros((n, 1, 2, 2), np.float32)
+    x[:, 0, 0, 0] = np.arange(n)
+    return x
+
+
+def test_min_runs_rule_when_runs_are_fast():
+    res, rt = _run(_images(7), warmup=3, min_runs=50, min_seconds=0.010)  # 50 runs take 50 ms > 10 ms
+    assert res["runs"] == 50
+    assert rt.calls == 1 + 3 + 50
+
+
+def test_min_seconds_rule_when_min_runs_is_reached_early():
+    res, _ = _run(_images(7), warmup=0, min_runs=5, min_seconds=0.2)  # 1 ms per call: 200 calls to pass 0.2 s
+    assert res["runs"] == 200
+    assert res["measured_s"] == pytest.approx(0.2)
+
+
+def test_init_first_inference_and_warmup_are_not_latency_samples():
+    res, _ = _run(_images(7), warmup=4, min_runs=20, min_seconds=0.0)
+    assert res["init_ms"] == pytest.approx(7.0)
+    assert res["first_ms"] == pytest.approx(50.0)
+    assert res["warmup"] == 4
+    assert np.allclose(res["samples_ms"], 1.0)  # no 10 ms warm-up call and no 50 ms first call leaked in
+    assert res["latency_ms"]["p99"] == pytest.approx(1.0) and res["latency_ms"]["max"] == pytest.approx(1.0)
+
+
+def test_real_images_are_cycled_in_order_one_at_a_time():
+    res, rt = _run(_images(5), warmup=2, min_runs=9, min_seconds=0.0)
+    assert all(shape == (1, 1, 2, 2) for shape in rt.shapes)
+    assert rt.seen == [0, 1, 2] + [0, 1, 2, 3, 4, 0, 1, 2, 3]  # first, warm-up, then the timed runs from image 0
+
+
+def test_result_carries_the_runtime_and_memory_fields():
+    res, rt = _run(_images(3), warmup=0, min_runs=3, min_seconds=0.0)
+    assert res.pop("runtime") is rt
+    assert res["rss_before_mb"] > 0 and res["rss_delta_mb"] >= 0
+    assert res["memory_method"] in ("peak (VmHWM)", "sampled RSS")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        measure_latency(lambda: None, _images(2), min_runs=0)
+    with pytest.raises(ValueError):
+        batch_of_one(np.zeros((0, 1, 2, 2), np.float32))
+    assert resolve_threads(3) == 3 and resolve_threads(0) >= 1
+
+
+def test_latency_and_schema_modules_import_without_torch_or_toolchains():
+    """The on-device runner imports these on boards that have numpy and a runtime only."""
+    code = (
+        "import sys\n"
+        "import pipeline.benchmark.latency, pipeline.benchmark.gates, pipeline.benchmark.accuracy, pipeline.report.schema\n"
+        "heavy = {'torch', 'tensorflow', 'onnx', 'onnxruntime', 'openvino', 'matplotlib', 'pydantic', 'rich'}\n"
+        "loaded = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
