@@ -1,0 +1,202 @@
+"""Host side: pack what a target runs, a fixed test sample and the host's answers on it into one tar.
+
+``python -m pipeline bundle runs/NAME --target rpi4 -o rpi4.tar``. The bundle holds
+
+* ``models/<path in its stage folder>`` + ``<…>.json`` — the artifacts the target's runtime executes
+  (from ``05_export/artifacts.json``, an IR with its ``.bin``; for the Edge TPU also the
+  ``*_edgetpu.tflite`` that ``06_target`` holds when the compiler ran, e.g. through
+  ``docker/compile``) with their sidecars (layout, quantisation, mean/std, classes);
+* ``sample.npz`` — the first ``samples`` test images, preprocessed float32 N×C×H×W, and int64 labels;
+* ``bundle.json`` — run, target, the artifacts with the host's predictions and accuracy on that
+  exact sample (so a board's numbers are compared like for like), and every file's sha256.
+
+This side may use torch (``pipeline.data`` does); the board side never imports this module.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+import pipeline
+from pipeline.artifacts import read_json
+from pipeline.device.pack import write_bundle
+from pipeline.errors import PipelineError
+
+DEFAULT_SAMPLES = 200
+EXPORT_DIR, TARGET_DIR, DATA_DIR, BENCHMARK_DIR = "05_export", "06_target", "01_data", "07_benchmark"
+EDGETPU_KEY = "tflite_edgetpu"  # the compiled model's key in a bundle
+# formats each runtime can execute; a target takes those of its runtime that the run exported
+RUNTIME_FORMATS = {
+    "tflite": ("tflite_int8", "tflite_fp32"),
+    "openvino": ("openvino_int8", "openvino_fp16", "openvino_fp32"),
+    "onnxruntime": ("onnx",),
+}
+COMPANIONS = {".xml": (".bin",)}  # files an artifact needs beside it (OpenVINO IR weights)
+
+
+def target_rules(target: str):
+    from pipeline.target import TARGETS
+
+    if target not in TARGETS:
+        import difflib
+
+        close = difflib.get_close_matches(target, list(TARGETS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise PipelineError(f"--target {target}: unknown (known: {', '.join(sorted(TARGETS))}){hint}")
+    return TARGETS[target]
+
+
+def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
+    """Format key → artifact file, for the formats ``target``'s runtime executes, deploy artifact first."""
+    rules = target_rules(target)
+    export = Path(run_dir) / EXPORT_DIR
+    listing = export / "artifacts.json"
+    if not listing.is_file():
+        raise PipelineError(f"{listing}: missing; finish the export stage first (python -m pipeline run <recipe> --until export)")
+    exported = read_json(listing)
+    wanted = [k for k in RUNTIME_FORMATS.get(rules.runtime, ()) if k in exported]
+    if rules.deploy_artifact in exported and rules.deploy_artifact not in wanted:
+        wanted.insert(0, rules.deploy_artifact)
+    wanted.sort(key=lambda k: k != rules.deploy_artifact)
+    if not wanted:
+        raise PipelineError(
+            f"{listing}: none of the formats target {target} runs ({', '.join(RUNTIME_FORMATS.get(rules.runtime, ()))}) "
+            "was exported; add them to export.formats and re-run"
+        )
+    chosen = {key: export / exported[key] for key in wanted}
+    compiled = compiled_edgetpu(run_dir) if rules.compiler == "edgetpu_compiler" else None
+    if compiled is not None:
+        chosen = {EDGETPU_KEY: compiled, **chosen}
+    for key, path in chosen.items():
+        if not path.is_file():
+            raise PipelineError(f"{path}: {key} artifact listed but missing; re-run the export stage (--from export)")
+    return chosen
+
+
+def compiled_edgetpu(run_dir: Path) -> Path | None:
+    """The model edgetpu_compiler wrote into 06_target, if it ran (it is absent where no compiler is installed)."""
+    found = sorted((Path(run_dir) / TARGET_DIR).rglob("*_edgetpu.tflite"))
+    return found[0] if found else None
+
+
+def _sidecar(path: Path) -> Path | None:
+    side = path.with_name(path.name + ".json")
+    return side if side.is_file() else None
+
+
+def _relative(run_dir: Path, path: Path) -> str:
+    """``student_int8.tflite``, ``openvino_fp32/student.xml``: the path inside its stage folder."""
+    rel = PurePosixPath(Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix())
+    return str(PurePosixPath(*rel.parts[1:]))
+
+
+def _size(path: Path) -> int:
+    """Bytes on disk, an IR's .bin weights included (as the host benchmark counts them)."""
+    extra = [path.with_suffix(s) for s in COMPANIONS.get(path.suffix, ())]
+    return int(sum(p.stat().st_size for p in [path, *extra] if p.is_file()))
+
+
+def host_predictions(path: Path, x: np.ndarray) -> np.ndarray:
+    """Top-1 classes of one artifact on the host, by the benchmark stage's runtime and accuracy code."""
+    from pipeline.benchmark.accuracy import predict_classes
+    from pipeline.runtimes import load
+
+    with load(path, threads=0) as runtime:
+        return predict_classes(runtime, x)
+
+
+def benchmark_settings(run_dir: Path) -> dict:
+    """warmup/min_runs/min_seconds/threads the host benchmark used (its results file), else the config defaults."""
+    results = Path(run_dir) / BENCHMARK_DIR / "benchmark.json"
+    if results.is_file():
+        s = read_json(results).get("settings", {})
+    else:
+        from pipeline.config import BenchmarkConfig
+
+        s = BenchmarkConfig().model_dump()
+    return {"warmup": int(s["warmup"]), "min_runs": int(s["min_runs"]), "min_seconds": float(s["min_seconds"]),
+            "threads": [int(t) for t in s["threads"]]}
+
+
+def test_sample(run_dir: Path, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    from pipeline.data import load_split
+
+    x, y = load_split(Path(run_dir) / DATA_DIR, "test")
+    if samples <= 0:
+        raise PipelineError(f"--samples {samples}: must be at least 1")
+    return np.ascontiguousarray(x[:samples], dtype=np.float32), y[:samples].astype(np.int64)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An .npz with fixed zip timestamps (np.savez stamps the current time), so bundles are reproducible."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT_SAMPLES) -> Path:
+    """Write the bundle for ``target`` from a finished run; print and return its path."""
+    run_dir, output = Path(run_dir), Path(output)
+    if not run_dir.is_dir():
+        raise PipelineError(f"{run_dir}: no such run folder")
+    rules = target_rules(target)
+    chosen = select_artifacts(run_dir, target)
+    x, y = test_sample(run_dir, samples)
+
+    files: dict[str, Path] = {}
+    artifacts: dict[str, dict] = {}
+    host_preds: dict[str, np.ndarray] = {}
+    for key, path in chosen.items():
+        member = f"models/{_relative(run_dir, path)}"  # keeps folders: the OpenVINO IRs are all student.xml
+        files[member] = path
+        entry = {"path": member, "sidecar": None, "format": key, "size_bytes": _size(path), "host": None}
+        side = _sidecar(path)
+        if side is None and key == EDGETPU_KEY and "tflite_int8" in chosen:
+            side = _sidecar(chosen["tflite_int8"])  # the compiled model keeps the int8 model's I/O
+        if side is not None:
+            entry["sidecar"] = member + ".json"
+            files[entry["sidecar"]] = side
+        for suffix in COMPANIONS.get(path.suffix, ()):
+            companion = path.with_suffix(suffix)
+            if companion.is_file():
+                files[str(PurePosixPath(member).with_suffix(suffix))] = companion
+        if key != EDGETPU_KEY:  # the host has no Edge TPU: the compiled model is compared with tflite_int8
+            host_preds[key] = host_predictions(path, x)
+        artifacts[key] = entry
+    for key, entry in artifacts.items():
+        ref = key if key in host_preds else "tflite_int8"
+        if ref in host_preds:
+            preds = host_preds[ref]
+            entry["host"] = {
+                "reference": ref,
+                "accuracy": float((preds == y).mean()),
+                "predictions": preds.tolist(),
+            }
+
+    manifest = {
+        "pipeline_version": pipeline.__version__,
+        "run": run_dir.name,
+        "target": target,
+        "runtime": rules.runtime,
+        "runtime_device": rules.device,
+        "target_threads": rules.threads,
+        "settings": benchmark_settings(run_dir),  # the board times with the host's settings unless told otherwise
+        "deploy_artifact": EDGETPU_KEY if EDGETPU_KEY in artifacts else rules.deploy_artifact,
+        "sample": {"path": "sample.npz", "split": "test", "count": int(len(y)), "shape": list(x.shape)},
+        "artifacts": artifacts,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = Path(tmp) / "sample.npz"
+        sample.write_bytes(npz_bytes(x=x, y=y))
+        files["sample.npz"] = sample
+        digest = write_bundle(output, files, manifest)
+    print(f"bundle: {output} ({len(artifacts)} artifacts: {', '.join(artifacts)}; {len(y)} test images) sha256 {digest}")
+    return output

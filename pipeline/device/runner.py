@@ -1,0 +1,246 @@
+"""Board side: verify a bundle, time and score every artifact in it, write rows in the report's schema.
+
+Imports numpy, the runtime classes of ``pipeline.runtimes`` and the host benchmark's latency
+method (``pipeline.benchmark.latency.measure_latency``), nothing else: a board's numbers are
+taken exactly as the host's (init, first inference, warm-up, then at least ``min_runs`` runs
+and ``min_seconds``, percentiles, RSS delta), with the host's settings carried in the bundle,
+so the rows of both sit in one table keyed by (where, device, model, artifact, threads).
+
+Accuracy is measured on the bundle's fixed test sample and compared, image by image, with
+the predictions the host made on that same sample when it wrote the bundle
+(``host_accuracy``, ``agreement_with_host``).
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import pipeline
+from pipeline.device.info import describe_device
+from pipeline.device.pack import open_bundle, sha256_path
+from pipeline.errors import PipelineError
+
+RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
+RESULTS_VERSION = 1
+EDGETPU_KEY = "tflite_edgetpu"
+ENGINE_PACKAGES = {"tflite": ("ai-edge-litert", "tflite-runtime"), "openvino": ("openvino",), "onnxruntime": ("onnxruntime",)}
+
+
+def engine_name(runtime, delegate: dict | None) -> str:
+    """'tflite 2.1.0', 'tflite 2.1.0 + libedgetpu.so.1': the engine, its version, and the delegate if any."""
+    name = str(getattr(runtime, "name", type(runtime).__name__))
+    version = (getattr(runtime, "info", None) or {}).get("version")
+    for package in ENGINE_PACKAGES.get(name, ()) if not version else ():
+        try:
+            version = metadata.version(package)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    text = f"{name} {version}" if version else name
+    return f"{text} + {delegate['library']}" if delegate else text
+
+
+class ArtifactOpener:
+    """Builds the runtime for one bundled artifact, every time ``measure_latency`` asks (init is timed).
+
+    The compiled Edge TPU model gets the delegate (loaded inside the timed init, as an application
+    starting cold pays it); an OpenVINO IR the target's device (CPU, NPU…).
+    """
+
+    def __init__(self, path: Path, key: str, device: str, threads: int, delegate: tuple[str | None, str | None] = (None, None)):
+        self.path, self.key, self.device, self.threads = path, key, device, threads
+        self.delegate = delegate  # (library, Edge TPU selector): None, None = libedgetpu.so.1, first device
+        self.delegate_info: dict | None = None
+
+    def __call__(self):
+        from pipeline.runtimes import load
+
+        if self.key == EDGETPU_KEY:
+            from pipeline.device.edgetpu import delegate_info, load_edgetpu_delegate
+
+            self.delegate_info = delegate_info(*self.delegate)
+            delegate = load_edgetpu_delegate(self.delegate_info)
+            return load(self.path, threads=self.threads, delegates=[delegate])
+        if self.path.suffix == ".xml":
+            return load(self.path, threads=self.threads, device=self.device)
+        return load(self.path, threads=self.threads)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return text if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {text}"
+
+
+def score_artifact(opener: ArtifactOpener, x: np.ndarray, y: np.ndarray, host: dict | None) -> dict[str, Any]:
+    """Accuracy on the whole sample, before any timing, as the host stage does: it also imports the
+    runtime's library (and loads a delegate) outside the timed init."""
+    from pipeline.benchmark.accuracy import predict_classes
+
+    runtime = opener()
+    try:
+        preds = predict_classes(runtime, x)
+    finally:
+        _release(runtime)
+    out: dict[str, Any] = {"accuracy": float(np.mean(preds == y))}
+    if host:
+        out["agreement_with_host"] = float(np.mean(preds == np.asarray(host["predictions"])))
+    return out
+
+
+def time_artifact(opener: ArtifactOpener, x: np.ndarray, settings: dict) -> dict[str, Any]:
+    """Batch-1 latency by the host's method (``measure_latency``): init, first inference, runs, RSS."""
+    from pipeline.benchmark.latency import measure_latency, resolve_threads
+
+    res = measure_latency(opener, x, warmup=settings["warmup"], min_runs=settings["min_runs"],
+                          min_seconds=settings["min_seconds"])
+    runtime = res.pop("runtime")
+    out: dict[str, Any] = {
+        "engine": engine_name(runtime, opener.delegate_info),
+        "engine_info": {k: v for k, v in (getattr(runtime, "info", None) or {}).items()
+                        if isinstance(v, (str, int, float, bool)) or v is None},
+        "threads_used": resolve_threads(opener.threads),
+        **res,
+    }
+    _release(runtime)
+    return out
+
+
+def _release(runtime) -> None:
+    """Close the engine and collect it now: an Edge TPU delegate must be freed before the next one opens the device."""
+    close = getattr(runtime, "close", None)
+    if callable(close):
+        close()
+    del runtime
+    gc.collect()
+
+
+def run_bundle(
+    bundle: Path,
+    *,
+    threads: list[int] | None = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    min_seconds: float | None = None,
+    name: str | None = None,
+    only: list[str] | None = None,
+    delegate_library: str | None = None,
+    delegate_device: str | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Open ``bundle`` and measure every artifact at every thread setting; a failure becomes a row with ``error``.
+
+    Settings default to the host benchmark's (carried in the bundle); ``threads`` 0 = all cores.
+    """
+    bundle = Path(bundle)
+    with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
+        root = Path(tmp)
+        manifest = open_bundle(bundle, root)  # refuses a tampered bundle before anything runs
+        digest = sha256_path(bundle)
+        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds)
+        keys = _selected(list(manifest["artifacts"]), only)
+        with np.load(root / manifest["sample"]["path"], allow_pickle=False) as sample:
+            x, y = np.ascontiguousarray(sample["x"], dtype=np.float32), sample["y"].astype(np.int64)
+        device = describe_device(name)
+        rows = []
+        for key in keys:
+            rows += measure_bundled(root, manifest, key, x, y, settings, device["name"],
+                                    (delegate_library, delegate_device), log)
+    return {
+        "kind": RESULTS_KIND,
+        "version": RESULTS_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pipeline_version": pipeline.__version__,
+        "device": device,
+        "bundle": {
+            "file": bundle.name,
+            "sha256": digest,
+            "run": manifest.get("run"),
+            "target": manifest.get("target"),
+            "pipeline_version": manifest.get("pipeline_version"),
+            "sample": manifest["sample"],
+        },
+        "settings": {"batch": 1, **settings, "timer": "time.perf_counter",
+                     "method": "pipeline.benchmark.latency.measure_latency"},
+        "rows": rows,
+    }
+
+
+def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, device: str,
+                    delegate: tuple[str | None, str | None], log) -> list[dict[str, Any]]:
+    """Rows of one artifact, one per thread setting: scored once (all cores), then timed per setting."""
+    art = manifest["artifacts"][key]
+    path = root / art["path"]
+    runtime_device = manifest.get("runtime_device", "CPU")
+    base: dict[str, Any] = {
+        "where": "device",
+        "device": device,
+        "model": "student",
+        "artifact": key,
+        "format": art.get("format", key),
+        "file": Path(art["path"]).name,
+        "deploy": key == manifest.get("deploy_artifact"),
+        "size_bytes": art.get("size_bytes"),
+        "images": int(len(y)),
+        "accuracy": None,
+        "error": None,
+    }
+    if art.get("host"):  # the host's answer on the same images, shown even when this board fails
+        base.update(host_accuracy=art["host"]["accuracy"], host_reference=art["host"]["reference"])
+    scorer = ArtifactOpener(path, key, runtime_device, 0, delegate)
+    try:
+        base.update(score_artifact(scorer, x, y, art.get("host")))
+        failure = None
+    except Exception as exc:  # one failing artifact (no delegate, no OpenVINO…) must not lose the others
+        failure = _describe(exc)
+    if scorer.delegate_info is not None:
+        base["delegate"] = scorer.delegate_info
+    rows = []
+    for t in settings["threads"]:
+        row = {**base, "threads": int(t), "error": failure}
+        if failure is None:
+            opener = ArtifactOpener(path, key, runtime_device, int(t), delegate)
+            try:
+                row.update(time_artifact(opener, x, settings))
+            except Exception as exc:
+                row["error"] = _describe(exc)
+        rows.append(row)
+        log(_summary(row))
+    return rows
+
+
+def _settings(carried: dict, threads, runs, warmup, min_seconds) -> dict[str, Any]:
+    s = {
+        "warmup": int(carried.get("warmup", 10) if warmup is None else warmup),
+        "min_runs": int(carried.get("min_runs", 50) if runs is None else runs),
+        "min_seconds": float(carried.get("min_seconds", 1.0) if min_seconds is None else min_seconds),
+        "threads": [int(t) for t in (carried.get("threads", [0]) if threads is None else threads)],
+    }
+    if s["min_runs"] < 1 or s["warmup"] < 0 or s["min_seconds"] < 0 or not s["threads"] or min(s["threads"]) < 0:
+        raise PipelineError(f"settings {s}: need runs ≥ 1, warmup ≥ 0, min-seconds ≥ 0, threads ≥ 0 (0 = all cores)")
+    return s
+
+
+def _selected(keys: list[str], only: list[str] | None) -> list[str]:
+    if not only:
+        return keys
+    unknown = sorted(set(only) - set(keys))
+    if unknown:
+        raise PipelineError(f"--only {','.join(unknown)}: not in this bundle (it has {', '.join(keys)})")
+    return [k for k in keys if k in only]
+
+
+def _summary(row: dict) -> str:
+    head = f"{row['artifact']} threads={row['threads']}"
+    if row["error"]:
+        return f"{head}: FAILED: {row['error']}"
+    lat = row["latency_ms"]
+    acc = f", accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""
+    host = f" (host {row['host_accuracy']:.4f}, agreement {row['agreement_with_host']:.3f})" if "host_accuracy" in row else ""
+    return f"{head}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms ({row['runs']} runs, init {row['init_ms']:.1f} ms){acc}{host}"
