@@ -1,0 +1,149 @@
+"""What the teacher-side phases of AMA and MHKD share: a cache keyed by what shaped the result,
+a small CE training loop over frozen teacher features, and an accuracy pass.
+
+A teacher-side phase trains a few modules on top of the frozen teacher (AMA's adaptive module,
+MHKD's teacher heads) before any student trains. Its result depends only on the teacher's
+weights, the method's options, the student's stage shapes and the training data, so it is
+cached under ``cache_dir/<method>/<key>.pt`` and every later student run (another seed, another
+student schedule) reuses it. The phase draws its own batch order and initialisation from
+``options.seed``, never from the student's seed, so the cached result is the one any run would
+have computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from pipeline.artifacts import atomic_write_bytes, hash_json
+
+
+def fingerprint_module(module: nn.Module) -> str:
+    """sha256 of every state tensor (names, dtypes, shapes, values), in state_dict order."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_data(loader: DataLoader) -> str:
+    """sha256 of the dataset behind a loader (order-free: the dataset, not the batches)."""
+    ds = loader.dataset
+    h = hashlib.sha256()
+    tensors = ds.tensors if isinstance(ds, TensorDataset) else (t for i in range(len(ds)) for t in ds[i])
+    for t in tensors:
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(method: str, options: dict[str, Any], teacher: nn.Module, loader: DataLoader, **shapes: Any) -> str:
+    """Hash of what shapes a teacher-side phase: the options that reach it, the teacher's weights,
+    the data, and the shapes/stages its modules were sized for."""
+    return hash_json({
+        "method": method,
+        "options": options,
+        "teacher": fingerprint_module(teacher),
+        "data": fingerprint_data(loader),
+        "batch_size": loader.batch_size,
+        **shapes,
+    })
+
+
+def load_cached(path: Path, module: nn.Module) -> dict[str, Any] | None:
+    """Load a cached phase into ``module``; returns its metrics, or None when absent or stale."""
+    if not path.is_file():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        module.load_state_dict(blob["state"])
+    except (RuntimeError, KeyError):
+        return None  # shapes changed under the same key (code change): recompute
+    return json.loads(blob["metrics"])
+
+
+def save_cached(path: Path, module: nn.Module, metrics: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save({"state": module.state_dict(), "metrics": json.dumps(metrics)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def reseeded(loader: DataLoader, seed: int) -> DataLoader:
+    """The same data and batch size, shuffled by the phase's own seed (not the student's)."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=True, generator=gen)
+
+
+def ordered(loader: DataLoader) -> DataLoader:
+    return DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=False)
+
+
+def reset_parameters(module: nn.Module, seed: int) -> None:
+    """Re-draw every freshly built layer from ``seed`` without touching the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+
+def train_with_ce(
+    modules: list[nn.Module],
+    losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    epochs: int,
+    lr: float,
+    desc: str,
+) -> float:
+    """SGD (momentum 0.9, Nesterov, wd 5e-4, cosine) on ``losses(x, y)``; returns seconds spent.
+
+    ``modules`` are put in train mode each epoch and their trainable parameters optimised;
+    whatever frozen teacher ``losses`` reads is the caller's to keep in eval mode.
+    """
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    if epochs == 0 or not params:
+        return 0.0
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        for m in modules:
+            m.train()
+        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=None, dynamic_ncols=True)
+        for x, y in bar:
+            loss = losses(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    opt.zero_grad(set_to_none=True)  # no stale gradients left on modules that are frozen next
+    for m in modules:
+        m.eval()
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def accuracies(predict: Callable[[torch.Tensor], list[torch.Tensor]], loader: DataLoader) -> list[float]:
+    """Top-1 of each of the logits ``predict(x)`` returns, over the whole loader (callers set eval mode)."""
+    correct: list[int] = []
+    seen = 0
+    for x, y in loader:
+        outs = predict(x)
+        correct = correct or [0] * len(outs)
+        for i, z in enumerate(outs):
+            correct[i] += int((z.argmax(1) == y).sum())
+        seen += len(y)
+    return [c / max(seen, 1) for c in correct]
