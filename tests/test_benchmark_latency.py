@@ -127,3 +127,50 @@ def test_latency_and_schema_modules_import_without_torch_or_toolchains():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class EngineRuntime(FakeRuntime):
+    """A runtime with an engine call: invoke costs 1 ms, predict adds 0.5 ms of wrapper work around it."""
+
+    def __init__(self, clock, warmup):
+        super().__init__(clock, warmup)
+        self.prepared = 0
+        self.invoked = []
+
+    def engine_input(self, x):
+        self.prepared += 1  # must happen before timing: the clock does not move here
+        return x * 10
+
+    def invoke(self, batch):
+        self.clock.t += 0.001
+        self.invoked.append(int(batch[0, 0, 0, 0]))
+        return np.zeros((len(batch), 3), np.float32)
+
+    def predict(self, x):
+        out = super().predict(x)
+        if self.calls > self.warmup + 1:
+            self.clock.t += 0.0005
+        return out
+
+
+def test_engine_call_is_timed_apart_from_the_whole_predict():
+    clock = FakeClock()
+    made = []
+
+    def factory():
+        made.append(EngineRuntime(clock, 2))
+        return made[-1]
+
+    res = measure_latency(factory, _images(4), warmup=2, min_runs=6, min_seconds=0.0, keep_samples=True, clock=clock)
+    rt = made[0]
+    assert res["timed"] == "invoke" and res["runs"] == 6
+    assert rt.prepared == 4  # every image prepared once, outside the timed calls
+    assert rt.invoked == [0, 10, 20, 30, 0, 10]  # the prepared inputs, cycled in order
+    assert res["latency_ms"]["p50"] == pytest.approx(1.0) and np.allclose(res["samples_ms"], 1.0)
+    assert res["e2e_latency_ms"]["p50"] == pytest.approx(1.5)
+
+
+def test_runtime_without_an_engine_call_is_timed_by_predict():
+    res, _ = _run(_images(3), warmup=0, min_runs=4, min_seconds=0.0)
+    assert res["timed"] == "predict"
+    assert res["latency_ms"] == res["e2e_latency_ms"]

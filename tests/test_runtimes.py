@@ -216,3 +216,26 @@ def test_torch_runtime_loads_a_pipeline_checkpoint(tmp_path):
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(runtime.predict(x), expected, atol=1e-5)
     assert runtime.format == "torch" and runtime.name == "torch"
+
+
+@pytest.mark.parametrize("key", ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"])
+def test_engine_call_on_a_prepared_input_gives_what_predict_gives(exported, key):
+    """The latency headline times ``invoke(engine_input(x))``: it must be the same computation as ``predict``."""
+    runtime = load(exported["paths"][key], threads=1)
+    x = exported["x"][:1]
+    prepared = runtime.engine_input(x)
+    if key == "tflite_int8":
+        assert prepared.dtype == np.int8 and prepared.shape == (1, 8, 8, 3)  # quantised NHWC, before any timing
+    raw = runtime.invoke(prepared)
+    np.testing.assert_array_equal(runtime._finish(raw).reshape(1, -1), runtime.predict(x))
+    runtime.close()
+
+
+def test_torch_runtime_engine_call_matches_predict(tmp_path):
+    from pipeline.runtimes.torch_rt import TorchRuntime
+
+    torch.manual_seed(0)
+    runtime = TorchRuntime(tmp_path / "unused.pt", threads=1, model=TinyConvNet())
+    runtime.input_shape = (None, *SHAPE)
+    x = _sample(2, seed=3)
+    np.testing.assert_allclose(runtime.invoke(runtime.engine_input(x)), runtime.predict(x), atol=1e-6)

@@ -10,8 +10,10 @@ METHOD = (
     "Batch 1, one real preprocessed test image per call, cycled in order. Per artifact and thread setting: "
     "init (load/compile, runtime library already imported) and the first inference are timed apart; then "
     "{warmup} untimed warm-up calls; then at least {min_runs} timed calls and at least {min_seconds:g} s "
-    "(both). A sample is the wall time of one predict call, including the runtime's input layout change "
-    "and int8 quantise/dequantise, excluding image decoding/normalisation and argmax. Percentiles by linear "
+    "(both). Latency (p50/p90/p99, mean) is the wall time of the engine call alone (LiteRT invoke, OpenVINO infer, "
+    "ONNX Runtime run, the PyTorch forward) on an input already in the model's layout and dtype, as benchmark_model "
+    "and benchmark_app time it; 'end-to-end' is one whole predict call, adding the layout change, int8 "
+    "quantise/dequantise and the copy of the logits. Neither includes image decoding/normalisation or argmax. Percentiles by linear "
     "interpolation (numpy). RSS Δ = peak resident memory during init and runs minus before init. "
     "OpenVINO runs one synchronous request, one stream. Accuracy: top-1 on the first {images} test images."
 )

@@ -38,9 +38,12 @@ class TorchRuntime(Runtime):
     def layout_hint(self) -> str:
         return "NCHW"
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _prepare(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x)
+
+    def _run(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).float().numpy()
+            return self.model(batch).float().numpy()
 
     def close(self) -> None:
         self.model = None
