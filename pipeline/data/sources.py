@@ -98,8 +98,8 @@ def load_cifar(root: Path | None, fine: bool) -> RawDataset:
         meta = _unpickle(folder / meta_file)
     except FileNotFoundError as exc:
         raise PipelineError(
-            f"data: {exc.filename} not found (extract the 'python version' archive of CIFAR-{'100' if fine else '10'} "
-            f"into {folder.parent if folder.name == sub else folder}, or set data.root)"
+            f"data: {exc.filename} not found (extract {sub}.tar.gz, the 'python version' of CIFAR-{'100' if fine else '10'} "
+            f"from www.cs.toronto.edu/~kriz/cifar.html, into {folder.parent if folder.name == sub else folder}, or set data.root)"
         ) from None
     images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.concatenate([np.asarray(b[key]) for b in batches]).astype(np.int64)
@@ -163,4 +163,4 @@ SOURCES: dict[str, Callable[[Path | None], RawDataset]] = {
 def load_raw(dataset: str, root: str | None) -> RawDataset:
     if dataset not in SOURCES:
         raise PipelineError(f"data.dataset: unknown '{dataset}' (known: {', '.join(sorted(SOURCES))})")
-    return SOURCES[dataset](Path(root) if root else None)
+    return SOURCES[dataset](Path(root).expanduser() if root else None)

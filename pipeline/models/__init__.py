@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.mobilenetv2 import mobilenetv2
 from pipeline.models.resnet import resnet
 from pipeline.models.shufflenetv2 import shufflenetv2
+from pipeline.models.vgg import vgg
 from pipeline.models.wrn import wrn
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
@@ -36,6 +37,11 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "shufflenetv2": shufflenetv2,  # arch_args: net_size 0.5 / 1.0 / 1.5 / 2.0
     "shufflenetv2_0_5": partial(shufflenetv2, 0.5),
     "shufflenetv2_1_0": partial(shufflenetv2, 1.0),
+    "vgg8": partial(vgg, 8),
+    "vgg11": partial(vgg, 11),
+    "vgg13": partial(vgg, 13),
+    "vgg16": partial(vgg, 16),
+    "vgg19": partial(vgg, 19),
 }
 
 
