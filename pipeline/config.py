@@ -153,6 +153,7 @@ class ExportConfig(Section):
     ]
     opset: int = Field(17, ge=13, le=20)
     source: Literal["qat", "distill"] = "qat"  # which student weights are exported
+    teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
 
 
 class TargetConfig(Section):

@@ -93,3 +93,20 @@ def test_run_loop_exits_3_after_the_report_when_a_gate_failed():
     with pytest.raises(GateFailure) as info:
         _raise_on_failed_gates({"benchmark": bench, "report": report})
     assert info.value.exit_code == 3 and "max_drop_vs_teacher" in str(info.value)
+
+
+def test_speedup_divides_by_the_teachers_onnx_row_when_there_is_one():
+    lat = [*LAT, _lat("teacher", "onnx", 0, 0.8, 1.0)]
+    res = evaluate_gates(_gates(min_speedup_vs_teacher=2.5), accuracy=_acc(), latency=lat, deploy_artifact="tflite_int8", threads=0)
+    assert res[0]["value"] == pytest.approx(2.0) and not res[0]["passed"]  # 0.8 / 0.4, not PyTorch's 1.2 / 0.4
+    assert "teacher (onnx)" in res[0]["message"]
+
+
+def test_report_speedups_use_the_same_teacher_baseline():
+    from pipeline.report.build import add_speedups
+
+    rows = [{**r, "where": "host", "device": "h"} for r in [*LAT, _lat("teacher", "onnx", 0, 0.8, 1.0)]]
+    by = {(r["model"], r["artifact"], r["threads"]): r["speedup_vs_teacher"] for r in add_speedups(rows)}
+    assert by["student", "tflite_int8", 0] == pytest.approx(2.0)
+    assert by["teacher", "pytorch", 0] == pytest.approx(0.8 / 1.2, rel=1e-3)
+    assert by["student", "tflite_int8", 1] == pytest.approx(8.0)  # no ONNX teacher at 1 thread: PyTorch's

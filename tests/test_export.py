@@ -69,10 +69,11 @@ def run_dir(tmp_path_factory):
     data.mkdir()
     data_stage.run(StageContext(cfg=cfg, out=data, inputs={}, cache=root / "cache"))
     _train_student(data, root / "03_distill")
+    _train_student(data, root / "02_teacher").rename(root / "02_teacher" / "teacher.pt")  # any checkpoint serves as teacher here
     (root / "04_qat").mkdir()  # QAT ran without writing a student: export falls back to the distilled one
     out = root / "05_export"
     out.mkdir()
-    inputs = {"data": data, "distill": root / "03_distill", "qat": root / "04_qat"}
+    inputs = {"data": data, "teacher": root / "02_teacher", "distill": root / "03_distill", "qat": root / "04_qat"}
     metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs=inputs, cache=root / "cache"))
     return {"root": root, "out": out, "metrics": metrics, "cfg": cfg, "inputs": inputs}
 
@@ -191,3 +192,12 @@ def test_converter_failure_names_the_tool_and_the_op(tmp_path):
     (tmp_path / "bogus.onnx").write_bytes(b"not an onnx file")
     with pytest.raises(PipelineError, match="bogus.onnx is not a readable ONNX model"):
         onnx2tflite(tmp_path / "bogus.onnx", tmp_path / "out", calib, "int8", True)
+
+
+def test_teacher_is_exported_to_onnx_as_the_latency_baseline_not_as_a_student_artifact(run_dir):
+    out, metrics = run_dir["out"], run_dir["metrics"]
+    assert (out / "teacher.onnx").is_file()
+    assert "teacher.onnx" not in json.loads((out / "artifacts.json").read_text()).values()
+    assert read_sidecar(out / "teacher.onnx")["model"] == "teacher"
+    row = metrics["teacher_onnx"]
+    assert row["passed"] and row["agreement"] >= 0.999 and row["max_abs_logit_diff"] < 1e-3

@@ -1,6 +1,6 @@
 """Accuracy through every stage: one chain of top-1 numbers on one set of test images, and where it drops.
 
-The chain (``STAGE_CHAIN``) runs teacher fp32 → student fp32 (after distillation) → student
+The chain (``STAGE_CHAIN``) runs teacher fp32 (and its ONNX export, the latency baseline) → student fp32 (after distillation) → student
 fake-quant (after QAT) → student fp32 with the QAT weights → ONNX → TFLite fp32 → TFLite int8, and
 ONNX → OpenVINO fp32 → fp16/int8. Each stage names its *parent*, the stage it was made from,
 so ``drop_vs_parent_pts`` says which step lost accuracy. Agreement is the fraction of images
@@ -17,6 +17,7 @@ import numpy as np
 # stage -> (label, parent stage); an export format's parent is where its converter started from
 STAGE_CHAIN: dict[str, tuple[str, str | None]] = {
     "teacher_fp32": ("teacher fp32 (PyTorch)", None),
+    "teacher_onnx": ("teacher fp32 ONNX (ONNX Runtime): the latency baseline", "teacher_fp32"),
     "student_fp32": ("student fp32 after distillation (PyTorch)", "teacher_fp32"),
     "student_fakequant": ("student fake-quant after QAT (PyTorch)", "student_fp32"),
     "student_qat_fp32": ("student fp32 with QAT weights (PyTorch, exported)", "student_fakequant"),
@@ -92,8 +93,8 @@ def accuracy_rows(
         rows.append({
             "stage": stage,
             "label": label,
-            "model": "teacher" if stage == "teacher_fp32" else "student",
-            "artifact": "pytorch" if stage in PYTORCH_STAGES else stage,
+            "model": "teacher" if stage in TEACHER_STAGES else "student",
+            "artifact": TEACHER_STAGES.get(stage) or ("pytorch" if stage in PYTORCH_STAGES else stage),
             "engine": engines.get(stage),
             "parent": parent,
             "top1": top,
@@ -107,6 +108,7 @@ def accuracy_rows(
 
 
 PYTORCH_STAGES = ("teacher_fp32", "student_fp32", "student_fakequant", "student_qat_fp32")
+TEACHER_STAGES = {"teacher_fp32": "pytorch", "teacher_onnx": "onnx"}  # stage -> the teacher's artifact
 
 
 def _pts(before: float | None, after: float | None) -> float | None:

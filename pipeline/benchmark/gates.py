@@ -3,7 +3,8 @@
 "The int8 student" is the target's deploy artifact (``TargetRules.deploy_artifact``, e.g.
 ``tflite_int8`` for the Edge TPU); its latency is read at the target's thread count when that
 was measured, else at the largest thread count measured. Accuracy differences are percentage
-points; speed-up is teacher p50 / student p50 on the host at those same threads.
+points; speed-up is teacher p50 / student p50 on the host at those same threads, the teacher
+timed in ONNX Runtime (its ONNX export) where it has that row, else in PyTorch.
 Every configured gate produces one entry ``{name, limit, value, passed, message}``; a gate that
 cannot be evaluated (its artifact failed or was not measured) fails and says why.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.benchmark.latency import resolve_threads
+
+TEACHER_BASELINES = ("onnx", "pytorch")  # the teacher row speed-ups divide by, first one present
 
 
 def gate_threads(measured: list[int], target_threads: int) -> int | None:
@@ -42,7 +45,8 @@ def evaluate_gates(
         if r.get("where") == "host" and r.get("threads") == threads and not r.get("error") and r.get("latency_ms")
     }
     deploy_lat = host.get(("student", deploy_artifact))
-    teacher_lat = host.get(("teacher", "pytorch"))
+    baseline = next((a for a in TEACHER_BASELINES if ("teacher", a) in host), TEACHER_BASELINES[-1])
+    teacher_lat = host.get(("teacher", baseline))
     d, t, s = top1.get(deploy_artifact), top1.get("teacher_fp32"), top1.get("student_fp32")
     where = f"at threads={threads}" if threads is not None else "(no latency measured)"
 
@@ -70,7 +74,7 @@ def evaluate_gates(
             bound = f"limit {limit:g} ms"
         elif name == "min_speedup_vs_teacher":
             value = _round(teacher_lat["latency_ms"]["p50"] / deploy_lat["latency_ms"]["p50"] if deploy_lat and teacher_lat else None)
-            what = f"teacher p50 / {deploy_artifact} p50 = {_num(value)}× {where}"
+            what = f"teacher ({baseline}) p50 / {deploy_artifact} p50 = {_num(value)}× {where}"
             missing = _missing(deploy_lat is None and deploy_artifact, teacher_lat is None and "teacher", kind="latency")
             passed = value is not None and value >= limit
             bound = f"limit ≥ {limit:g}×"

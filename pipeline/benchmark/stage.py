@@ -26,6 +26,7 @@ from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
 from pipeline.benchmark.gates import evaluate_gates, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
 from pipeline.errors import PipelineError
+from pipeline.export.stage import TEACHER_ONNX
 from pipeline.report.schema import sample_key
 
 RESULTS_FILE = "benchmark.json"
@@ -163,6 +164,9 @@ def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
         Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / "teacher.pt"),
         Subject("student_fp32", "student", "pytorch", ctx.input("distill") / "student.pt"),
     ]
+    teacher_onnx = ctx.input("export") / TEACHER_ONNX
+    if teacher_onnx.is_file():
+        subjects.append(Subject("teacher_onnx", "teacher", "onnx", teacher_onnx))
     qat = Manifest.read(ctx.input("qat"))
     if ctx.cfg.export.source == "qat" and (qat is None or qat.metrics.get("enabled", True)):
         subjects.append(Subject("student_qat_fp32", "student", "pytorch", ctx.input("qat") / "student.pt", timed=False))

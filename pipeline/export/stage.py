@@ -27,6 +27,10 @@ FORMAT_FILES = {
     "openvino_fp16": "openvino_fp16/student.xml",
     "openvino_int8": "openvino_int8/student.xml",
 }
+# The teacher in ONNX, beside the student's artifacts but not one of them (artifacts.json lists
+# the student only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares
+# two models in one runtime instead of charging PyTorch's eager batch-1 overhead to the teacher.
+TEACHER_ONNX = "teacher.onnx"
 
 
 def source_checkpoint(ctx) -> tuple[Path, str]:
@@ -77,6 +81,8 @@ def run(ctx) -> dict:
 
     x, y = load_split(data_dir, "test")
     rows, source_acc = job.fidelity(listed, x, y)
+    teacher_pt = Path(ctx.inputs["teacher"]) / "teacher.pt" if "teacher" in ctx.inputs else None
+    teacher = job.teacher_onnx(teacher_pt, cfg.opset, x, y) if cfg.teacher_onnx and teacher_pt and teacher_pt.is_file() else None
 
     failed = [k for k, r in rows.items() if not r["passed"]]
     deploy = job.rules.deploy_artifact
@@ -91,6 +97,7 @@ def run(ctx) -> dict:
         "source_sha256": sha256_file(source),
         "test_images": int(len(y)),
         "fidelity": rows,
+        **({"teacher_onnx": teacher} if teacher else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
 
@@ -205,6 +212,28 @@ class _Export:
             _print_row(self.console, key, row)
         self._done("fidelity", t)
         return rows, source_acc
+
+    def teacher_onnx(self, checkpoint: Path, opset: int, x: np.ndarray, y: np.ndarray) -> dict:
+        """The teacher as ONNX (the latency baseline), checked against its PyTorch self like any fp32 export."""
+        from pipeline.export.fidelity import compare
+        from pipeline.export.sidecar import nchw_io, write_sidecar
+        from pipeline.export.torch2onnx import torch2onnx
+        from pipeline.runtimes import load
+
+        t = self._step(f"teacher ONNX (opset {opset}), the latency baseline")
+        with load(checkpoint) as torch_rt:
+            model = torch_rt.model
+            reference = torch_rt.predict(x)
+            path = torch2onnx(model, self.input_shape, self.out / TEACHER_ONNX, opset=opset)
+        spec_in, spec_out = nchw_io(self.input_shape, self.num_classes)
+        write_sidecar(path, format="onnx", input=spec_in, output=spec_out, preprocess=self.preprocess,
+                      class_names=self.class_names, sources={"checkpoint": checkpoint}, extra={"model": "teacher"})
+        with load(path) as rt:
+            row = compare("onnx", rt.predict(x), reference, y)
+        row.update(file=TEACHER_ONNX, bytes=_size(path))
+        self._done("teacher_onnx", t)
+        _print_row(self.console, "teacher onnx", row)
+        return row
 
     def _op_check(self) -> dict:
         """Full-integer verdict of the int8 TFLite from its own flatbuffer (what the Edge TPU compiler demands)."""

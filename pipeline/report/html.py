@@ -43,6 +43,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         f"report schema {_e(report['schema_version'])}.</p>",
         "<h2>Formats</h2>",
         _table(*tables.summary(report)),
+        f"<p class=\"note\">{_e(tables.SPEEDUP_NOTE)}</p>",
     ]
     if any(r["where"] == "device" for r in report["latency"]):
         parts.append(f"<p class=\"note\">{_e(tables.DEVICE_NOTE)}</p>")

@@ -34,6 +34,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         table(*tables.summary(report)),
         "",
+        tables.SPEEDUP_NOTE,
+        "",
         *([tables.DEVICE_NOTE, ""] if any(r["where"] == "device" for r in report["latency"]) else []),
         "## Accuracy through the stages",
         "",

@@ -11,6 +11,8 @@ from typing import Any
 
 Table = tuple[list[str], list[list[str]]]
 OK, FAILED = "✅", "❌"
+SPEEDUP_NOTE = ("Speed-up vs teacher: the teacher's p50 over the row's, on the same machine at the same threads; the teacher "
+                "timed as its fp32 ONNX export in ONNX Runtime where that row exists, else in PyTorch.")
 DEVICE_NOTE = ("Device rows: top-1 on the bundle's test sample (its size is the row's `images`), measured on the board by the "
                "same method; speed-up vs teacher only where the teacher ran on that machine.")
 
