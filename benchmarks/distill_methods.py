@@ -53,7 +53,42 @@ ROWS: dict[str, dict] = {
     "none": {"distill.method": "none"},
     "kd": {"distill.method": "kd"},
     "at": {"distill.method": "at"},
+    "at-w100": {"distill.method": "at", "distill.w_feat": 100.0},  # a tenth of AT's published β
     "fitnet": {"distill.method": "fitnet"},
+    "ama": {"distill.method": "ama"},  # module after layer2 replaces layer3; w_feat 10
+    "ama-w100": {"distill.method": "ama", "distill.w_feat": 100.0},  # FitNet's hint weight
+    "ama-feat0": {"distill.method": "ama", "distill.w_feat": 0.0},  # ablation: KD from the adapted teacher only
+    "mhkd": {"distill.method": "mhkd"},  # beta 0.5
+    "mhkd-b0.25": {"distill.method": "mhkd", "distill.options.beta": 0.25},
+    "mhkd-b1": {"distill.method": "mhkd", "distill.options.beta": 1.0},
+    "afd": {"distill.method": "afd"},  # teacher queries over student stages; w_feat 200, KD 0.9
+    "rtk-learned": {"distill.method": "rtk", "distill.options.form": "learned"},  # top-2 of the 3 teacher keys
+    "rtk-cosine": {"distill.method": "rtk", "distill.options.form": "cosine"},
+    "rtk-learned-k1": {"distill.method": "rtk", "distill.options.form": "learned", "distill.options.k": 1},
+    "rtk-learned-k3": {"distill.method": "rtk", "distill.options.form": "learned", "distill.options.k": 3},  # no filtering
+    "rtk-learned-kd0": {"distill.method": "rtk", "distill.w_kd": 0.0},  # feature term alone, as the at row
+    "rtk-feat0": {"distill.method": "rtk", "distill.w_feat": 0.0},  # control: AFD/RTK's CE 1 + KD 0.9, no feature term
+    # HMAT: β 1000, λ_p 1000, λ_c 300 (each term ≈ the AT term at init); single-attention ablations; λ sweep ×0.1 / ×10
+    "hmat": {"distill.method": "hmat"},
+    "hmat-position": {"distill.method": "hmat", "distill.options.activation": False, "distill.options.channel": False},
+    "hmat-activation": {"distill.method": "hmat", "distill.options.position": False, "distill.options.channel": False},  # AT on layer2+3
+    "hmat-channel": {"distill.method": "hmat", "distill.options.position": False, "distill.options.activation": False},
+    "hmat-lp100": {"distill.method": "hmat", "distill.options.lambda_p": 100.0},
+    "hmat-lp10000": {"distill.method": "hmat", "distill.options.lambda_p": 10000.0},
+    "hmat-lc30": {"distill.method": "hmat", "distill.options.lambda_c": 30.0},
+    "hmat-lc3000": {"distill.method": "hmat", "distill.options.lambda_c": 3000.0},
+    # the hierarchy against AT on the same stages at a tenth of the weights (β 1000 dominates CE here)
+    "hmat-x0.1": {"distill.method": "hmat", "distill.options.beta": 100.0, "distill.options.lambda_p": 100.0, "distill.options.lambda_c": 30.0},
+    "hmat-activation-b100": {"distill.method": "hmat", "distill.options.position": False, "distill.options.channel": False, "distill.options.beta": 100.0},
+    # expressive teacher (ICC): {plain, expressive} teacher × {kd, icc} student; λ_t 1, λ_s 1, T 4
+    "icc": {"distill.method": "icc"},
+    "kd-expressive": {"distill.method": "kd", "teacher.regularizer": "icc"},
+    "icc-expressive": {"distill.method": "icc", "teacher.regularizer": "icc"},
+    "icc-ls10": {"distill.method": "icc", "distill.options.lambda_s": 10.0},
+    "shufflenet-none": {"distill.method": "none", "teacher.arch": "shufflenetv2_1_0", "student.arch": "shufflenetv2_0_5"},
+    "shufflenet-kd": {"distill.method": "kd", "teacher.arch": "shufflenetv2_1_0", "student.arch": "shufflenetv2_0_5"},
+    "shufflenet-icc-expressive": {"distill.method": "icc", "teacher.regularizer": "icc",
+                                  "teacher.arch": "shufflenetv2_1_0", "student.arch": "shufflenetv2_0_5"},
 }
 
 
@@ -121,6 +156,12 @@ def run_row(row: str, seeds: list[int]) -> dict:
     }
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def merge(row: str, result: dict, seeds: list[int]) -> None:
     with locked(RESULTS.with_suffix(".lock")):
         data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
@@ -150,12 +191,17 @@ def main() -> int:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--table", action="store_true", help="print the merged results and exit")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not args.table:
         for row in args.rows.split(","):
             if row not in ROWS:
                 ap.error(f"unknown row {row!r} (rows: {', '.join(ROWS)})")
-            result = run_row(row, args.seeds)
+            result = {**run_row(row, args.seeds), "torch_threads": torch_threads()}
             merge(row, result, args.seeds)
             print(f"{row}: {result['top1_mean']:.2f} ± {result['top1_std']:.2f}", flush=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}

@@ -64,7 +64,7 @@ def pareto(report: dict[str, Any]) -> bytes | None:
         ax.scatter(lat, acc, s=220 if teacher else 60, marker="*" if teacher else ("o" if r["where"] == "host" else "s"),
                    color="#d62728" if teacher else ("#1f77b4" if r["where"] == "host" else "#2ca02c"),
                    edgecolors="black", linewidths=0.5, zorder=3)
-        label = "teacher" if teacher else ("student (pytorch)" if r["artifact"] == "pytorch" else r["artifact"])
+        label = f"teacher ({r['artifact']})" if teacher else ("student (pytorch)" if r["artifact"] == "pytorch" else r["artifact"])
         if r["where"] == "device":
             label += f" @{r['device']}"
         ax.annotate(label, (lat, acc), textcoords="offset points", xytext=(6, 4 if k % 2 == 0 else -10), fontsize=8)
