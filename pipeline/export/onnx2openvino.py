@@ -64,16 +64,20 @@ def quantize_openvino(model, calibration: np.ndarray):
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.ERROR)  # its progress bars and INFO lines would drown the stage's own output
+    # nncf's progress bars and INFO lines would drown the stage's own output, and its torch
+    # backend's import warns that a CPU-only machine has no CUDA: neither is news to the user
+    quiet = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
     try:
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
         return nncf.quantize(model, dataset, subset_size=len(calibration))
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
     finally:
-        nncf_log.setLevel(level)
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:
