@@ -10,6 +10,7 @@ append their rows without re-running the others.
     python benchmarks/distill_methods.py                     # every row
     python benchmarks/distill_methods.py --rows kd,at --seeds 0 1 2
     python benchmarks/distill_methods.py --table             # print the merged table only
+    python benchmarks/distill_methods.py --cost --threads 2  # per-step cost of each row, timed alone
 """
 
 from __future__ import annotations
@@ -156,6 +157,61 @@ def run_row(row: str, seeds: list[int]) -> dict:
     }
 
 
+def measure_cost(row: str, steps: int, warmup: int = 5) -> dict:
+    """Per-step training cost of a row, timed alone: the distill stage's own setup (``setup_seed``)
+    and step, on real training batches. Epoch times measured while other rows share the machine
+    are noisy; this is the number to compare methods' speed by (run it on an idle machine)."""
+    import torch
+
+    from pipeline.distill.stage import setup_seed
+    from pipeline.distill.trainer import freeze
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.train.data import training_data
+    from pipeline.train.loop import make_optimizer
+
+    checkpoint, _ = ensure_teacher(row)
+    cfg = validate_config(row_config(row, [0], checkpoint), source=f"distill_methods.py row {row}")
+    run_pipeline(cfg, until="data")
+    data = training_data(stage_dir(cfg, "data"))
+    teacher, _ = load_checkpoint(Path(checkpoint))
+    freeze(teacher)
+    setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache")
+    params = [*setup.student.parameters(), *setup.criterion.parameters()]
+    opt = make_optimizer(params, cfg.distill)
+    bs = cfg.data.batch_size
+    x_all, y_all = (torch.from_numpy(a) for a in data.train)
+    setup.student.train()
+    setup.criterion.train()
+    times = []
+    for i in range(warmup + steps):
+        j = (i * bs) % (len(y_all) - bs)
+        x, y = x_all[j : j + bs], y_all[j : j + bs]
+        if i == warmup:
+            setup.step.teacher_seconds, setup.step.batches = 0.0, 0
+        t0 = time.perf_counter()
+        loss, _ = setup.step(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    setup.remove_taps()
+    batches = -(-len(y_all) // bs)
+    ms = 1e3 * float(sum(times) / len(times))
+    return {"ms_per_step": ms, "teacher_ms_per_batch": setup.step.teacher_ms_per_batch,
+            "seconds_per_epoch_est": ms * batches / 1e3, "steps": steps, "batch_size": bs, "torch_threads": torch_threads()}
+
+
+def cost_table(data: dict) -> str:
+    lines = ["| row | method | ms / step | teacher ms / batch | s / epoch (est.) | top-1 % |", "|---|---|---|---|---|---|"]
+    for name, c in data.get("cost", {}).items():
+        r = data.get("rows", {}).get(name, {})
+        top1 = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}" if r else "–"
+        lines.append(f"| {name} | {r.get('method', '')} | {c['ms_per_step']:.1f} | {c['teacher_ms_per_batch']:.1f} "
+                     f"| {c['seconds_per_epoch_est']:.1f} | {top1} |")
+    return "\n".join(lines)
+
+
 def torch_threads() -> int:
     import torch
 
@@ -192,11 +248,25 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--table", action="store_true", help="print the merged results and exit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
+    ap.add_argument("--cost", action="store_true", help="time --steps training steps of each row alone (no training run)")
+    ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.cost:
+        for row in args.rows.split(","):
+            if row not in ROWS:
+                ap.error(f"unknown row {row!r} (rows: {', '.join(ROWS)})")
+            cost = measure_cost(row, args.steps)
+            with locked(RESULTS.with_suffix(".lock")):
+                data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
+                data.setdefault("cost", {})[row] = cost
+                atomic_write_json(RESULTS, data)
+            print(f"{row}: {cost['ms_per_step']:.1f} ms/step (teacher {cost['teacher_ms_per_batch']:.1f} ms)", flush=True)
+        print(cost_table(json.loads(RESULTS.read_text())))
+        return 0
     if not args.table:
         for row in args.rows.split(","):
             if row not in ROWS:
@@ -206,6 +276,9 @@ def main() -> int:
             print(f"{row}: {result['top1_mean']:.2f} ± {result['top1_std']:.2f}", flush=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
     print(table(data))
+    if data.get("cost"):
+        print()
+        print(cost_table(data))
     return 0
 
 

@@ -7,6 +7,7 @@ seed's checkpoint is kept (``student_seed<N>.pt``) so a seed can be inspected la
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,31 +21,55 @@ from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit, loader
 
 
+@dataclass
+class SeedSetup:
+    """What one seed trains: the fresh student, the loss with its training-only modules, and the step."""
+
+    student: torch.nn.Module
+    criterion: torch.nn.Module
+    step: DistillStep
+    prepare: dict
+    taps: tuple[FeatureTaps, FeatureTaps]
+
+    def remove_taps(self) -> None:
+        for t in self.taps:
+            t.remove()
+
+
+def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache) -> SeedSetup:
+    """Build a seed's student, loss, hooks and teacher-side phase (cached), exactly as training uses them.
+
+    Also what ``benchmarks/distill_methods.py --cost`` times, so its per-step costs are the stage's."""
+    c = data.input_shape[0]
+    loss_cls = LOSSES[cfg.distill.method]
+    options = loss_cls.Options.model_validate(cfg.distill.options)
+    weights = LossWeights.resolve(cfg.distill, loss_cls)
+    t_names = stage_names_of(teacher, cfg.teacher.stages)
+    torch.manual_seed(seed)
+    student = build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)
+    s_names = stage_names_of(student, cfg.student.stages)
+    criterion = loss_cls(
+        options,
+        probe(student, s_names, data.input_shape, data.num_classes),
+        probe(teacher, t_names, data.input_shape, data.num_classes),
+    )
+    s_taps = FeatureTaps(student, s_names if loss_cls.needs_features else [])
+    t_taps = FeatureTaps(teacher, t_names if loss_cls.needs_features else [])
+    prep = criterion.prepare_teacher(teacher, t_taps, loader(*data.train, cfg.data.batch_size, True, seed), cache)
+    return SeedSetup(student, criterion, DistillStep(s_taps, t_taps, criterion, weights), prep, (s_taps, t_taps))
+
+
 def run(ctx) -> dict:
     cfg = ctx.cfg
     data = training_data(ctx.input("data"))
     c, _, _ = data.input_shape
     teacher, tmeta = load_checkpoint(ctx.input("teacher") / "teacher.pt")
     freeze(teacher)
-    loss_cls = LOSSES[cfg.distill.method]
-    options = loss_cls.Options.model_validate(cfg.distill.options)
-    weights = LossWeights.resolve(cfg.distill, loss_cls)
-    t_names = stage_names_of(teacher, cfg.teacher.stages)
 
     runs = []
     for seed in cfg.distill.seeds:
-        torch.manual_seed(seed)
-        student = build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)
-        s_names = stage_names_of(student, cfg.student.stages)
-        criterion = loss_cls(
-            options,
-            probe(student, s_names, data.input_shape, data.num_classes),
-            probe(teacher, t_names, data.input_shape, data.num_classes),
-        )
-        s_taps = FeatureTaps(student, s_names if loss_cls.needs_features else [])
-        t_taps = FeatureTaps(teacher, t_names if loss_cls.needs_features else [])
-        prep = criterion.prepare_teacher(teacher, t_taps, loader(*data.train, cfg.data.batch_size, True, seed), ctx.cache)
-        step = DistillStep(s_taps, t_taps, criterion, weights)
+        setup = setup_seed(cfg, data, teacher, seed, ctx.cache)
+        student, criterion, step, prep = setup.student, setup.criterion, setup.step, setup.prepare
         result = fit(
             modules=[student, criterion],
             step=step,
@@ -56,8 +81,7 @@ def run(ctx) -> dict:
             desc=f"distill[{cfg.distill.method} seed {seed}]",
             evaluate_fn=lambda: evaluate(student, *val_or_test(data)),
         )
-        s_taps.remove()
-        t_taps.remove()
+        setup.remove_taps()
         student.eval()
         acc = evaluate(student, *data.test)
         runs.append({"seed": seed, "test_acc": acc, "seconds_per_epoch": result["seconds_per_epoch"],
@@ -84,6 +108,6 @@ def run(ctx) -> dict:
         "student_params": count_parameters(student),
         "teacher_params": count_parameters(teacher),
         "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
-        "weights": weights.__dict__,
+        "weights": step.weights.__dict__,
         "seeds": runs,
     }
