@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|check|show|report|bundle …``. Thin: parses, then calls the package.
+"""Command line: ``python -m pipeline run|check|show|report|bundle|device …``. Thin: parses, then calls the package.
 
 A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
 is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
@@ -37,11 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, help="another run folder to compare with")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
+    sub.add_parser("device", add_help=False,
+                   help="bundle a run, benchmark it on a board over ssh, merge the results (python -m pipeline.device remote)")
+
     p = sub.add_parser("bundle", help="pack a run's artifacts and a test sample for an on-device benchmark")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--target", required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["device"]:  # the remote runner owns its options: forward them whole
+        from pipeline.device.__main__ import main as device_main
+
+        return device_main(["remote", *argv[1:]])
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -103,3 +103,14 @@ def test_cli_remote_fills_image_and_name_from_target_and_host(tmp_path, monkeypa
     assert main(["remote", str(tmp_path), "--ssh", "me@box", "--target", "openvino_npu"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --target openvino_npu: no default image; pass --image IMAGE or --no-docker")
+
+
+def test_pipeline_device_is_the_remote_run(tmp_path, monkeypatch):
+    """``python -m pipeline device RUN --ssh …`` (the issue's spelling) forwards to ``pipeline.device remote``."""
+    from pipeline.__main__ import main
+
+    seen = []
+    monkeypatch.setattr(remote, "run_remote", lambda run, spec, merge=True: seen.append((run, spec)) or tmp_path / "r.json")
+    assert main(["device", str(tmp_path), "--ssh", "pi@pi4", "--target", "rpi4", "--image", "mine:1"]) == 0
+    run, spec = seen[-1]
+    assert str(run) == str(tmp_path) and spec.image == "mine:1" and spec.name == "pi4"
