@@ -56,9 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in HOST_MODULES:
+            raise
+        print(f"error: {exc.name} is not installed; `python -m pipeline {args.command}` needs the host toolchain: "
+              "pip install 'edge-pipeline[host]' (a board needs only [device]: python -m pipeline.device)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; the next run resumes from the interrupted stage", file=sys.stderr)
         return 130
+
+
+# import names of the `host` extra (pyproject.toml): missing on a board-style install
+HOST_MODULES = {"torch", "torchvision", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf", "sklearn",
+                "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL"}
 
 
 def _overrides(pairs: list[str]) -> dict:

@@ -93,3 +93,29 @@ def test_cli_end_to_end_in_a_subprocess(tiny_recipe):
     assert out.returncode == 0, out.stderr[-2000:]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stderr.count("cached") == 4
+
+
+def test_missing_host_toolchain_is_one_line_naming_the_extra(monkeypatch, capsys):
+    import pipeline.__main__ as cli
+
+    def no_torch(args):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setitem(cli.COMMANDS, "check", no_torch)
+    assert main(["check", "edge_tpu.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch is not installed" in err[0] and "edge-pipeline[host]" in err[0]
+
+
+def test_base_install_and_device_extra_pull_no_host_toolchain():
+    """A board installs the base package + [device]: the declared metadata must not drag torch or TensorFlow in."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    board = [*project["dependencies"], *project["optional-dependencies"]["device"]]
+    names = {d.split("=")[0].split(">")[0].split("<")[0].strip().lower() for d in board}
+    assert names == {"numpy", "ai-edge-litert"}
+    host = {d.split("==")[0].lower() for d in project["optional-dependencies"]["host"]}
+    assert {"torch", "tensorflow", "onnx2tf", "openvino", "nncf"} <= host
+    assert all("==" in d for d in project["optional-dependencies"]["host"])  # pinned: an unpinned install drifts
