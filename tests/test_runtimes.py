@@ -239,3 +239,14 @@ def test_torch_runtime_engine_call_matches_predict(tmp_path):
     runtime.input_shape = (None, *SHAPE)
     x = _sample(2, seed=3)
     np.testing.assert_allclose(runtime.invoke(runtime.engine_input(x)), runtime.predict(x), atol=1e-6)
+
+
+def test_torch_runtime_gives_the_thread_count_back_on_close(tmp_path):
+    """set_num_threads is process-wide: a stage that benchmarks at N threads must not leave training at N."""
+    from pipeline.runtimes.torch_rt import TorchRuntime
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    with TorchRuntime(tmp_path / "unused.pt", threads=wanted, model=TinyConvNet()):
+        assert torch.get_num_threads() == wanted
+    assert torch.get_num_threads() == before

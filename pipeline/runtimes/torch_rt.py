@@ -25,7 +25,8 @@ class TorchRuntime(Runtime):
         else:
             self.meta = {}
         self.model = model.eval()
-        torch.set_num_threads(self.threads)  # process-wide: torch has no per-model thread setting
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # process-wide (torch has no per-model setting): restored by close()
         in_channels = self.meta.get("in_channels")
         size = (self.meta.get("preprocess") or {}).get("image_size")
         self.input_shape = (None, in_channels, size, size) if in_channels and size else (None, None, None, None)
@@ -47,3 +48,6 @@ class TorchRuntime(Runtime):
 
     def close(self) -> None:
         self.model = None
+        if self._threads_before is not None:  # training after a benchmark must not inherit its thread count
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
