@@ -155,5 +155,5 @@ def test_position_memory_is_bounded_by_pooling():
     n_pooled = 16 * 16
     pooled = position_term_saved_bytes(fs, ft, max_side=16)
     full = position_term_saved_bytes(fs, ft, max_side=32)
-    assert pooled <= 4 * 2 * n_pooled**2 * 4  # ≈ 3·B·N²·4 bytes kept for the backward
+    assert pooled <= 3 * 2 * n_pooled**2 * 4  # ≈ 2·B·N²·4 bytes kept for the backward (B = 2)
     assert full >= 12 * pooled

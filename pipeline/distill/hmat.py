@@ -32,11 +32,11 @@ Where this is our reading rather than the paper's:
   * KD is not part of HMAT's loss here (w_kd=0, as AT), so ``hmat-activation`` is AT on two stages.
 
 Memory of the position term, per batch of B (float32, N = h·w after pooling): autograd keeps
-≈ 3·B·N²·4 bytes for the backward with d_mse (log-softmax, softmax, difference; 2·B·N²·4 with
-d_kl), and the teacher's similarity and softmax add ≈ 2·B·N²·4 transiently. For 32×32 inputs to
-a CIFAR ResNet the low stage is 32×32, pooled to 16×16, so N = 256: measured
-(``position_term_saved_bytes``) 51 MiB kept at B = 64 and 102 MiB at B = 128, ≈ 160 MiB peak at
-B = 128. Unpooled (N = 1024) it would be 16× that: 776 MiB kept at B = 64, 1.5 GiB at B = 128.
+≈ 2·B·N²·4 bytes for the backward (the student's softmax and, with d_mse, the difference; with
+d_kl the log-softmax and the teacher's probabilities), and the teacher's similarity and softmax
+add ≈ 2·B·N²·4 transiently. For 32×32 inputs to a CIFAR ResNet the low stage is 32×32, pooled to
+16×16, so N = 256: measured (``position_term_saved_bytes``) 35 MiB kept at B = 64 and 70 MiB at
+B = 128. Unpooled (N = 1024) it would be 16× that: 520 MiB kept at B = 64, 1.0 GiB at B = 128.
 
 Defaults: β = 1000 (AT's weight, METHODS.md); λ_p = 1000 and λ_c = 300 make each term start at
 the size of the activation term (≈ 34 = 1000 × 0.034) for a fresh resnet8 student of the resnet56
@@ -115,12 +115,15 @@ def channel_attention(feat: torch.Tensor, temperature: float = 1.0) -> torch.Ten
 def attention_distance(sim_s: torch.Tensor, sim_t: torch.Tensor, temperature: float, kind: str) -> torch.Tensor:
     """d(softmax(sim_s/τ), softmax(sim_t/τ)) for B×n×n similarities: ``mse`` in units of the
     uniform row (mean of (n·A_s − n·A_t)²) or ``kl`` (row-wise KL(A_t ‖ A_s), mean over b and rows)."""
-    log_s = F.log_softmax(sim_s / temperature, dim=-1)
-    log_t = F.log_softmax(sim_t / temperature, dim=-1)
+    # B·n² elements per call (n = 256 positions: 8M at B = 128), so every elementwise pass counts:
+    # no division at τ = 1, softmax rather than exp(log_softmax), and n² applied to the scalar
+    if temperature != 1.0:
+        sim_s, sim_t = sim_s / temperature, sim_t / temperature
     if kind == "kl":
-        return (log_t.exp() * (log_t - log_s)).sum(dim=-1).mean()
+        log_t = F.log_softmax(sim_t, dim=-1)
+        return (log_t.exp() * (log_t - F.log_softmax(sim_s, dim=-1))).sum(dim=-1).mean()
     n = sim_s.shape[-1]
-    return (n * (log_s.exp() - log_t.exp())).pow(2).mean()
+    return n * n * F.mse_loss(F.softmax(sim_s, dim=-1), F.softmax(sim_t, dim=-1))
 
 
 def pooled_size(fs: torch.Tensor, ft: torch.Tensor, max_side: int) -> tuple[int, int]:
