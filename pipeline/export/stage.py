@@ -97,6 +97,7 @@ def run(ctx) -> dict:
         "source_sha256": sha256_file(source),
         "test_images": int(len(y)),
         "fidelity": rows,
+        "dead_channels_zeroed": sum(job.dead_channels.values()),
         **({"teacher_onnx": teacher} if teacher else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
@@ -117,6 +118,7 @@ class _Export:
         self.preprocess, self.class_names = info["preprocess"], info["class_names"]
         self.num_classes = int(info["num_classes"])
         self.paths: dict[str, Path] = {}
+        self.dead_channels: dict[str, int] = {}
         self.timings: dict[str, float] = {}
 
     def _step(self, label: str) -> float:
@@ -139,16 +141,22 @@ class _Export:
         return {"tool": tool, **more, "calibration_images": len(self.calibration), "calibration_sha256": sha256_file(self.calib_path)}
 
     def onnx(self, opset: int, source_stage: str) -> None:
+        from pipeline.export.dead_channels import neutralize_dead_channels
         from pipeline.export.sidecar import nchw_io
         from pipeline.export.torch2onnx import torch2onnx
         from pipeline.models.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(self.source)
         self.class_names = meta.get("class_names") or self.class_names
+        self.dead_channels = neutralize_dead_channels(model.eval())
+        if self.dead_channels:
+            self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
+                               f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
         t = self._step(f"ONNX (opset {opset}) from {source_stage}/student.pt")
         path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset)
         self._done("onnx", t)
-        self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes))
+        self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes),
+                      {"dead_channels_zeroed": self.dead_channels} if self.dead_channels else None)
 
     def tflite(self, keys: list[str]) -> None:
         """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped."""
