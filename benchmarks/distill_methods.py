@@ -204,7 +204,9 @@ def measure_cost(row: str, steps: int, warmup: int = 5) -> dict:
 
 def cost_table(data: dict) -> str:
     lines = ["| row | method | ms / step | teacher ms / batch | s / epoch (est.) | top-1 % |", "|---|---|---|---|---|---|"]
-    for name, c in data.get("cost", {}).items():
+    costs = data.get("cost", {})
+    for name in sorted(costs, key=lambda n: list(ROWS).index(n) if n in ROWS else len(ROWS)):
+        c = costs[name]
         r = data.get("rows", {}).get(name, {})
         top1 = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}" if r else "–"
         lines.append(f"| {name} | {r.get('method', '')} | {c['ms_per_step']:.1f} | {c['teacher_ms_per_batch']:.1f} "
@@ -228,12 +230,15 @@ def merge(row: str, result: dict, seeds: list[int]) -> None:
 
 def table(data: dict) -> str:
     rows = data.get("rows", {})
-    base = rows.get("none", {}).get("top1_mean")
+    # Δ against the student trained alone with the same architecture (resnet8 rows vs none, shufflenet vs shufflenet-none)
+    alone = {r["student_arch"]: r["top1_mean"] for r in rows.values() if r["method"] == "none"}
     lines = [
-        "| row | method | teacher → student | top-1 % (mean ± std) | Δ vs none | s/epoch | teacher ms/batch |",
+        "| row | method | teacher → student | top-1 % (mean ± std) | Δ vs student alone | s/epoch (under load) | teacher ms/batch |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in rows.items():
+    for name in sorted(rows, key=lambda n: list(ROWS).index(n) if n in ROWS else len(ROWS)):  # in ROWS order
+        r = rows[name]
+        base = alone.get(r["student_arch"])
         delta = f"{r['top1_mean'] - base:+.2f}" if base is not None else "–"
         lines.append(
             f"| {name} | {r['method']} | {r['teacher_arch']} ({r['teacher_top1']:.2f}) → {r['student_arch']} "
