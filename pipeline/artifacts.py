@@ -119,6 +119,18 @@ class Manifest:
             return None
 
 
+COMPANIONS = {".xml": (".bin",)}  # files an artifact needs beside it (an OpenVINO IR's weights)
+
+
+def artifact_size(path: Path) -> int | None:
+    """Bytes on disk of an artifact with its companions (an IR's .xml and .bin); None when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    extra = [path.with_suffix(s) for s in COMPANIONS.get(path.suffix, ())]
+    return int(sum(p.stat().st_size for p in [path, *extra] if p.is_file()))
+
+
 def hash_outputs(folder: Path) -> dict[str, str]:
     folder = Path(folder)
     return {

@@ -18,6 +18,12 @@ from pipeline.benchmark.latency import resolve_threads
 TEACHER_BASELINES = ("onnx", "pytorch")  # the teacher row speed-ups divide by, first one present
 
 
+def teacher_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Among the rows of one machine at one thread setting, the teacher row speed-ups divide by."""
+    measured = {r["artifact"]: r for r in rows if r["model"] == "teacher" and not r.get("error") and r.get("latency_ms")}
+    return next((measured[a] for a in TEACHER_BASELINES if a in measured), None)
+
+
 def gate_threads(measured: list[int], target_threads: int) -> int | None:
     """The thread setting (as asked) whose rows the gates read: the target's, else the most cores measured."""
     if not measured:
@@ -45,8 +51,8 @@ def evaluate_gates(
         if r.get("where") == "host" and r.get("threads") == threads and not r.get("error") and r.get("latency_ms")
     }
     deploy_lat = host.get(("student", deploy_artifact))
-    baseline = next((a for a in TEACHER_BASELINES if ("teacher", a) in host), TEACHER_BASELINES[-1])
-    teacher_lat = host.get(("teacher", baseline))
+    teacher_lat = teacher_baseline(list(host.values()))
+    baseline = teacher_lat["artifact"] if teacher_lat else TEACHER_BASELINES[-1]
     d, t, s = top1.get(deploy_artifact), top1.get("teacher_fp32"), top1.get("student_fp32")
     where = f"at threads={threads}" if threads is not None else "(no latency measured)"
 

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 
 import pipeline
-from pipeline.artifacts import Manifest, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
 from pipeline.benchmark.gates import evaluate_gates, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
@@ -316,17 +316,6 @@ def _measure_into(row: dict, subj: Subject, x: np.ndarray, bench, samples: dict)
     lat = row["latency_ms"]
     console.print(f"  {subj.model} {subj.artifact} threads={row['threads']}: p50 {lat['p50']:.3f} ms, "
                   f"p90 {lat['p90']:.3f} ms ({row['runs']} runs, init {row['init_ms']:.1f} ms)")
-
-
-def artifact_size(path: Path) -> int | None:
-    """Bytes on disk; an OpenVINO IR counts its .xml and its .bin weights."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    size = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        size += path.with_suffix(".bin").stat().st_size
-    return int(size)
 
 
 def _close(runtime) -> None:

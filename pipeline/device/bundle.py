@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 import pipeline
-from pipeline.artifacts import read_json
+from pipeline.artifacts import COMPANIONS, artifact_size, read_json
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError
 
@@ -36,7 +36,6 @@ RUNTIME_FORMATS = {
     "openvino": ("openvino_int8", "openvino_fp16", "openvino_fp32"),
     "onnxruntime": ("onnx",),
 }
-COMPANIONS = {".xml": (".bin",)}  # files an artifact needs beside it (OpenVINO IR weights)
 
 
 def target_rules(target: str):
@@ -95,12 +94,6 @@ def _relative(run_dir: Path, path: Path) -> str:
     return str(PurePosixPath(*rel.parts[1:]))
 
 
-def _size(path: Path) -> int:
-    """Bytes on disk, an IR's .bin weights included (as the host benchmark counts them)."""
-    extra = [path.with_suffix(s) for s in COMPANIONS.get(path.suffix, ())]
-    return int(sum(p.stat().st_size for p in [path, *extra] if p.is_file()))
-
-
 def host_predictions(path: Path, x: np.ndarray) -> np.ndarray:
     """Top-1 classes of one artifact on the host, by the benchmark stage's runtime and accuracy code."""
     from pipeline.benchmark.accuracy import predict_classes
@@ -157,7 +150,7 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
     for key, path in chosen.items():
         member = f"models/{_relative(run_dir, path)}"  # keeps folders: the OpenVINO IRs are all student.xml
         files[member] = path
-        entry = {"path": member, "sidecar": None, "format": key, "size_bytes": _size(path), "host": None}
+        entry = {"path": member, "sidecar": None, "format": key, "size_bytes": artifact_size(path), "host": None}
         side = _sidecar(path)
         if side is None and key == EDGETPU_KEY and "tflite_int8" in chosen:
             side = _sidecar(chosen["tflite_int8"])  # the compiled model keeps the int8 model's I/O

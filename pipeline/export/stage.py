@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import atomic_write_json, sha256_file
+from pipeline.artifacts import artifact_size, atomic_write_json, sha256_file
 from pipeline.errors import PipelineError
 
 # format key -> file inside the stage folder (an IR's folder also holds its .bin)
@@ -210,7 +210,7 @@ class _Export:
                     row.update(runtime=rt.name, runtime_info={k: v for k, v in rt.info.items() if isinstance(v, (str, int, float))})
             except Exception as exc:  # one artifact that will not run must not hide the others' numbers
                 row = {"precision": None, "accuracy": None, "passed": False, "message": f"cannot run: {' '.join(str(exc).split())[:300]}"}
-            row.update(file=listed[key], bytes=_size(self.paths[key]))
+            row.update(file=listed[key], bytes=artifact_size(self.paths[key]))
             if key == "tflite_int8":
                 row["op_check"] = self._op_check()
                 if not row["op_check"]["passed"]:
@@ -238,7 +238,7 @@ class _Export:
                       class_names=self.class_names, sources={"checkpoint": checkpoint}, extra={"model": "teacher"})
         with load(path) as rt:
             row = compare("onnx", rt.predict(x), reference, y)
-        row.update(file=TEACHER_ONNX, bytes=_size(path))
+        row.update(file=TEACHER_ONNX, bytes=artifact_size(path))
         self._done("teacher_onnx", t)
         _print_row(self.console, "teacher onnx", row)
         return row
@@ -273,11 +273,3 @@ def _print_row(console, key: str, row: dict) -> None:
         console.print(f"  [green]✓[/green] {key}: {numbers}")
     else:
         console.print(f"  [bold red]✗ {key} FAILED fidelity: {escape(row['message'])} ({numbers})[/bold red]")
-
-
-def _size(path: Path) -> int:
-    path = Path(path)
-    size = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        size += path.with_suffix(".bin").stat().st_size
-    return size

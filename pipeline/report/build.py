@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmark.gates import TEACHER_BASELINES
+from pipeline.benchmark.gates import teacher_baseline
 from pipeline.report.schema import SCHEMA_ID, SCHEMA_VERSION, row_key
 
 TOP_LEVEL = ("run", "data", "settings", "models", "accuracy", "gates", "target")
@@ -51,13 +51,12 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``speedup_vs_teacher`` = teacher p50 / row p50 on the same machine at the same threads, else None.
 
-    The teacher is its ONNX Runtime row where it has one (``TEACHER_BASELINES`` order), so the
+    The teacher is its ONNX Runtime row where it has one (``gates.teacher_baseline``), so the
     speed-up is the student's, not PyTorch's eager batch-1 overhead."""
-    teacher: dict[tuple, float] = {}
-    for artifact in reversed(TEACHER_BASELINES):  # the preferred baseline is written last and wins
-        for r in rows:
-            if r["model"] == "teacher" and r["artifact"] == artifact and not r.get("error") and r.get("latency_ms"):
-                teacher[(r["where"], r["device"], r["threads"])] = r["latency_ms"]["p50"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["where"], r["device"], r["threads"]), []).append(r)
+    teacher = {key: t["latency_ms"]["p50"] for key, group in groups.items() if (t := teacher_baseline(group))}
     for r in rows:
         t = teacher.get((r["where"], r["device"], r["threads"]))
         p50 = (r.get("latency_ms") or {}).get("p50") if not r.get("error") else None
