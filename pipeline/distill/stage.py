@@ -29,11 +29,10 @@ class SeedSetup:
     criterion: torch.nn.Module
     step: DistillStep
     prepare: dict
-    taps: tuple[FeatureTaps, FeatureTaps]
 
     def remove_taps(self) -> None:
-        for t in self.taps:
-            t.remove()
+        self.step.student_taps.remove()
+        self.step.teacher_taps.remove()
 
 
 def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache) -> SeedSetup:
@@ -56,7 +55,7 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache) -> SeedSet
     s_taps = FeatureTaps(student, s_names if loss_cls.needs_features else [])
     t_taps = FeatureTaps(teacher, t_names if loss_cls.needs_features else [])
     prep = criterion.prepare_teacher(teacher, t_taps, loader(*data.train, cfg.data.batch_size, True, seed), cache)
-    return SeedSetup(student, criterion, DistillStep(s_taps, t_taps, criterion, weights), prep, (s_taps, t_taps))
+    return SeedSetup(student, criterion, DistillStep(s_taps, t_taps, criterion, weights), prep)
 
 
 def run(ctx) -> dict:
