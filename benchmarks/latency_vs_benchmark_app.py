@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.benchmark.latency import measure_latency, resolve_threads, summarise  # noqa: E402
+from pipeline.benchmark.latency import measure_latency, resolve_threads  # noqa: E402
 
 TOLERANCE = 0.15
 DEFAULT_MODELS = ("resnet8:1x16x16", "resnet20:3x32x32")  # the edge_tpu recipe's student; a CIFAR-size net
