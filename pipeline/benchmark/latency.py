@@ -51,6 +51,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.runtimes.base import all_cores  # numpy-only, like this module
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -73,12 +75,7 @@ def summarise(samples_ms) -> dict[str, float]:
 
 def resolve_threads(threads: int) -> int:
     """0 means every core this process may run on."""
-    if threads > 0:
-        return threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return threads if threads > 0 else all_cores()
 
 
 def batch_of_one(images: np.ndarray) -> list[np.ndarray]:

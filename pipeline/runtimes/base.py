@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 def all_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
+    except (AttributeError, OSError):  # macOS, Windows
         return os.cpu_count() or 1
 
 
