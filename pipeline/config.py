@@ -139,8 +139,18 @@ class QATConfig(TrainConfig):
     w_kd: float = 0.9
     w_ce: float = 0.1
     temperature: float = Field(4.0, gt=0)
-    freeze_bn_epoch: int | None = 1  # from this epoch on, BN statistics stop updating
-    freeze_observer_epoch: int = 2  # from this epoch on, quantisation ranges stop moving
+    # None (default): BN keeps batch statistics to the end, as NNCF and TF-MOT train; the fused forward
+    # still quantises the conv weight folded with the running statistics, i.e. what is deployed.
+    # An epoch N: BN statistics freeze from epoch N on, and the learning rate is multiplied by
+    # ``lr_after_bn_freeze``: frozen BN raises the loss curvature ~30× (pipeline/qat/stage.py), and at
+    # the unscaled rate SGD diverges.
+    freeze_bn_epoch: int | None = Field(None, ge=0)
+    lr_after_bn_freeze: float = Field(0.1, gt=0, le=1)
+    # from this epoch on, quantisation ranges stop moving (≥ 1: the ranges must have seen data first)
+    freeze_observer_epoch: int | None = Field(2, ge=1)
+    # The guard: QAT weights are exported only if their int8 (as the export path calibrates them) is not
+    # worse on the validation split than PTQ int8 of the distilled weights by more than this many points.
+    guard_tolerance: float = Field(0.5, ge=0)
 
 
 class ExportConfig(Section):
@@ -152,7 +162,11 @@ class ExportConfig(Section):
         "openvino_int8",
     ]
     opset: int = Field(17, ge=13, le=20)
-    source: Literal["qat", "distill"] = "qat"  # which student weights are exported
+    # which student weights are exported: auto = the QAT stage's guard decides (QAT unless its int8 is
+    # worse than PTQ of the distilled weights on the validation split); qat / distill force one
+    source: Literal["auto", "qat", "distill"] = "auto"
+    # fp32 artifacts must reproduce the PyTorch logits: max |Δlogit| ≤ fp32_rtol × max(1, max |logit|)
+    fp32_rtol: float = Field(1e-3, gt=0, lt=1)
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
 
 

@@ -144,12 +144,24 @@ def _precheck(cfg: Config) -> None:
 
 
 def _raise_on_failed_gates(manifests: dict[str, Manifest]) -> None:
-    bench = manifests.get("benchmark")
-    if bench is None or "report" not in manifests:
+    """Exit 3 (after the report is written) for a failed gate, a failed target verdict or an unfaithful deploy artifact."""
+    if "report" not in manifests:
         return
-    failed = [g for g in bench.metrics.get("gates", []) if not g.get("passed", True)]
+    failed = []
+    target = manifests.get("target")
+    if target is not None and not target.metrics.get("passed", True):
+        why = target.metrics.get("first_unmapped") or target.metrics.get("rejected") or target.metrics.get("summary", "")
+        failed.append(f"target {target.metrics.get('artifact', '')} check FAILED: {target.metrics.get('verdict', '')}: {why}")
+    export = manifests.get("export")
+    deploy = target.metrics.get("artifact") if target is not None else None
+    row = (export.metrics.get("fidelity") or {}).get(deploy) if export is not None and deploy else None
+    if row is not None and not row.get("passed", True):
+        failed.append(f"{deploy} FAILED export fidelity: {row.get('message', '')}")
+    bench = manifests.get("benchmark")
+    if bench is not None:
+        failed += [g["message"] for g in bench.metrics.get("gates", []) if not g.get("passed", True)]
     if failed:
-        raise GateFailure("gates failed: " + "; ".join(g["message"] for g in failed))
+        raise GateFailure("; ".join(failed))
 
 
 def _summary(metrics: dict[str, Any]) -> str:

@@ -94,6 +94,8 @@ def run_folder(tmp_path_factory):
         shutil.copyfile(dirs["distill"] / "student.pt", dirs["export"] / name)
     (dirs["export"] / "artifacts.json").write_text(json.dumps(
         {"onnx": "student.onnx", "tflite_int8": "student_int8.tflite", "openvino_fp32": "openvino_fp32/student.xml"}))
+    Manifest(stage="export", cache_key="k", inputs={}, metrics={
+        "source": "qat", "source_reason": "QAT weights: int8 on 10 validation images (export.source: auto)"}).write(dirs["export"])
     Manifest(stage="target", cache_key="k", inputs={}, metrics={
         "verdict": "unverified", "mapped": 12, "unmapped": 0, "compiler": "not compiled: edgetpu_compiler not found"}).write(dirs["target"])
     return cfg, dirs

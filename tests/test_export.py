@@ -136,8 +136,10 @@ def test_a_fidelity_miss_names_both_numbers():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((100, 10)).astype(np.float32)
     labels = ref.argmax(1)
-    row = compare("tflite_fp32", ref + 2e-3, ref, labels)
-    assert not row["passed"] and "max |Δlogit| 2.00e-03" in row["message"]
+    scale = float(np.abs(ref).max())  # > 1: the bound is 1e-3 × scale
+    row = compare("tflite_fp32", ref + 2e-3 * scale, ref, labels)
+    assert not row["passed"] and f"max |Δlogit| {2e-3 * scale:.2e} > 0.001 × logit scale {scale:.3g}" in row["message"]
+    assert compare("tflite_fp32", ref + 0.5e-3 * scale, ref, labels)["passed"]
     worse = ref.copy()
     worse[:10] = -worse[:10]  # 10 % of the predictions change
     row = compare("tflite_int8", worse, ref, labels)
@@ -151,10 +153,27 @@ def test_source_prefers_the_qat_student(run_dir, tmp_path):
     qat, distill = tmp_path / "04_qat", run_dir["root"] / "03_distill"
     qat.mkdir()
     shutil.copy(distill / "student.pt", qat / "student.pt")
-    ctx = StageContext(cfg=run_dir["cfg"], out=tmp_path, inputs={"distill": distill, "qat": qat}, cache=tmp_path)
-    assert source_checkpoint(ctx) == (qat / "student.pt", "qat")
+    ctx = StageContext(cfg=_config(run_dir["root"], source="qat"), out=tmp_path, inputs={"distill": distill, "qat": qat},
+                       cache=tmp_path)
+    assert source_checkpoint(ctx) == (qat / "student.pt", "qat", "QAT weights: export.source: qat")
     ctx.cfg = _config(run_dir["root"], source="distill")
-    assert source_checkpoint(ctx) == (distill / "student.pt", "distill")
+    assert source_checkpoint(ctx) == (distill / "student.pt", "distill", "distilled weights: export.source: distill")
+
+
+def test_auto_source_follows_the_qat_guard(run_dir, tmp_path):
+    from pipeline.export.stage import source_checkpoint
+
+    qat, distill = tmp_path / "04_qat", run_dir["root"] / "03_distill"
+    qat.mkdir()
+    shutil.copy(distill / "student.pt", qat / "student.pt")
+    ctx = StageContext(cfg=run_dir["cfg"], out=tmp_path, inputs={"distill": distill, "qat": qat}, cache=tmp_path)
+    assert run_dir["cfg"].export.source == "auto"
+    assert source_checkpoint(ctx)[1:] == ("distill", "distilled weights: no QAT stage decision to follow")
+    (qat / "guard.json").write_text('{"export": "distill", "reason": "distilled weights: QAT lost 3.00 points"}')
+    assert source_checkpoint(ctx) == (distill / "student.pt", "distill",
+                                      "distilled weights: QAT lost 3.00 points (export.source: auto)")
+    (qat / "guard.json").write_text('{"export": "qat", "reason": "QAT weights: int8 98 %"}')
+    assert source_checkpoint(ctx) == (qat / "student.pt", "qat", "QAT weights: int8 98 % (export.source: auto)")
 
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "zero_images"])

@@ -126,7 +126,8 @@ def run(ctx) -> dict:
             "name": cfg.name,
             "target": rules.name,
             "deploy_artifact": rules.deploy_artifact,
-            "export_source": cfg.export.source,
+            "export_source": export_source_of(ctx)[0],
+            "export_source_reason": export_source_of(ctx)[1],
             "gate_threads": threads,
         },
         "data": {
@@ -167,8 +168,7 @@ def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
     teacher_onnx = ctx.input("export") / TEACHER_ONNX
     if teacher_onnx.is_file():
         subjects.append(Subject("teacher_onnx", "teacher", "onnx", teacher_onnx))
-    qat = Manifest.read(ctx.input("qat"))
-    if ctx.cfg.export.source == "qat" and (qat is None or qat.metrics.get("enabled", True)):
+    if export_source_of(ctx)[0] == "qat":
         subjects.append(Subject("student_qat_fp32", "student", "pytorch", ctx.input("qat") / "student.pt", timed=False))
     listing = ctx.input("export") / "artifacts.json"
     if not listing.is_file():
@@ -184,6 +184,12 @@ def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
         if key not in ctx.cfg.export.formats:
             subjects.append(Subject(key, "student", key, ctx.input("export") / rel))
     return subjects, errors
+
+
+def export_source_of(ctx) -> tuple[str, str]:
+    """Which weights the export stage quantised ("qat" | "distill") and why, as it recorded them."""
+    metrics = (Manifest.read(ctx.input("export")) or Manifest("export", "", {})).metrics
+    return metrics.get("source", "distill"), metrics.get("source_reason", "")
 
 
 def fakequant_predictions(ctx, n: int) -> np.ndarray | str | None:

@@ -1,7 +1,7 @@
 """Does an exported artifact still compute the student? Compared with PyTorch on the whole test split.
 
 Float artifacts must reproduce the PyTorch logits: top-1 agreement ≥ 99.9 % and
-max |Δlogit| < 1e-3. An int8 artifact may move logits, so it is held to accuracy: at least
+max |Δlogit| ≤ ``export.fp32_rtol`` (default 1e-3) × the logits' scale (``torch2onnx.logits_match``). An int8 artifact may move logits, so it is held to accuracy: at least
 99 % of the fp32 student's (the MLPerf Inference closed-division rule for quantised
 models, Reddi et al. 2020, "MLPerf Inference Benchmark"). fp16 gets agreement ≥ 99 %.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 MIN_AGREEMENT_FP32 = 0.999
-MAX_LOGIT_DIFF_FP32 = 1e-3
 MIN_AGREEMENT_FP16 = 0.99
 MIN_INT8_RETAINED = 0.99  # int8 accuracy / fp32 accuracy
 
@@ -19,7 +18,7 @@ PRECISION = {"onnx": "fp32", "tflite_fp32": "fp32", "openvino_fp32": "fp32", "op
              "tflite_int8": "int8", "openvino_int8": "int8"}
 
 
-def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, fp32_rtol: float = 1e-3) -> dict:
     """Accuracy, agreement with the reference's top-1, max |Δlogit|, and the verdict for this precision.
 
     ``logits``/``reference``: float32 N×K; ``labels``: int64 N. ``message`` says, with both
@@ -29,16 +28,16 @@ def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndar
     acc = float((pred == labels).mean())
     ref_acc = float((ref == labels).mean())
     agreement = float((pred == ref).mean())
-    max_diff = float(np.abs(logits - reference).max()) if logits.shape == reference.shape else float("inf")
+    logits_ok, max_diff, scale = logits_match(logits, reference, fp32_rtol)
     precision = PRECISION.get(key, "fp32")
     row = {"precision": precision, "accuracy": acc, "reference_accuracy": ref_acc, "agreement": agreement,
-           "max_abs_logit_diff": max_diff, "images": int(len(labels))}
+           "max_abs_logit_diff": max_diff, "logit_scale": scale, "images": int(len(labels))}
     problems = []
     if precision == "fp32":
         if agreement < MIN_AGREEMENT_FP32:
             problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP32:.1%}")
-        if not max_diff < MAX_LOGIT_DIFF_FP32:
-            problems.append(f"max |Δlogit| {max_diff:.2e} ≥ {MAX_LOGIT_DIFF_FP32:g}")
+        if not logits_ok:
+            problems.append(f"max |Δlogit| {max_diff:.2e} > {fp32_rtol:g} × logit scale {scale:.3g}")
     elif precision == "fp16":
         if agreement < MIN_AGREEMENT_FP16:
             problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP16:.0%}")
@@ -50,3 +49,15 @@ def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndar
     row["passed"] = not problems
     row["message"] = "; ".join(problems)
     return row
+
+
+def logits_match(got: np.ndarray, expected: np.ndarray, rtol: float) -> tuple[bool, float, float]:
+    """fp32 agreement relative to the logits' scale: max |Δ| ≤ rtol × max(1, max |expected|).
+
+    Float kernels differ by rounding that grows with the values (efficientnet_b0: 1.1e-4 on logits up
+    to 3.1, a relative 3.6e-5), so an absolute bound fails sound exports of large-logit models."""
+    if got.shape != expected.shape:
+        return False, float("inf"), float("nan")
+    diff = float(np.abs(got - expected).max()) if got.size else 0.0
+    scale = max(1.0, float(np.abs(expected).max()) if expected.size else 0.0)
+    return diff <= rtol * scale, diff, scale

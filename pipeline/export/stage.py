@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import artifact_size, atomic_write_json, sha256_file
+from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
 
 # format key -> file inside the stage folder (an IR's folder also holds its .bin)
@@ -31,17 +31,31 @@ FORMAT_FILES = {
 # the student only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares
 # two models in one runtime instead of charging PyTorch's eager batch-1 overhead to the teacher.
 TEACHER_ONNX = "teacher.onnx"
+CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)
 
 
-def source_checkpoint(ctx) -> tuple[Path, str]:
-    """The student weights to export and which stage they come from."""
-    qat = ctx.inputs.get("qat")
-    if ctx.cfg.export.source == "qat" and qat is not None and (Path(qat) / "student.pt").is_file():
-        return Path(qat) / "student.pt", "qat"
+def source_checkpoint(ctx) -> tuple[Path, str, str]:
+    """The student weights to export, the stage they come from, and why (one sentence for the report)."""
+    from pipeline.qat.stage import GUARD_FILE
+
+    choice = ctx.cfg.export.source
+    qat = Path(ctx.inputs["qat"]) if ctx.inputs.get("qat") is not None else None
+    guard = read_json(qat / GUARD_FILE) if qat is not None and (qat / GUARD_FILE).is_file() else None
+    if choice == "auto":
+        if guard is None:
+            choice, reason = "distill", "distilled weights: no QAT stage decision to follow"
+        else:
+            choice, reason = guard["export"], f"{guard['reason']} (export.source: auto)"
+    else:
+        reason = f"{'QAT' if choice == 'qat' else 'distilled'} weights: export.source: {choice}"
+    if choice == "qat":
+        if qat is None or not (qat / "student.pt").is_file():
+            raise PipelineError("export.source: qat, but the QAT stage wrote no student.pt; re-run it (--from qat)")
+        return qat / "student.pt", "qat", reason
     path = Path(ctx.inputs["distill"]) / "student.pt"
     if not path.is_file():
         raise PipelineError(f"export: {path} missing; re-run the distill stage (python -m pipeline run <recipe> --from distill)")
-    return path, "distill"
+    return path, "distill", reason
 
 
 def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, Path]:
@@ -70,8 +84,11 @@ def run(ctx) -> dict:
     info = read_split_info(data_dir)
     input_shape = tuple(int(d) for d in info["input_shape"])
     calibration, calib_path = load_calibration(data_dir, input_shape)
-    source, source_stage = source_checkpoint(ctx)
-    job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console)
+    source, source_stage, source_reason = source_checkpoint(ctx)
+    console.print(f"  exporting the {source_reason}")
+    x, y = load_split(data_dir, "test")
+    job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
+                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
@@ -79,7 +96,6 @@ def run(ctx) -> dict:
     listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
     atomic_write_json(job.out / "artifacts.json", listed)
 
-    x, y = load_split(data_dir, "test")
     rows, source_acc = job.fidelity(listed, x, y)
     teacher_pt = Path(ctx.inputs["teacher"]) / "teacher.pt" if "teacher" in ctx.inputs else None
     teacher = job.teacher_onnx(teacher_pt, cfg.opset, x, y) if cfg.teacher_onnx and teacher_pt and teacher_pt.is_file() else None
@@ -94,6 +110,7 @@ def run(ctx) -> dict:
         "passed": not failed,
         "failed_artifacts": failed,
         "source": source_stage,
+        "source_reason": source_reason,
         "source_sha256": sha256_file(source),
         "test_images": int(len(y)),
         "fidelity": rows,
@@ -112,8 +129,9 @@ def _rules(ctx):
 class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
-    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console):
+    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images):
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
+        self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
         self.preprocess, self.class_names = info["preprocess"], info["class_names"]
         self.num_classes = int(info["num_classes"])
@@ -153,7 +171,8 @@ class _Export:
             self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
                                f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
         t = self._step(f"ONNX (opset {opset}) from {source_stage}/student.pt")
-        path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset)
+        path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset,
+                          check_inputs=self.check_images, rtol=self.fp32_rtol)
         self._done("onnx", t)
         self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes),
                       {"dead_channels_zeroed": self.dead_channels} if self.dead_channels else None)
@@ -206,7 +225,7 @@ class _Export:
         for key in listed:
             try:
                 with load(self.paths[key]) as rt:
-                    row = compare(key, rt.predict(x), reference, y)
+                    row = compare(key, rt.predict(x), reference, y, fp32_rtol=self.fp32_rtol)
                     row.update(runtime=rt.name, runtime_info={k: v for k, v in rt.info.items() if isinstance(v, (str, int, float))})
             except Exception as exc:  # one artifact that will not run must not hide the others' numbers
                 row = {"precision": None, "accuracy": None, "passed": False, "message": f"cannot run: {' '.join(str(exc).split())[:300]}"}
@@ -232,12 +251,13 @@ class _Export:
         with load(checkpoint) as torch_rt:
             model = torch_rt.model
             reference = torch_rt.predict(x)
-            path = torch2onnx(model, self.input_shape, self.out / TEACHER_ONNX, opset=opset)
+            path = torch2onnx(model, self.input_shape, self.out / TEACHER_ONNX, opset=opset,
+                              check_inputs=self.check_images, rtol=self.fp32_rtol)
         spec_in, spec_out = nchw_io(self.input_shape, self.num_classes)
         write_sidecar(path, format="onnx", input=spec_in, output=spec_out, preprocess=self.preprocess,
                       class_names=self.class_names, sources={"checkpoint": checkpoint}, extra={"model": "teacher"})
         with load(path) as rt:
-            row = compare("onnx", rt.predict(x), reference, y)
+            row = compare("onnx", rt.predict(x), reference, y, fp32_rtol=self.fp32_rtol)
         row.update(file=TEACHER_ONNX, bytes=artifact_size(path))
         self._done("teacher_onnx", t)
         _print_row(self.console, "teacher onnx", row)

@@ -15,36 +15,47 @@ import warnings
 
 import torch
 from torch import fx, nn
-from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, QConfig, QConfigMapping
+from torch.ao.quantization import (
+    FakeQuantize,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+)
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
 from pipeline.target.rules import TargetRules
 
 
-def qconfig_for(rules: TargetRules) -> QConfig:
+def qconfig_for(rules: TargetRules, calibrate: bool = False) -> QConfig:
     """Symmetric int8 weights (per-channel or per-tensor, as the target executes them) and
-    asymmetric 8-bit activations over the full range, like TFLite's int8 scheme."""
+    asymmetric 8-bit activations over the full range, like TFLite's int8 scheme.
+
+    Training tracks ranges with moving averages; ``calibrate`` uses plain min/max over the data
+    seen, as TFLite's and onnx2tf's post-training calibration does."""
+    act_observer = MinMaxObserver if calibrate else MovingAverageMinMaxObserver
     activation = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+        observer=act_observer, quant_min=0, quant_max=255, dtype=torch.quint8,
         qscheme=torch.per_tensor_affine, reduce_range=False,
     )
     if rules.per_channel:
         weight = FakeQuantize.with_args(
-            observer=MovingAveragePerChannelMinMaxObserver, quant_min=-127, quant_max=127, dtype=torch.qint8,
-            qscheme=torch.per_channel_symmetric, ch_axis=0,
+            observer=PerChannelMinMaxObserver if calibrate else MovingAveragePerChannelMinMaxObserver,
+            quant_min=-127, quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
         )
     else:
         weight = FakeQuantize.with_args(
-            observer=MovingAverageMinMaxObserver, quant_min=-127, quant_max=127, dtype=torch.qint8,
-            qscheme=torch.per_tensor_symmetric,
+            observer=act_observer, quant_min=-127, quant_max=127, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
         )
     return QConfig(activation=activation, weight=weight)
 
 
-def prepare_qat(model: nn.Module, rules: TargetRules, example: torch.Tensor) -> fx.GraphModule:
+def prepare_qat(model: nn.Module, rules: TargetRules, example: torch.Tensor, calibrate: bool = False) -> fx.GraphModule:
     """An FX graph of ``model`` with conv-BN(-ReLU) fused and fake-quant inserted (training mode)."""
     float_copy = copy.deepcopy(model).train()
-    mapping = QConfigMapping().set_global(qconfig_for(rules))
+    mapping = QConfigMapping().set_global(qconfig_for(rules, calibrate))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao FX notices; this path is the one measured to work
         return prepare_qat_fx(float_copy, mapping, example_inputs=(example,))
@@ -89,3 +100,17 @@ def freeze_bn_stats(qat_model: nn.Module) -> None:
 
 def freeze_observers(qat_model: nn.Module) -> None:
     qat_model.apply(torch.ao.quantization.disable_observer)
+
+
+@torch.no_grad()
+def post_training_quantized(model: nn.Module, rules: TargetRules, calibration: torch.Tensor, batch_size: int = 64) -> fx.GraphModule:
+    """``model`` as the export path will quantise it (eval mode): BN folded with its running statistics,
+    the target's weight scheme, activation ranges = min/max over the calibration images. What the
+    converters do to the float weights, simulated in PyTorch so the QAT guard can compare weight sets."""
+    q = prepare_qat(model, rules, calibration[:2], calibrate=True).eval()  # eval: fused BN uses running stats
+    q.apply(torch.ao.quantization.disable_fake_quant)
+    for i in range(0, len(calibration), batch_size):
+        q(calibration[i : i + batch_size])  # observers see float activations, as a calibrator does
+    q.apply(torch.ao.quantization.disable_observer)
+    q.apply(torch.ao.quantization.enable_fake_quant)
+    return q

@@ -1,10 +1,22 @@
-"""QAT stage: fine-tune the distilled student with fake-quant, the frozen fp32 teacher still supervising.
+"""QAT stage: fine-tune the distilled student with fake-quant, the frozen fp32 teacher still supervising,
+then decide which weights the export stage should quantise.
 
 Loss during QAT: w_ce·CE + w_kd·KD_T(student_fq, teacher) when ``qat.kd`` (default), else CE.
-BN statistics freeze at ``freeze_bn_epoch`` and quantisation ranges at ``freeze_observer_epoch``
-(the usual QAT recipe: let ranges settle, then train the weights against fixed ranges).
-Outputs: ``student.pt`` (plain float module with the QAT-trained weights, what export reads)
-and ``fakequant_test_logits.npy`` (the fake-quant model's test logits, for the benchmark).
+Quantisation ranges freeze at ``freeze_observer_epoch``. BN statistics keep tracking the batch
+by default (``freeze_bn_epoch: null``): freezing them turns every conv-BN pair into a fixed
+affine map, which raised the top eigenvalue of the loss Hessian from ~20 to ~700 on the
+students measured (benchmarks/qat_vs_ptq.py), so SGD with momentum 0.9 is stable only below lr
+≈ 0.002 and the old default (freeze at epoch 1, lr 0.005) diverged on new data (84 % → 9 %).
+A user who freezes BN gets the learning rate scaled by ``lr_after_bn_freeze`` at that epoch.
+
+The guard: QAT can still lose to plain post-training quantisation. On the validation split the
+stage measures the distilled fp32 student, PTQ int8 of the distilled weights, the QAT fake-quant
+model and PTQ int8 of the QAT weights (what the export path makes of them: converters calibrate
+the float weights again), both quantised as the export path does (``post_training_quantized``).
+``guard.json`` records the numbers and which weights to export; ``export.source: auto`` follows it.
+
+Outputs: ``student.pt`` (plain float module with the QAT-trained weights), ``guard.json`` and
+``fakequant_test_logits.npy`` (the fake-quant model's test logits, for the benchmark).
 """
 
 from __future__ import annotations
@@ -15,13 +27,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.artifacts import atomic_write_json
 from pipeline.distill.kd import kd_loss
 from pipeline.distill.trainer import freeze
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, prepare_qat
+from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
 from pipeline.target import TARGETS
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit, predict
+
+GUARD_FILE = "guard.json"
 
 
 def run(ctx) -> dict:
@@ -33,11 +48,14 @@ def run(ctx) -> dict:
     if not cfg.enabled or cfg.epochs == 0:
         shutil.copyfile(source, ctx.out / "student.pt")
         np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test[0]))
-        return {"enabled": False, "fp32_acc": fp32_acc}
+        guard = {"export": "distill", "reason": "QAT is off (qat.enabled: false or qat.epochs: 0): the distilled weights"}
+        atomic_write_json(ctx.out / GUARD_FILE, guard)
+        return {"enabled": False, "fp32_acc": fp32_acc, "guard": guard}
 
     rules = TARGETS[ctx.cfg.target.name]
     teacher, _ = load_checkpoint(ctx.input("teacher") / "teacher.pt")
     freeze(teacher)
+    distilled = load_checkpoint(source)[0]
     torch.manual_seed(ctx.cfg.data.seed)
     qat_model = prepare_qat(student, rules, torch.from_numpy(data.train[0][:2]))
 
@@ -50,10 +68,13 @@ def run(ctx) -> dict:
             loss = cfg.w_ce * loss + cfg.w_kd * kd_loss(logits, t_logits, cfg.temperature)
         return loss, logits
 
-    def on_epoch_start(epoch: int) -> None:
+    def on_epoch_start(epoch: int, optimizer: torch.optim.Optimizer) -> None:
         if cfg.freeze_bn_epoch is not None and epoch >= cfg.freeze_bn_epoch:
             freeze_bn_stats(qat_model)
-        if epoch >= cfg.freeze_observer_epoch:
+            if epoch == cfg.freeze_bn_epoch:  # the schedulers continue from the scaled rate
+                for group in optimizer.param_groups:
+                    group["lr"] *= cfg.lr_after_bn_freeze
+        if cfg.freeze_observer_epoch is not None and epoch >= cfg.freeze_observer_epoch:
             freeze_observers(qat_model)
 
     result = fit(
@@ -76,6 +97,17 @@ def run(ctx) -> dict:
     copy_back(qat_model, student)
     student.eval()
     qat_fp32_acc = evaluate(student, *data.test)
+    calibration = torch.from_numpy(np.load(ctx.input("data") / "calibration.npy"))
+    guard = decide(
+        {"distill": distilled, "qat": student}, qat_model, calibration, val_or_test(data), rules, cfg.guard_tolerance,
+    )
+    atomic_write_json(ctx.out / GUARD_FILE, guard)
+    if guard["export"] != "qat":
+        from rich.markup import escape
+
+        from pipeline.run import console
+
+        console.print(f"[bold yellow]⚠ qat guard: {escape(guard['reason'])}[/bold yellow]")
     blob = read_checkpoint(source)
     save_checkpoint(
         ctx.out / "student.pt",
@@ -93,4 +125,34 @@ def run(ctx) -> dict:
         "per_channel": rules.per_channel,
         "kd": cfg.kd,
         "seconds_per_epoch": result["seconds_per_epoch"],
+        "history": result["history"],
+        "guard": guard,
     }
+
+
+def decide(weights: dict, qat_model, calibration: torch.Tensor, val: tuple[np.ndarray, np.ndarray], rules, tolerance: float) -> dict:
+    """Validation top-1 (%) of each weight set in fp32 and as the export path quantises it; which to export, and why.
+
+    QAT is kept unless its int8 trails PTQ int8 of the distilled weights by more than
+    ``tolerance`` points, and by more than one image (a one-image difference is noise)."""
+    x, y = val
+    pct = lambda model: round(100.0 * evaluate(model, x, y), 4)  # noqa: E731
+    numbers = {
+        "val_images": int(len(y)),
+        "distill_fp32": pct(weights["distill"]),
+        "distill_int8": pct(post_training_quantized(weights["distill"], rules, calibration)),
+        "qat_fakequant": pct(qat_model),
+        "qat_fp32": pct(weights["qat"]),
+        "qat_int8": pct(post_training_quantized(weights["qat"], rules, calibration)),
+    }
+    margin = max(tolerance, 100.0 / max(len(y), 1))
+    loss = numbers["distill_int8"] - numbers["qat_int8"]
+    keep_qat = loss <= margin
+    said = (f"int8 on {len(y)} validation images: QAT weights {numbers['qat_int8']:.2f} %, "
+            f"PTQ of the distilled weights {numbers['distill_int8']:.2f} % (fp32 {numbers['distill_fp32']:.2f} %)")
+    if keep_qat:
+        reason = f"QAT weights: {said}"
+    else:
+        reason = (f"distilled weights: QAT lost {loss:.2f} points against PTQ (tolerance {margin:.2f}); {said}; "
+                  "set export.source: qat to export the QAT weights anyway")
+    return {"export": "qat" if keep_qat else "distill", "reason": reason, "tolerance_points": round(margin, 4), **numbers}

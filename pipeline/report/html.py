@@ -39,6 +39,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         f"<p>Target <b>{_e(run['target'])}</b>, deploy artifact <b>{_e(run['deploy_artifact'])}</b>; "
         f"{_e(data.get('dataset'))} test split, {data['images']} images; host {_e(host.get('cpu'))} "
         f"({_e(host.get('usable_cores'))} usable cores). Gates: <span class=\"{cls}\">{_e(verdict)}</span>.</p>",
+        f"<p>Exported weights: {_e(tables.exported_weights(report))}.</p>",
         f"<p class=\"note\">Created {_e(report['created'])}, pipeline {_e(report['pipeline_version'])}, "
         f"report schema {_e(report['schema_version'])}.</p>",
         "<h2>Formats</h2>",

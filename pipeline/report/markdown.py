@@ -30,6 +30,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({host.get('usable_cores')} usable cores). Gates: **{tables.gates_verdict(report)}**. "
         f"Created {report['created']}, pipeline {report['pipeline_version']}, report schema {report['schema_version']}.",
         "",
+        f"Exported weights: {tables.exported_weights(report)}.",
+        "",
         "## Formats",
         "",
         table(*tables.summary(report)),

@@ -7,7 +7,7 @@ the tests validate every written report against.
 ``report.json`` (``schema_version`` 1)::
 
     schema, schema_version, created, pipeline_version
-    run          {name, target, deploy_artifact, export_source, gate_threads}
+    run          {name, target, deploy_artifact, export_source, export_source_reason, gate_threads}
     data         {dataset, split, images, num_classes, input_shape}
     environment  {host: {name, cpu, cores, usable_cores, memory_mb, arch, os, kernel, runtimes, tools},
                   devices: [{name, cpu, …, results_file}]}          # one per merged device results file

@@ -100,6 +100,12 @@ def environment(report: dict[str, Any]) -> Table:
     return headers, rows
 
 
+def exported_weights(report: dict[str, Any]) -> str:
+    """Which student weights the artifacts were made from, and why (the QAT guard's decision or the config)."""
+    run = report["run"]
+    return run.get("export_source_reason") or f"{run.get('export_source') or 'unknown'} weights"
+
+
 def gates_verdict(report: dict[str, Any]) -> str:
     failed = [g for g in report["gates"] if not g["passed"]]
     if not report["gates"]:

@@ -92,11 +92,12 @@ def fit(
     seed: int,
     desc: str,
     evaluate_fn: Callable[[], float] | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
+    on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> dict:
     """Train the parameters of ``modules`` with ``step``; returns per-epoch history and wall time.
 
-    ``evaluate_fn`` (validation accuracy) runs after every epoch when given. A non-finite loss
+    ``evaluate_fn`` (validation accuracy) runs after every epoch when given; ``on_epoch_start(epoch, optimizer)``
+    may change the model's mode or scale the learning rate (the schedulers continue from the scaled rate). A non-finite loss
     stops training with a clear error instead of writing a NaN checkpoint.
     """
     torch.manual_seed(seed)
@@ -108,7 +109,7 @@ def fit(
     history: list[dict] = []
     for epoch in range(cfg.epochs):
         if on_epoch_start:
-            on_epoch_start(epoch)
+            on_epoch_start(epoch, opt)
         for m in modules:
             m.train()
         t0, seen, correct, total_loss = time.perf_counter(), 0, 0, 0.0
