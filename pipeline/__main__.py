@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set distill.epochs=5 (VALUE is YAML)")
+    p.add_argument("--name", help="the run's name and folder (runs/NAME); default: the recipe's name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run of another config in the folder (else this run goes to NAME-2, NAME-3…)")
 
     p = sub.add_parser("check", help="export the untrained student and check it against the target's rules")
     p.add_argument("recipe")
@@ -87,8 +90,14 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.run import run_pipeline
+    from pipeline.run_folder import choose_run_dir
 
-    cfg = load_config(args.recipe, _overrides(args.overrides))
+    overrides = _overrides(args.overrides)
+    if args.name is not None:
+        overrides["name"] = args.name
+    cfg, note = choose_run_dir(load_config(args.recipe, overrides), overwrite=args.overwrite)
+    if note:
+        print(note, file=sys.stderr)
     run_pipeline(cfg, start=args.start, until=args.until, fresh=args.fresh)
     print(f"run folder: {cfg.run_dir}")
     return 0

@@ -20,6 +20,7 @@ import pipeline
 from pipeline.artifacts import Manifest, hash_json, hash_outputs, now, tool_versions, verify_outputs
 from pipeline.config import Config
 from pipeline.errors import GateFailure, PipelineError
+from pipeline.run_folder import record_config
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -90,6 +91,7 @@ def run_pipeline(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cache").mkdir(exist_ok=True)
+    record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
 
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
