@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("report", help="(re)write a run's report; compare with a baseline run; merge device results")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--baseline", type=Path, help="another run folder to compare with")
+    p.add_argument("--baseline", type=Path, help="another run folder to compare with (writes RUN/compare_<baseline>.md and .json)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 3 when the deploy artifact regressed against --baseline (see the two limits)")
+    p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP, metavar="PTS",
+                   help=f"top-1 points the deploy artifact may lose against the baseline (default {MAX_ACCURACY_DROP:g})")
+    p.add_argument("--max-latency-increase", type=float, default=MAX_LATENCY_INCREASE, metavar="PCT",
+                   help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
     sub.add_parser("device", add_help=False,
@@ -137,7 +144,9 @@ def cmd_show(args) -> int:
 def cmd_report(args) -> int:
     from pipeline.report.cli import report_command
 
-    return report_command(args.run_dir, baseline=args.baseline, device_results=args.device_results)
+    return report_command(args.run_dir, baseline=args.baseline, device_results=args.device_results,
+                          fail_on_regression=args.fail_on_regression, max_accuracy_drop=args.max_accuracy_drop,
+                          max_latency_increase=args.max_latency_increase)
 
 
 def cmd_bundle(args) -> int:
