@@ -185,6 +185,12 @@ def test_device_rows_merge_beside_host_rows_in_all_three_formats(tiny_run, devic
     for fmt in ("report.md", "report.html"):
         text = (tiny_run / fmt).read_text()
         assert "pi4" in text and "coral-host" in text, fmt
+    top = "\n".join((tiny_run / "report.md").read_text().splitlines()[:8])  # real stage records: what was not measured
+    assert "No Edge TPU was measured: every latency in this report is the host CPU's" in top and "or the CPU of coral-host, pi4" in top
+    assert "The edgetpu_compiler (the vendor compiler) did not run: not compiled: edgetpu_compiler not found" in top
+    checks = {(c["kind"], c["subject"]): c["status"] for c in report["checks"]}
+    assert checks["export fidelity", "tflite_int8"] in ("PASS", "FAIL") and checks["op check", "tflite_int8"] == "PASS"
+    assert checks["compiler", "edgetpu_compiler"] == "NOT RUN" and checks["device run", "tflite_int8 on pi4 (threads=1)"] == "PASS"
     assert sorted(p.name for p in (tiny_run / "device").glob("*.json")) == ["coral-host.json", "pi4.json"]  # kept for re-runs
 
 

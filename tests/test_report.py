@@ -78,12 +78,17 @@ def test_schema_rejects_what_a_consumer_could_not_read(results):
             validate_report(broken)
 
 
-def test_the_builder_refuses_a_row_the_schema_would_refuse(results):
-    from pydantic import ValidationError
+def test_the_builder_refuses_a_row_the_schema_would_refuse_in_one_line(results):
+    from pipeline.errors import PipelineError
 
-    results["latency"][0]["latency_mss"] = 1.0  # a misspelt field is a bug caught where the report is written
-    with pytest.raises(ValidationError, match="latency_mss"):
+    results["latency"][0]["latency_mss"] = 1.0  # a misspelt field is caught where the report is written
+    with pytest.raises(PipelineError, match=r"benchmark.json \(with the run's records\): latency.0.latency_mss: Extra inputs"):
         build_report(results)
+    device = device_results()
+    device["rows"][1]["host_acc"] = 0.9  # a results file from another version
+    device["results_file"] = "coral.json"
+    with pytest.raises(PipelineError, match=r"^coral.json: rows.1: host_acc: Extra inputs are not permitted; this pipeline reads report schema 2"):
+        build_report(results | {"latency": make_results()["latency"]}, [device])
 
 
 def test_a_default_edge_tpu_run_says_first_that_no_edge_tpu_was_measured_and_the_compiler_did_not_run(tmp_path, results):
@@ -95,14 +100,14 @@ def test_a_default_edge_tpu_run_says_first_that_no_edge_tpu_was_measured_and_the
         assert "Verdict: NOT MEASURED" in top, name
         assert "No Edge TPU was measured: every latency in this report is the host CPU's (Test CPU)" in top, name
         assert "The edgetpu_compiler (the vendor compiler) did not run: not compiled: edgetpu_compiler not found" in top, name
-        assert "min_speedup_vs_teacher NOT MEASURED" in top, name  # x86 LiteRT speed-up no longer passes for the Edge TPU
+        assert "NOT MEASURED: min_speedup_vs_teacher: no Edge TPU result merged" in top, name  # x86 speed-up is no Edge TPU's
         assert "on the host CPU, not the target" in top, name
         assert "all gates passed" not in (tmp_path / name).read_text()
     md = (tmp_path / "report.md").read_text()
     assert "| Top-1 | 93.00 % [86.3–96.6] on 100 test images (host) |" in md  # Wilson 95 %, by hand: 0.8626–0.9657
     assert "| p50 latency | 0.120 ms on the host CPU, not the target (Test CPU, threads=all) |" in md
     assert "| Op mapping | fully mapped: 10/10 ops on the Edge TPU, 0.07 MiB of parameters (fits) (the pipeline's static check, not the compiler) |" in md
-    assert ("| Deploy artifact | tflite_int8 (tflite_int8.bin), 0.090 MB; exported from the qat weights: QAT kept 95.00% validation "
+    assert ("| Deploy artifact | tflite_int8 (tflite_int8.bin), 0.090 MB; exported from the QAT weights: QAT kept 95.00% validation "
             "top-1 against the distilled 95.50% (guard: 1 pt) |") in md
 
 
@@ -132,7 +137,8 @@ def test_a_device_result_from_the_edge_tpu_is_what_the_headline_and_gates_read(t
     conversion = by["max_conversion_drop"]  # 2 pts on the host passed a 2-pt limit; the board's extra point fails it
     assert conversion["value"] == pytest.approx(3.0) and conversion["status"] == "FAIL"
     assert by["min_speedup_vs_teacher"]["status"] == "NOT MEASURED"  # no teacher on the board
-    assert report["verdict"]["status"] == "FAIL" and report["verdict"]["failures"] == [conversion["message"]]
+    assert report["verdict"]["status"] == "FAIL"
+    assert report["verdict"]["failures"] == [conversion["message"].replace("max_conversion_drop FAIL: ", "max_conversion_drop: ")]
     assert not any("No Edge TPU" in m for m in report["verdict"]["not_measured"])
     assert not any("did not run" in m for m in report["verdict"]["not_measured"])  # a compiled model ran: it was compiled
     write_report(report, tmp_path, ["md"])
@@ -323,3 +329,15 @@ def test_publish_removes_report_files_of_formats_no_longer_asked_for(tmp_path, r
     publish(write_report(build_report(results), out, ["json"]), run)
     assert (run / "report.json").is_file() and (run / SCHEMA_FILE).is_file() and not (run / "report.md").exists()
     assert FILES["json"] == "report.json"
+
+
+def test_an_npu_target_without_its_npu_says_so_and_has_no_compiler_to_run(results):
+    results["run"]["target"] = "openvino_npu"
+    note = "openvino_npu: no NPU on this machine (OpenVINO sees: CPU), so its numbers here are CPU numbers"
+    target = {"verdict": "ready on CPU (NPU absent here)", "passed": True, "summary": "ready on CPU (NPU absent here): 40 ops",
+              "artifact": "tflite_int8", "device": "NPU", "device_available": False, "device_note": note}
+    report = build_report(results, records=records(target=target))
+    assert report["verdict"]["status"] == "NOT MEASURED"
+    assert report["verdict"]["not_measured"][0].startswith("No Intel NPU was measured: every latency in this report is the host CPU's")
+    assert {"kind": "target device", "subject": "NPU", "status": "NOT RUN", "deploy": True, "message": note} in report["checks"]
+    assert report["target"]["compiler"] is None and report["headline"]["compiler"] == "no vendor compiler for this target"

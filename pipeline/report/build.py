@@ -61,7 +61,7 @@ def read_records(run_dir: Path) -> RunRecords:
 def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
                  records: RunRecords | None = None) -> dict[str, Any]:
     """report.json as a dict; ``device_results`` are parsed results files (``results_file`` set by the caller if known)."""
-    from pipeline.report.model import to_json
+    from pipeline.report.model import LatencyRow, Machine, checked, to_json
     from pipeline.run_folder import config_hash
 
     records = records or RunRecords()
@@ -84,16 +84,19 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     rows = {row_key(r): dict(r) for r in results["latency"]}
     for res in device_results:
         device = dict(res["device"])
+        source = str(res.get("results_file") or "device results")
         if res.get("results_file"):
             device["results_file"] = str(res["results_file"])
         device["target"] = (res.get("bundle") or {}).get("target")
+        checked(Machine, device, f"{source}: device")  # a file from another version: one line naming it, not a traceback
         report["environment"]["devices"] = [d for d in report["environment"]["devices"] if d["name"] != device["name"]] + [device]
-        for r in res["rows"]:
+        for i, r in enumerate(res["rows"]):
             row = {**r, "where": "device", "device": device["name"]}
             row.setdefault("model", "student")
             row.setdefault("error", None)
             row.setdefault("threads", res.get("settings", {}).get("threads", 0))
             row.pop("runtime", None)
+            checked(LatencyRow, row, f"{source}: rows.{i}")
             rows[row_key(row)] = row
     for r in rows.values():
         r["accuracy_ci95"] = accuracy_interval(r.get("accuracy"), r.get("images"))
@@ -109,7 +112,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
-    return to_json(report)
+    return to_json(report, source=f"{records.folder or '.'}/07_benchmark/benchmark.json (with the run's records)")
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -272,7 +275,7 @@ def headline(report: dict[str, Any], devices: list[str], rules) -> dict[str, Any
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
     """FAIL if a gate or a deploy check failed; else NOT MEASURED if something the target needs was not measured; else PASS."""
-    failures = [g["message"] for g in report["gates"] if g["status"] == FAIL]
+    failures = [_unstated(g) for g in report["gates"] if g["status"] == FAIL]
     failures += [f"{c['kind']} {c['subject']}: FAIL: {c['message']}" for c in report["checks"] if c["deploy"] and c["status"] == FAIL]
     not_measured = []
     h, run = report["headline"], report["run"]
@@ -285,9 +288,14 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     ran_compiled = any(r["artifact"] == "tflite_edgetpu" and not r.get("error") for r in report["latency"])
     if compiler and not compiler["ran"] and not ran_compiled:
         not_measured.append(f"The {compiler['name']} (the vendor compiler) did not run: {compiler['status']}")
-    not_measured += [g["message"] for g in report["gates"] if g["status"] == NOT_MEASURED]
+    not_measured += [_unstated(g) for g in report["gates"] if g["status"] == NOT_MEASURED]
     status = FAIL if failures else NOT_MEASURED if not_measured else PASS
     return {"status": status, "failures": failures, "not_measured": not_measured}
+
+
+def _unstated(gate: dict[str, Any]) -> str:
+    """A gate's message without its status word (the verdict's list already says it): 'name: what (limit)'."""
+    return gate["message"].replace(f"{gate['name']} {gate['status']}: ", f"{gate['name']}: ", 1)
 
 
 def _device_deploy_row(latency: list[dict[str, Any]], devices: list[str], target_threads: int) -> dict[str, Any] | None:

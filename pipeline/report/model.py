@@ -18,9 +18,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config import Gates
+from pipeline.errors import PipelineError
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_ID, SCHEMA_VERSION
 
 Scalar = str | int | float | bool | None
@@ -285,9 +286,23 @@ class Report(Closed):
     target: TargetInfo
 
 
-def to_json(report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` checked against ``Report`` and dumped in its field order (JSON types only)."""
-    return Report.model_validate(report).model_dump(mode="json", by_alias=True)
+def to_json(report: dict[str, Any], source: str = "report") -> dict[str, Any]:
+    """``report`` checked against ``Report`` and dumped in its field order (JSON types only).
+
+    A field that does not fit is one ``PipelineError`` line naming ``source`` (the file it came from)."""
+    return checked(Report, report, source).model_dump(mode="json", by_alias=True)
+
+
+def checked(model: type[BaseModel], data: dict[str, Any], source: str) -> BaseModel:
+    """``model`` built from ``data``, or one line: where, which field, what is wrong, and the schema version read."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PipelineError(f"{source}: {where}: {err['msg']}{more}; this pipeline reads report schema "
+                            f"{SCHEMA_VERSION} (pipeline/report/model.py): write it again with this version") from None
 
 
 def json_schema() -> dict[str, Any]:

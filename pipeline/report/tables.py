@@ -43,7 +43,8 @@ def headline(report: dict[str, Any]) -> Table:
     h, host = report["headline"], report["environment"]["host"]
     source = ""
     if h.get("export_source"):
-        source = f"; exported from the {h['export_source']} weights" + (f": {h['export_source_reason']}" if h.get("export_source_reason") else "")
+        weights = {"qat": "QAT", "distill": "distilled"}.get(h["export_source"], h["export_source"])
+        source = f"; exported from the {weights} weights" + (f": {h['export_source_reason']}" if h.get("export_source_reason") else "")
     rows = [["Deploy artifact", f"{h['artifact']}" + (f" ({h['file']})" if h.get("file") else "")
              + (f", {_mb(h.get('size_bytes'))} MB" if h.get("size_bytes") is not None else "") + source]]
     if h.get("top1") is not None:
