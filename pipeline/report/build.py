@@ -284,8 +284,10 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         boards = sorted({r["device"] for r in report["latency"] if r["where"] == "device" and not r.get("error")})
         where = f"the host CPU's ({cpu})" + (f" or the CPU of {', '.join(boards)}" if boards else "")
         not_measured.append(f"No {acc} was measured: every latency in this report is {where}, not the {acc}'s")
+    from pipeline.device.runner import EDGETPU_KEY
+
     compiler = report["target"].get("compiler")
-    ran_compiled = any(r["artifact"] == "tflite_edgetpu" and not r.get("error") for r in report["latency"])
+    ran_compiled = any(r["artifact"] == EDGETPU_KEY and not r.get("error") for r in report["latency"])  # compiled elsewhere
     if compiler and not compiler["ran"] and not ran_compiled:
         not_measured.append(f"The {compiler['name']} (the vendor compiler) did not run: {compiler['status']}")
     not_measured += [_unstated(g) for g in report["gates"] if g["status"] == NOT_MEASURED]
