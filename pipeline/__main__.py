@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set distill.epochs=5 (VALUE is YAML)")
+    p.add_argument("--name", help="the run's name and folder (runs/NAME); default: the recipe's name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run of another config in the folder (else this run goes to NAME-2, NAME-3…)")
 
     p = sub.add_parser("check", help="export the untrained student and check it against the target's rules")
     p.add_argument("recipe")
@@ -34,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("report", help="(re)write a run's report; compare with a baseline run; merge device results")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--baseline", type=Path, help="another run folder to compare with")
+    p.add_argument("--baseline", type=Path, help="another run folder to compare with (writes RUN/compare_<baseline>.md and .json)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 3 when the deploy artifact regressed against --baseline (see the two limits)")
+    p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP, metavar="PTS",
+                   help=f"top-1 points the deploy artifact may lose against the baseline (default {MAX_ACCURACY_DROP:g})")
+    p.add_argument("--max-latency-increase", type=float, default=MAX_LATENCY_INCREASE, metavar="PCT",
+                   help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
     sub.add_parser("device", add_help=False,
@@ -87,8 +97,14 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.run import run_pipeline
+    from pipeline.run_folder import choose_run_dir
 
-    cfg = load_config(args.recipe, _overrides(args.overrides))
+    overrides = _overrides(args.overrides)
+    if args.name is not None:
+        overrides["name"] = args.name
+    cfg, note = choose_run_dir(load_config(args.recipe, overrides), overwrite=args.overwrite)
+    if note:
+        print(note, file=sys.stderr)
     run_pipeline(cfg, start=args.start, until=args.until, fresh=args.fresh)
     print(f"run folder: {cfg.run_dir}")
     return 0
@@ -128,7 +144,9 @@ def cmd_show(args) -> int:
 def cmd_report(args) -> int:
     from pipeline.report.cli import report_command
 
-    return report_command(args.run_dir, baseline=args.baseline, device_results=args.device_results)
+    return report_command(args.run_dir, baseline=args.baseline, device_results=args.device_results,
+                          fail_on_regression=args.fail_on_regression, max_accuracy_drop=args.max_accuracy_drop,
+                          max_latency_increase=args.max_latency_increase)
 
 
 def cmd_bundle(args) -> int:

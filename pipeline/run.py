@@ -20,6 +20,7 @@ import pipeline
 from pipeline.artifacts import Manifest, hash_json, hash_outputs, now, tool_versions, verify_outputs
 from pipeline.config import Config
 from pipeline.errors import GateFailure, PipelineError
+from pipeline.run_folder import record_config
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -90,6 +91,7 @@ def run_pipeline(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cache").mkdir(exist_ok=True)
+    record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
 
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
@@ -144,24 +146,11 @@ def _precheck(cfg: Config) -> None:
 
 
 def _raise_on_failed_gates(manifests: dict[str, Manifest]) -> None:
-    """Exit 3 (after the report is written) for a failed gate, a failed target verdict or an unfaithful deploy artifact."""
-    if "report" not in manifests:
-        return
-    failed = []
-    target = manifests.get("target")
-    if target is not None and not target.metrics.get("passed", True):
-        why = target.metrics.get("first_unmapped") or target.metrics.get("rejected") or target.metrics.get("summary", "")
-        failed.append(f"target {target.metrics.get('artifact', '')} check FAILED: {target.metrics.get('verdict', '')}: {why}")
-    export = manifests.get("export")
-    deploy = target.metrics.get("artifact") if target is not None else None
-    row = (export.metrics.get("fidelity") or {}).get(deploy) if export is not None and deploy else None
-    if row is not None and not row.get("passed", True):
-        failed.append(f"{deploy} FAILED export fidelity: {row.get('message', '')}")
-    bench = manifests.get("benchmark")
-    if bench is not None:
-        failed += [g["message"] for g in bench.metrics.get("gates", []) if not g.get("passed", True)]
-    if failed:
-        raise GateFailure("; ".join(failed))
+    """Exit 3 once the report is written if its verdict is FAIL: a gate, the target check, the deploy artifact's
+    export fidelity or op check, the vendor compiler or a device run failed (``pipeline.report.build.verdict``)."""
+    report = manifests.get("report")
+    if report is not None and report.metrics.get("verdict") == "FAIL":
+        raise GateFailure("; ".join(report.metrics.get("failures") or ["the report's verdict is FAIL"]))
 
 
 def _summary(metrics: dict[str, Any]) -> str:

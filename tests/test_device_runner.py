@@ -29,7 +29,7 @@ from pipeline.config import load_config
 from pipeline.device.bundle import make_bundle
 from pipeline.device.merge import read_device_results
 from pipeline.errors import PipelineError
-from pipeline.report.schema import load_schema, validate_report
+from pipeline.report.model import json_schema, validate_report
 from pipeline.run import run_pipeline, stage_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def _run_device(venv: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _validator(definition: str):
-    schema = load_schema()
+    schema = json_schema()
     return jsonschema.Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"})
 
 
@@ -157,9 +157,9 @@ def test_runner_in_a_torch_free_venv_matches_the_host_and_fits_the_report_schema
         assert r["accuracy"] == r["host_accuracy"] and r["agreement_with_host"] == 1.0  # same sample, image by image
         assert r["runs"] >= 5 and 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["max"]
         assert r["init_ms"] > 0 and r["first_ms"] > 0 and r["engine"].startswith("tflite ")
-        _validator("latency_row").validate(r)
+        _validator("LatencyRow").validate(r)
     assert rows[0]["deploy"] and not rows[2]["deploy"]
-    _validator("machine").validate(res["device"])
+    _validator("Machine").validate(res["device"])
     assert "torch" not in res["device"]["runtimes"] and res["device"]["runtimes"]["ai-edge-litert"] == "2.1.0"
     assert res["bundle"]["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert res["settings"]["threads"] == [1, 0] and res["settings"]["min_runs"] == 5
@@ -185,6 +185,12 @@ def test_device_rows_merge_beside_host_rows_in_all_three_formats(tiny_run, devic
     for fmt in ("report.md", "report.html"):
         text = (tiny_run / fmt).read_text()
         assert "pi4" in text and "coral-host" in text, fmt
+    top = "\n".join((tiny_run / "report.md").read_text().splitlines()[:8])  # real stage records: what was not measured
+    assert "No Edge TPU was measured: every latency in this report is the host CPU's" in top and "or the CPU of coral-host, pi4" in top
+    assert "The edgetpu_compiler (the vendor compiler) did not run: not compiled: edgetpu_compiler not found" in top
+    checks = {(c["kind"], c["subject"]): c["status"] for c in report["checks"]}
+    assert checks["export fidelity", "tflite_int8"] in ("PASS", "FAIL") and checks["op check", "tflite_int8"] == "PASS"
+    assert checks["compiler", "edgetpu_compiler"] == "NOT RUN" and checks["device run", "tflite_int8 on pi4 (threads=1)"] == "PASS"
     assert sorted(p.name for p in (tiny_run / "device").glob("*.json")) == ["coral-host.json", "pi4.json"]  # kept for re-runs
 
 
@@ -265,4 +271,4 @@ def test_openvino_target_bundle_runs_through_the_openvino_runtime(tiny_run, tmp_
     assert row["error"] is None and row["engine"].startswith("openvino")
     assert row["accuracy"] == row["host_accuracy"] and row["agreement_with_host"] == 1.0
     assert row["size_bytes"] > (tiny_run / "05_export" / "openvino_fp32" / "student.xml").stat().st_size  # .bin counted
-    _validator("latency_row").validate(row)
+    _validator("LatencyRow").validate(row)

@@ -116,25 +116,30 @@ def test_ptq_simulation_agrees_with_the_converters_int8(runs):
     assert abs((sim_pred == y).mean() - (tfl_pred == y).mean()) <= 0.02
 
 
-def test_failed_target_verdict_or_deploy_fidelity_exits_3():
-    def manifests(target_passed=True, fidelity_passed=True):
-        return {
-            "export": Manifest("export", "k", {}, metrics={"fidelity": {"tflite_int8": {
-                "passed": fidelity_passed, "message": "accuracy 94.37% is 96.00% of fp32 98.30% (< 99%)"}}}),
-            "target": Manifest("target", "k", {}, metrics={
-                "passed": target_passed, "artifact": "tflite_int8", "verdict": "partially mapped",
-                "first_unmapped": "#3 HARD_SWISH: not supported by the Edge TPU"}),
-            "benchmark": Manifest("benchmark", "k", {}, metrics={"gates": []}),
-            "report": Manifest("report", "k", {}),
-        }
+def test_failed_target_verdict_or_deploy_fidelity_exits_3(tmp_path):
+    """The run's exit code follows the report's verdict: a partially mapped or unfaithful deploy artifact is a FAIL."""
+    from report_fakes import export_metrics, target_metrics, write_run
 
-    _raise_on_failed_gates(manifests())
-    with pytest.raises(GateFailure) as err:
-        _raise_on_failed_gates(manifests(target_passed=False))
-    assert err.value.exit_code == 3
-    assert str(err.value) == ("target tflite_int8 check FAILED: partially mapped: #3 HARD_SWISH: not supported by the Edge TPU")
-    with pytest.raises(GateFailure, match=r"^tflite_int8 FAILED export fidelity: accuracy 94.37% is 96.00% of fp32"):
-        _raise_on_failed_gates(manifests(fidelity_passed=False))
+    from pipeline.report.build import build_report, read_records
+
+    def raised(name, **records):
+        folder = write_run(tmp_path / name, **records)
+        report = build_report(read_json(folder / "07_benchmark" / "benchmark.json"), records=read_records(folder))
+        metrics = {"verdict": report["verdict"]["status"], "failures": report["verdict"]["failures"]}
+        try:
+            _raise_on_failed_gates({"report": Manifest("report", "k", {}, metrics=metrics)})
+        except GateFailure as exc:
+            return exc
+        return None
+
+    assert raised("sound") is None
+    partial = {**target_metrics(), "passed": False, "verdict": "partially mapped",
+               "summary": "partially mapped: 3/111 ops on the Edge TPU; first unmapped #3 HARD_SWISH"}
+    err = raised("partial", target=partial)
+    assert err is not None and err.exit_code == 3 and "HARD_SWISH" in str(err) and "\n" not in str(err)
+    miss = "accuracy 94.37% is 96.00% of fp32 98.30% (< 99%)"
+    err = raised("unfaithful", export=export_metrics({"tflite_int8": miss}))
+    assert err is not None and err.exit_code == 3 and miss in str(err)
 
 
 def test_onnx_check_is_relative_to_the_logits_scale_and_uses_given_images(tmp_path):

@@ -23,7 +23,7 @@ from rich.console import Console
 import pipeline
 from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
-from pipeline.benchmark.gates import evaluate_gates, gate_threads
+from pipeline.benchmark.gates import evaluate_gates, gate_failed, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
 from pipeline.errors import PipelineError
 from pipeline.export.stage import TEACHER_ONNX
@@ -117,7 +117,8 @@ def run(ctx) -> dict:
         row["images"] = int(len(y))
 
     threads = gate_threads(list(bench.threads), rules.threads)
-    gates = evaluate_gates(bench.gates.model_dump(), accuracy=acc, latency=rows, deploy_artifact=rules.deploy_artifact, threads=threads)
+    gates = evaluate_gates(bench.gates.model_dump(), accuracy=acc, latency=rows, deploy_artifact=rules.deploy_artifact,
+                           threads=threads, target_threads=rules.threads, accelerator=rules.accelerator)
     results = {
         "kind": RESULTS_KIND,
         "version": 1,
@@ -250,7 +251,7 @@ def stage_metrics(results: dict) -> dict:
         "deploy_accuracy": acc.get(deploy),
         "teacher_accuracy": acc.get("teacher_fp32"),
         "deploy_p50_ms": lat["latency_ms"]["p50"] if lat else None,
-        "gates_passed": all(g["passed"] for g in results["gates"]),
+        "gates_failed": sum(gate_failed(g) for g in results["gates"]),
         "accuracy": acc,
         "failed_rows": sum(1 for r in results["latency"] if r["error"]),
         "gates": results["gates"],

@@ -1,5 +1,7 @@
-"""Report: report.json (versioned schema), report.md and a self-contained report.html from the benchmark's results.
+"""Report: report.json (versioned, closed schema written beside it), report.md and a self-contained report.html.
 
-``schema`` (stdlib only) defines the JSON layout, ``build`` assembles it and merges device rows,
-``markdown``/``html``/``plots``/``console`` render it, ``compare`` sets two runs side by side.
+``model`` defines the layout (pydantic: validation and the JSON Schema), ``schema`` its stdlib-only
+keys, ``build`` assembles it (device rows, gates, checks, headline, verdict), ``tables`` holds the
+text of every format, ``markdown``/``html``/``plots``/``console`` render it, ``compare`` sets two
+runs side by side for CI.
 """

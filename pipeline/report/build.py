@@ -1,51 +1,118 @@
-"""Assemble report.json from the benchmark stage's results and any device results files.
+"""Assemble report.json from the benchmark stage's results, the run's stage records and any device results files.
 
 Host rows come from ``07_benchmark/benchmark.json``; each device results file (written by
 ``python -m pipeline.device run``) adds its ``device`` block to ``environment.devices`` and its
 rows to ``latency`` with ``where: "device"``. A device row that re-measures the same key as an
 earlier file's row replaces it (the newest file wins). Speed-up vs the teacher is computed per
 (where, device, threads) wherever a teacher row exists there.
+
+Then the report re-reads what the run found, so it says no more than was measured:
+
+* ``gates``: re-evaluated by ``pipeline.benchmark.gates`` with the device rows of the target's
+  bundle (device first; a failed device deploy row fails them);
+* ``checks``: every check's verdict with its message: export fidelity and the op check
+  (``05_export``'s manifest), the target check and the vendor compiler (``06_target``'s),
+  each device run of the deploy artifact;
+* ``headline``: the deploy artifact, its size, top-1 with a Wilson 95 % interval, p50 on the
+  target device if one was measured (else the host CPU, labelled so), the compiler's result;
+* ``verdict``: FAIL if a gate or a check of the deploy artifact failed, else NOT MEASURED if a
+  gate or the target's accelerator or compiler was not measured, else PASS.
+
+The dict is validated by ``pipeline.report.model.Report`` before it is returned.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmark.gates import teacher_baseline
-from pipeline.report.schema import SCHEMA_ID, SCHEMA_VERSION, row_key
+from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, evaluate_gates, teacher_baseline
+from pipeline.report.schema import row_key
+from pipeline.report.stats import accuracy_interval
 
-TOP_LEVEL = ("run", "data", "settings", "models", "accuracy", "gates", "target")
+TOP_LEVEL = ("data", "settings", "models")
+EXPORT_DIR, TARGET_DIR = "05_export", "06_target"
 
 
-def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None) -> dict[str, Any]:
+@dataclass
+class RunRecords:
+    """What the run recorded besides the benchmark results (each may be missing in an old or partial run folder)."""
+
+    folder: str | None = None
+    config: dict[str, Any] | None = None  # the resolved config (config.json)
+    export: dict[str, Any] | None = None  # 05_export's manifest metrics
+    target: dict[str, Any] | None = None  # 06_target's manifest metrics
+
+
+def read_records(run_dir: Path) -> RunRecords:
+    """The records of a run folder: config.json and the export and target stages' manifests."""
+    from pipeline.artifacts import Manifest
+    from pipeline.run_folder import recorded_config
+
+    run_dir = Path(run_dir)
+    export, target = Manifest.read(run_dir / EXPORT_DIR), Manifest.read(run_dir / TARGET_DIR)
+    return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=export.metrics if export else None,
+                      target=target.metrics if target else None)
+
+
+def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
+                 records: RunRecords | None = None) -> dict[str, Any]:
     """report.json as a dict; ``device_results`` are parsed results files (``results_file`` set by the caller if known)."""
+    from pipeline.report.model import LatencyRow, Machine, checked, to_json
+    from pipeline.run_folder import config_hash
+
+    records = records or RunRecords()
+    rules = _rules(results["run"]["target"])
+    export = records.export or {}
+    run = {**results["run"], "folder": records.folder, "config_hash": config_hash(records.config) if records.config else None,
+           "accelerator": rules.accelerator if rules else None}
+    run["export_source"] = export.get("source") or run.get("export_source")
+    run["export_source_reason"] = export.get("source_reason")
     report: dict[str, Any] = {
-        "schema": SCHEMA_ID,
-        "schema_version": SCHEMA_VERSION,
         "created": created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline_version": results.get("pipeline_version", "unknown"),
+        "run": run,
+        "config": records.config,
+        **{key: results[key] for key in TOP_LEVEL},
     }
-    for key in TOP_LEVEL:
-        report[key] = results[key]
+    report["accuracy"] = [{**r, "top1_ci95": accuracy_interval(r.get("top1"), r.get("images"))} for r in results["accuracy"]]
     report["environment"] = {"host": results["environment"]["host"], "devices": []}
 
     rows = {row_key(r): dict(r) for r in results["latency"]}
     for res in device_results:
         device = dict(res["device"])
+        source = str(res.get("results_file") or "device results")
         if res.get("results_file"):
             device["results_file"] = str(res["results_file"])
+        device["target"] = (res.get("bundle") or {}).get("target")
+        checked(Machine, device, f"{source}: device")  # a file from another version: one line naming it, not a traceback
         report["environment"]["devices"] = [d for d in report["environment"]["devices"] if d["name"] != device["name"]] + [device]
-        for r in res["rows"]:
+        for i, r in enumerate(res["rows"]):
             row = {**r, "where": "device", "device": device["name"]}
             row.setdefault("model", "student")
             row.setdefault("error", None)
             row.setdefault("threads", res.get("settings", {}).get("threads", 0))
             row.pop("runtime", None)
+            checked(LatencyRow, row, f"{source}: rows.{i}")
             rows[row_key(row)] = row
+    for r in rows.values():
+        r["accuracy_ci95"] = accuracy_interval(r.get("accuracy"), r.get("images"))
     report["latency"] = add_speedups(list(rows.values()))
-    return report
+
+    report["target"] = target_info(records.target or results.get("target") or {}, results["run"]["target"], rules)
+    devices = target_devices(report)
+    report["gates"] = evaluate_gates(
+        gate_limits(results["gates"]), accuracy=report["accuracy"], latency=report["latency"],
+        deploy_artifact=run["deploy_artifact"], threads=run.get("gate_threads"), target_devices=devices,
+        target_threads=rules.threads if rules else 0, accelerator=rules.accelerator if rules else None,
+    )
+    report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
+    report["headline"] = headline(report, devices, rules)
+    report["verdict"] = verdict(report)
+    return to_json(report, source=f"{records.folder or '.'}/07_benchmark/benchmark.json (with the run's records)")
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,6 +131,223 @@ def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def gate_limits(gates: list[dict[str, Any]]) -> dict[str, float]:
+    """The limits the benchmark stage evaluated; a renamed gate of an older run is read under its new name."""
+    from pipeline.config import RENAMED_GATES
+
+    return {RENAMED_GATES[g["name"]][0] if g["name"] in RENAMED_GATES else g["name"]: g["limit"] for g in gates}
+
+
+def target_devices(report: dict[str, Any]) -> list[str]:
+    """Devices whose rows came from a bundle of this run's target (a file without a target counts as the target's)."""
+    return [d["name"] for d in report["environment"]["devices"] if d.get("target") in (None, report["run"]["target"])]
+
+
+def on_accelerator(row: dict[str, Any]) -> bool:
+    """The row ran on an accelerator: an Edge TPU delegate loaded, or an OpenVINO device other than the CPU."""
+    device = (row.get("engine_info") or {}).get("device")
+    return bool((row.get("delegate") or {}).get("loaded")) or (isinstance(device, str) and device.upper() not in ("CPU", ""))
+
+
+# target stage metrics that have a field of their own in TargetInfo (the rest go to ``details``)
+_TARGET_FIELDS = {"name", "verdict", "passed", "summary", "artifact", "file", "compiler", "compiled", "compiler_result",
+                  "compiler_agrees", "device", "device_available", "device_note", "check"}
+
+
+def target_info(metrics: dict[str, Any], name: str, rules) -> dict[str, Any]:
+    """The target stage's metrics in the report's shape: the check, the vendor compiler's result, the device."""
+    compiler = None
+    vendor = rules.compiler if rules else None
+    if vendor or "compiler" in metrics:
+        result = metrics.get("compiler_result") or {}
+        status = metrics.get("compiler") or "no compiler result recorded by the target stage"
+        compiler = {
+            "name": vendor or "compiler",
+            "ran": bool(result) or status.startswith(("compiled", "failed")),
+            "compiled": bool(metrics.get("compiled")),
+            "status": status,
+            "version": result.get("version"),
+            "ops_total": result.get("ops_total"),
+            "ops_mapped": result.get("ops_edgetpu"),
+            "subgraphs": result.get("subgraphs"),
+            "on_chip_bytes_used": result.get("on_chip_bytes_used"),
+            "off_chip_bytes": result.get("off_chip_bytes"),
+            "agrees_with_check": metrics.get("compiler_agrees"),
+        }
+    check = metrics.get("check") or {}
+    return {
+        "name": name,
+        "accelerator": rules.accelerator if rules else None,
+        "artifact": metrics.get("artifact"),
+        "file": metrics.get("file"),
+        "checker": check.get("checker"),
+        "verdict": metrics.get("verdict"),
+        "passed": metrics.get("passed"),
+        "summary": metrics.get("summary"),
+        "compiler": compiler,
+        "device": metrics.get("device"),
+        "device_available": metrics.get("device_available"),
+        "device_note": metrics.get("device_note"),
+        "details": {k: v for k, v in metrics.items() if k not in _TARGET_FIELDS and _scalar(v)},
+    }
+
+
+def checks(export: dict[str, Any], target: dict[str, Any], latency: list[dict[str, Any]], deploy: str,
+           devices: list[str]) -> list[dict[str, Any]]:
+    """Every check's verdict with its message; ``deploy`` marks those about the deploy artifact (a FAIL fails the run)."""
+    out = []
+    for key, row in (export.get("fidelity") or {}).items():
+        out.append(_check("export fidelity", key, row.get("passed"), key == deploy, row.get("message") or _fidelity_numbers(row)))
+        if op := row.get("op_check"):
+            ok = op.get("passed")
+            what = ("; ".join(op.get("problems") or []) if not ok else
+                    f"{sum((op.get('op_counts') or {}).values())} ops, all integer, {op.get('io_dtype')} I/O")
+            out.append(_check("op check", key, ok, key == deploy, f"full-integer: {what}"))
+    if teacher := export.get("teacher_onnx"):
+        out.append(_check("export fidelity", "teacher onnx", teacher.get("passed"), False,
+                          teacher.get("message") or _fidelity_numbers(teacher)))
+    if target.get("verdict") is not None:
+        out.append(_check("target check", target.get("artifact") or deploy, target.get("passed"), True,
+                          target.get("summary") or target["verdict"]))
+    if c := target.get("compiler"):
+        status = PASS if c["compiled"] else FAIL if c["ran"] else "NOT RUN"
+        out.append({"kind": "compiler", "subject": c["name"], "status": status, "deploy": True, "message": compiler_sentence(c, target)})
+    if target.get("device_available") is False:
+        out.append({"kind": "target device", "subject": str(target.get("device")), "status": "NOT RUN", "deploy": True,
+                    "message": target.get("device_note") or f"no {target.get('device')} on this machine"})
+    for r in latency:
+        if r["where"] == "device" and r["model"] == "student" and r.get("deploy"):
+            subject = f"{r['artifact']} on {r['device']} (threads={'all' if r['threads'] == 0 else r['threads']})"
+            out.append(_check("device run", subject, not r.get("error"), r["device"] in devices, r.get("error") or _device_numbers(r)))
+    return out
+
+
+def compiler_sentence(c: dict[str, Any], target: dict[str, Any]) -> str:
+    """Whether the vendor compiler ran and what it mapped, in words."""
+    if c["compiled"]:
+        mapped = f": {c['ops_mapped']}/{c['ops_total']} ops on the {target.get('accelerator') or 'accelerator'}" if c["ops_total"] else ""
+        subgraphs = f", {c['subgraphs']} subgraph(s)" if c.get("subgraphs") is not None else ""
+        version = f" {c['version']}" if c.get("version") else ""
+        agrees = "" if c.get("agrees_with_check") in (None, True) else "; it disagrees with the static check"
+        return f"{c['name']}{version} compiled it{mapped}{subgraphs}{agrees}"
+    if c["ran"]:
+        return f"{c['name']} ran and failed: {c['status']}"
+    return f"{c['name']} did not run ({c['status']})"
+
+
+def headline(report: dict[str, Any], devices: list[str], rules) -> dict[str, Any]:
+    """The first lines' facts: the deploy artifact, its size and top-1, its p50 where it was measured, the compiler."""
+    run, target = report["run"], report["target"]
+    deploy = run["deploy_artifact"]
+    acc = next((r for r in report["accuracy"] if r["stage"] == deploy), {})
+    host = next((r for r in report["latency"] if r["where"] == "host" and r["model"] == "student" and r["artifact"] == deploy
+                 and r["threads"] == run.get("gate_threads")), None)
+    device = _device_deploy_row(report["latency"], devices, rules.threads if rules else 0)
+    timed = device or (host if host and not host.get("error") else None)
+    c = target.get("compiler")
+    out = {
+        "artifact": deploy,
+        "file": (host or {}).get("file") or target.get("file"),
+        "size_bytes": (host or {}).get("size_bytes"),
+        "export_source": run.get("export_source"),
+        "export_source_reason": run.get("export_source_reason"),
+        "top1": acc.get("top1"),
+        "top1_ci95": acc.get("top1_ci95"),
+        "top1_images": acc.get("images"),
+        "p50_ms": timed["latency_ms"]["p50"] if timed else None,
+        "latency_where": timed["where"] if timed else None,
+        "latency_machine": timed["device"] if timed else None,
+        "latency_threads": timed["threads"] if timed else None,
+        "accelerator": run.get("accelerator"),
+        "accelerator_measured": bool(device and on_accelerator(device)),
+        "compiler": compiler_sentence(c, target) if c else "no vendor compiler for this target",
+        "op_mapping": None,
+    }
+    if device is not None:
+        out.update(device=device["device"], device_artifact=device["artifact"], device_top1=device.get("accuracy"),
+                   device_top1_ci95=device.get("accuracy_ci95"), device_images=device.get("images"),
+                   device_host_top1=device.get("host_accuracy"), device_agreement=device.get("agreement_with_host"))
+    if target.get("summary"):
+        static = "" if (c or {}).get("compiled") or not c else " (the pipeline's static check, not the compiler)"
+        out["op_mapping"] = f"{target['summary']}{static}"
+    return out
+
+
+def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """FAIL if a gate or a deploy check failed; else NOT MEASURED if something the target needs was not measured; else PASS."""
+    failures = [_unstated(g) for g in report["gates"] if g["status"] == FAIL]
+    failures += [f"{c['kind']} {c['subject']}: FAIL: {c['message']}" for c in report["checks"] if c["deploy"] and c["status"] == FAIL]
+    not_measured = []
+    h, run = report["headline"], report["run"]
+    if run.get("accelerator") and not h["accelerator_measured"]:
+        acc, cpu = run["accelerator"], report["environment"]["host"].get("cpu")
+        boards = sorted({r["device"] for r in report["latency"] if r["where"] == "device" and not r.get("error")})
+        where = f"the host CPU's ({cpu})" + (f" or the CPU of {', '.join(boards)}" if boards else "")
+        not_measured.append(f"No {acc} was measured: every latency in this report is {where}, not the {acc}'s")
+    from pipeline.device.runner import EDGETPU_KEY
+
+    compiler = report["target"].get("compiler")
+    ran_compiled = any(r["artifact"] == EDGETPU_KEY and not r.get("error") for r in report["latency"])  # compiled elsewhere
+    if compiler and not compiler["ran"] and not ran_compiled:
+        not_measured.append(f"The {compiler['name']} (the vendor compiler) did not run: {compiler['status']}")
+    not_measured += [_unstated(g) for g in report["gates"] if g["status"] == NOT_MEASURED]
+    status = FAIL if failures else NOT_MEASURED if not_measured else PASS
+    return {"status": status, "failures": failures, "not_measured": not_measured}
+
+
+def _unstated(gate: dict[str, Any]) -> str:
+    """A gate's message without its status word (the verdict's list already says it): 'name: what (limit)'."""
+    return gate["message"].replace(f"{gate['name']} {gate['status']}: ", f"{gate['name']}: ", 1)
+
+
+def _device_deploy_row(latency: list[dict[str, Any]], devices: list[str], target_threads: int) -> dict[str, Any] | None:
+    """The deploy artifact's measured row on a target device (the last merged device), at that device's gate threads."""
+    for name in reversed(devices):
+        ok = [r for r in latency if r["where"] == "device" and r["device"] == name and r["model"] == "student"
+              and r.get("deploy") and not r.get("error") and r.get("latency_ms")]
+        t = device_threads(ok, target_threads)
+        row = next((r for r in ok if r["threads"] == t), None)
+        if row is not None:
+            return row
+    return None
+
+
+def _check(kind: str, subject: str, passed: bool | None, deploy: bool, message: str) -> dict[str, Any]:
+    status = "NOT RUN" if passed is None else PASS if passed else FAIL  # None: the record has no verdict
+    return {"kind": kind, "subject": subject, "status": status, "deploy": deploy, "message": message}
+
+
+def _fidelity_numbers(row: dict[str, Any]) -> str:
+    if row.get("accuracy") is None:
+        return "no numbers"
+    if row.get("precision") == "int8":
+        return (f"accuracy {row['accuracy']:.2%} vs fp32 {row.get('reference_accuracy', 0):.2%}, "
+                f"agreement {row.get('agreement', 0):.2%} on {row.get('images')} images")
+    return (f"agreement {row.get('agreement', 0):.2%}, max |Δlogit| {row.get('max_abs_logit_diff', 0):.1e}, "
+            f"accuracy {row['accuracy']:.2%} on {row.get('images')} images")
+
+
+def _device_numbers(r: dict[str, Any]) -> str:
+    parts = [f"p50 {r['latency_ms']['p50']:.3f} ms"] if r.get("latency_ms") else []
+    if r.get("accuracy") is not None:
+        parts.append(f"top-1 {r['accuracy']:.2%} on {r.get('images')} images")
+    if r.get("host_accuracy") is not None:
+        parts.append(f"host {r['host_accuracy']:.2%} on the same images")
+    if r.get("agreement_with_host") is not None:
+        parts.append(f"agreement with the host {r['agreement_with_host']:.2%}")
+    return ", ".join(parts) or "ran"
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _rules(target: str):
+    from pipeline.target import TARGETS
+
+    return TARGETS.get(target)
+
+
 def discover_device_results(run_dir: Path) -> list[Path]:
     """Device results files kept in ``RUN/device/`` (where ``pipeline.device`` remote runs put them)."""
     folder = Path(run_dir) / "device"
@@ -72,8 +356,6 @@ def discover_device_results(run_dir: Path) -> list[Path]:
     found = []
     for path in sorted(folder.glob("*.json")):
         try:
-            import json
-
             if json.loads(path.read_text()).get("kind") == "device-results":
                 found.append(path)
         except (ValueError, OSError, AttributeError):

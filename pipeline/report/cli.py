@@ -1,19 +1,22 @@
-"""``python -m pipeline report RUN [--baseline OTHER_RUN] [--device-results FILE …]``: rewrite, merge, compare.
+"""``python -m pipeline report RUN [--baseline OTHER_RUN [--fail-on-regression]] [--device-results FILE …]``.
 
-Re-writes ``RUN/report.{json,md,html}`` from ``RUN/07_benchmark`` with every device results
-file kept in ``RUN/device/`` (the given ones are copied there first, so later report runs keep
-them), prints the summary, and with ``--baseline`` prints (and writes
-``RUN/compare_<baseline>.md``) the side-by-side comparison of ``pipeline.report.compare``.
+Re-writes ``RUN/report.{json,md,html}`` (and ``report.schema.json``) from ``RUN/07_benchmark`` and
+the run's records, with every device results file kept in ``RUN/device/`` (the given ones are
+copied there first, so later report runs keep them), and prints the summary. With ``--baseline``
+it also writes ``RUN/compare_<baseline>.md`` and ``.json`` (``pipeline.report.compare``) and prints
+the Markdown; with ``--fail-on-regression`` it then exits 3 when the deploy artifact regressed,
+naming what. Every argument is checked (the baseline read, the device files parsed) before
+anything is written.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import atomic_write_bytes, read_json
-from pipeline.errors import PipelineError
-from pipeline.report.build import build_report, discover_device_results, read_device_files
-from pipeline.report.compare import compare
+from pipeline.artifacts import atomic_write_bytes, atomic_write_json, read_json
+from pipeline.errors import GateFailure, PipelineError
+from pipeline.report import compare
+from pipeline.report.build import build_report, discover_device_results, read_device_files, read_records
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.stage import RESULTS_FILE, SAMPLES_FILE, readable_device_results
 from pipeline.report.write import FILES, load_samples, write_report
@@ -21,23 +24,39 @@ from pipeline.report.write import FILES, load_samples, write_report
 BENCHMARK_DIR = "07_benchmark"
 
 
-def report_command(run_dir: Path, baseline: Path | None = None, device_results: list[Path] = ()) -> int:
+def report_command(run_dir: Path, baseline: Path | None = None, device_results: list[Path] = (), *,
+                   fail_on_regression: bool = False, max_accuracy_drop: float = compare.MAX_ACCURACY_DROP,
+                   max_latency_increase: float = compare.MAX_LATENCY_INCREASE) -> int:
     run_dir = Path(run_dir)
     results_path = run_dir / BENCHMARK_DIR / RESULTS_FILE
     if not results_path.is_file():
         raise PipelineError(f"{results_path}: missing; run the benchmark stage first (python -m pipeline run <recipe> --until benchmark)")
+    if fail_on_regression and baseline is None:
+        raise PipelineError("--fail-on-regression needs --baseline RUN_FOLDER (the run to compare against)")
+    if max_accuracy_drop < 0 or max_latency_increase < 0:
+        raise PipelineError(f"--max-accuracy-drop {max_accuracy_drop:g} / --max-latency-increase {max_latency_increase:g}: "
+                            "limits must be ≥ 0 (points, percent)")
+    base_report = compare.load_report(Path(baseline)) if baseline is not None else None  # a bad baseline stops us here
     read_device_files(list(device_results))  # refuse a bad file before touching anything
     keep_device_results(run_dir, list(device_results))
     devices = readable_device_results(discover_device_results(run_dir))
-    report = build_report(read_json(results_path), devices)
+    report = build_report(read_json(results_path), devices, records=read_records(run_dir))
     write_report(report, run_dir, list(FILES), load_samples(run_dir / BENCHMARK_DIR / SAMPLES_FILE))
     console = summary_console()
     print_summary(report, console)
-    if baseline is not None:
-        text = compare(run_dir, Path(baseline))
-        atomic_write_bytes(run_dir / f"compare_{Path(baseline).name}.md", text.encode())
-        print(text)
     console.print(f"report: {run_dir / FILES['html']} ({len(devices)} device results merged)")
+    if baseline is None:
+        return 0
+    comp = compare.comparison(run_dir, Path(baseline), max_accuracy_drop=max_accuracy_drop,
+                              max_latency_increase=max_latency_increase, run=report, baseline=base_report)
+    text = compare.render_markdown(comp)
+    stem = run_dir / f"compare_{Path(baseline).resolve().name}"
+    atomic_write_bytes(stem.with_suffix(".md"), text.encode())
+    atomic_write_json(stem.with_suffix(".json"), comp)
+    print(text)
+    console.print(f"comparison: {stem}.md, {stem}.json")
+    if fail_on_regression and comp["regression"]["regressed"]:
+        raise GateFailure(f"{run_dir} regressed against the baseline {baseline}: " + "; ".join(comp["regression"]["regressed"]))
     return 0
 
 

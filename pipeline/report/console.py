@@ -1,10 +1,11 @@
-"""The report's headline tables on the terminal (rich): formats, accuracy chain, gates."""
+"""The report on the terminal (rich): formats, accuracy chain, gates, then what was measured and the verdict, last."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.report import tables
@@ -22,12 +23,11 @@ def print_summary(report: dict[str, Any], console: Console | None = None) -> Non
     console.print(_rich("Formats (batch 1)", *tables.summary(report), drop={"Machine"} if one_machine else set()))
     console.print(_rich("Accuracy through the stages", *tables.stages(report), drop={"Engine"}))
     if report["gates"]:
-        console.print(_rich("Gates", *tables.gates(report), drop={"Message"}))
-        for g in report["gates"]:
-            console.print(("[green]" if g["passed"] else "[bold red]") + g["message"] + ("[/green]" if g["passed"] else "[/bold red]"))
-    verdict = (report.get("target") or {}).get("verdict")
-    if verdict is not None:
-        console.print(f"target {report['target'].get('name')}: {verdict}")
+        console.print(_rich("Gates", *tables.gates(report), drop={"Message", "Compares"}))
+    console.print(_rich(f"{report['run']['name']}: what was measured", *tables.headline(report)))
+    for line in tables.verdict_lines(report):  # last, where a terminal's reader looks
+        style = "bold red" if line.startswith("FAIL") or line.endswith(": FAIL") else "yellow" if "NOT MEASURED" in line else "bold green"
+        console.print(f"[{style}]{escape(line)}[/{style}]")
 
 
 def _rich(title: str, headers: list[str], rows: list[list[str]], drop: set[str] = frozenset()) -> Table:
@@ -36,5 +36,5 @@ def _rich(title: str, headers: list[str], rows: list[list[str]], drop: set[str] 
     for i in keep:
         table.add_column(headers[i], overflow="fold")
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        table.add_row(*(escape(row[i]) for i in keep))  # cells are data, not markup ('[exit 1]')
     return table

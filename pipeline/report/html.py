@@ -19,27 +19,34 @@ h1{font-size:1.6em} h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3} tr:nth-child(even) td{background:#fafafa}
-.pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600}
+.pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600} .unmeasured{color:#9a6700;font-weight:600}
+.verdict{border-left:6px solid #9a6700;padding:.4em 1em;background:#fff8e5;list-style:none}
+.verdict.PASS{border-color:#1a7f37;background:#eefbf1} .verdict.FAIL{border-color:#cf222e;background:#fff0f0}
+.verdict li{margin:.2em 0}
 figure{margin:1em 0} img{max-width:100%} .note{color:#555;font-size:.9em}
 """
+STATUS_CLASS = {"PASS": "pass", "OK": "pass", "FAIL": "fail", "FAILED": "fail", "NOT MEASURED": "unmeasured", "NOT RUN": "unmeasured"}
 
 
 def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str:
     """``figures``: title -> PNG bytes (None = nothing to plot, skipped)."""
     run, data, settings = report["run"], report["data"], report["settings"]
     host = report["environment"]["host"]
-    verdict = tables.gates_verdict(report)
-    cls = "fail" if "FAILED" in verdict else "pass"
+    status = report["verdict"]["status"]
+    first, *rest = tables.verdict_lines(report)  # "Verdict: STATUS", then "FAIL: …" and "NOT MEASURED: …" lines
+    verdict = f"<li><b>{_e(first.removesuffix(status))}<span class=\"{STATUS_CLASS[status]}\">{_e(status)}</span></b></li>"
+    verdict += "".join(f"<li>{_status_words(line)}</li>" for line in rest)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Benchmark report: {_e(run['name'])}</title>",
+        f"<title>Benchmark report: {_e(run['name'])}: {_e(status)}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>Benchmark report: {_e(run['name'])}</h1>",
-        f"<p>Target <b>{_e(run['target'])}</b>, deploy artifact <b>{_e(run['deploy_artifact'])}</b>; "
+        f"<h1>Benchmark report: {_e(run['name'])}: <span class=\"{STATUS_CLASS.get(status, '')}\">{_e(status)}</span></h1>",
+        f"<ul class=\"verdict {_e(status.replace(' ', '_'))}\">{verdict}</ul>",
+        _table(*tables.headline(report)),
+        f"<p>Target <b>{_e(run['target'])}</b>, deploy artifact <b>{_e(run['deploy_artifact'])}</b>; {_e(tables.run_label(report))}; "
         f"{_e(data.get('dataset'))} test split, {data['images']} images; host {_e(host.get('cpu'))} "
-        f"({_e(host.get('usable_cores'))} usable cores). Gates: <span class=\"{cls}\">{_e(verdict)}</span>.</p>",
-        f"<p>Exported weights: {_e(tables.exported_weights(report))}.</p>",
+        f"({_e(host.get('usable_cores'))} usable cores).</p>",
         f"<p class=\"note\">Created {_e(report['created'])}, pipeline {_e(report['pipeline_version'])}, "
         f"report schema {_e(report['schema_version'])}.</p>",
         "<h2>Formats</h2>",
@@ -47,7 +54,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         f"<p class=\"note\">{_e(tables.SPEEDUP_NOTE)}</p>",
     ]
     if any(r["where"] == "device" for r in report["latency"]):
-        parts.append(f"<p class=\"note\">{_e(tables.DEVICE_NOTE)}</p>")
+        parts += ["<h2>On the device</h2>", _table(*tables.devices(report)), f"<p class=\"note\">{_e(tables.DEVICE_NOTE)}</p>"]
     for title, png in figures.items():
         if png:
             parts.append(f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
@@ -58,6 +65,8 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         _table(*tables.stages(report)),
         "<h2>Gates</h2>",
         _table(*tables.gates(report)) if report["gates"] else "<p>No gates configured (benchmark.gates).</p>",
+        "<h2>Checks</h2>",
+        _table(*tables.checks(report)) if report["checks"] else "<p>No checks recorded (the export and target stages' manifests are missing).</p>",
         "<h2>Target</h2>",
         _table(*tables.target(report)),
         "<h2>Latency details</h2>",
@@ -73,17 +82,16 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_status_words(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _cell(c: str) -> str:
-    text = _e(c)
-    if c.startswith(tables.FAILED):
-        return f'<span class="fail">{text}</span>'
-    if c.startswith(tables.OK):
-        return f'<span class="pass">{text}</span>'
-    return text
+def _status_words(text: str) -> str:
+    """Escaped text whose leading status word (PASS, FAIL, NOT MEASURED…) is coloured; the word itself stays."""
+    for word, cls in sorted(STATUS_CLASS.items(), key=lambda kv: -len(kv[0])):
+        if text == word or text.startswith((word + ":", word + " ")):
+            return f'<span class="{cls}">{_e(word)}</span>{_e(text[len(word):])}'
+    return _e(text)
 
 
 def _e(x: Any) -> str:

@@ -22,15 +22,18 @@ METHOD = (
 def render_markdown(report: dict[str, Any]) -> str:
     run, data, settings = report["run"], report["data"], report["settings"]
     host = report["environment"]["host"]
+    has_devices = any(r["where"] == "device" for r in report["latency"])
     lines = [
-        f"# Benchmark report: {run['name']}",
+        f"# Benchmark report: {run['name']}: {report['verdict']['status']}",
         "",
-        f"Target **{run['target']}**, deploy artifact **{run['deploy_artifact']}**; "
+        *[f"- **{line}**" if i == 0 else f"- {line}" for i, line in enumerate(tables.verdict_lines(report))],
+        "",
+        table(*tables.headline(report)),
+        "",
+        f"Target **{run['target']}**, deploy artifact **{run['deploy_artifact']}**; {tables.run_label(report)}; "
         f"{data.get('dataset')} test split, {data['images']} images; host {host.get('cpu')} "
-        f"({host.get('usable_cores')} usable cores). Gates: **{tables.gates_verdict(report)}**. "
-        f"Created {report['created']}, pipeline {report['pipeline_version']}, report schema {report['schema_version']}.",
-        "",
-        f"Exported weights: {tables.exported_weights(report)}.",
+        f"({host.get('usable_cores')} usable cores). Created {report['created']}, pipeline {report['pipeline_version']}, "
+        f"report schema {report['schema_version']}.",
         "",
         "## Formats",
         "",
@@ -38,7 +41,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         tables.SPEEDUP_NOTE,
         "",
-        *([tables.DEVICE_NOTE, ""] if any(r["where"] == "device" for r in report["latency"]) else []),
+        *(["## On the device", "", table(*tables.devices(report)), "", tables.DEVICE_NOTE, ""] if has_devices else []),
         "## Accuracy through the stages",
         "",
         "Each stage is compared with the stage it was made from: the largest loss is where accuracy goes.",
@@ -48,6 +51,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Gates",
         "",
         table(*tables.gates(report)) if report["gates"] else "No gates configured (benchmark.gates).",
+        "",
+        "## Checks",
+        "",
+        table(*tables.checks(report)) if report["checks"] else "No checks recorded (the export and target stages' manifests are missing).",
         "",
         "## Target",
         "",

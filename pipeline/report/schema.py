@@ -1,43 +1,45 @@
 """The report's JSON layout, versioned: what a product team stores and compares across runs and devices.
 
-Standard library only (no numpy, no torch): the on-device runner writes rows in this layout on
-boards, and ``report.schema.json`` beside this file is the formal JSON Schema (draft 2020-12)
-the tests validate every written report against.
+Standard library only (no numpy, no torch, no pydantic): the on-device runner writes rows in this
+layout on boards. The layout itself is ``pipeline.report.model`` (pydantic, host side), which
+validates every report as it is built and generates the JSON Schema written beside it
+(``report.schema.json``, named by report.json's ``$schema`` key).
 
-``report.json`` (``schema_version`` 1)::
+``report.json`` (``schema_version`` 2)::
 
-    schema, schema_version, created, pipeline_version
-    run          {name, target, deploy_artifact, export_source, export_source_reason, gate_threads}
+    $schema, schema, schema_version, created, pipeline_version
+    run          {name, folder, config_hash, target, accelerator, deploy_artifact, export_source,
+                  export_source_reason, gate_threads}
+    config       the resolved config the run ran with (pipeline.config.Config), or null
+    verdict      {status: PASS | FAIL | NOT MEASURED, failures, not_measured}
+    headline     {artifact, size_bytes, top1 + top1_ci95, p50_ms + where it was measured, compiler, …}
     data         {dataset, split, images, num_classes, input_shape}
-    environment  {host: {name, cpu, cores, usable_cores, memory_mb, arch, os, kernel, runtimes, tools},
-                  devices: [{name, cpu, …, results_file}]}          # one per merged device results file
+    environment  {host: Machine, devices: [Machine]}         # one per merged device results file
     settings     {batch, warmup, min_runs, min_seconds, threads, max_images, timer, method}
     models       {teacher|student: {arch, params, macs, file, size_bytes}}
     accuracy     [AccuracyRow]   # the stage chain: teacher → student fp32 → fake-quant → each artifact
     latency      [LatencyRow]    # one per (where, device, model, artifact, threads)
-    gates        [{name, limit, value, passed, message}]
-    target       {name, verdict, …}  # the target stage's metrics (e.g. Edge TPU mapped/unmapped ops)
+    gates        [{name, limit, value, status, passed, where, device, message}]
+    checks       [{kind, subject, status, deploy, message}]  # export fidelity, op check, target check, compiler, device runs
+    target       {name, accelerator, verdict, passed, summary, compiler, device, details}
 
 A LatencyRow is keyed by ``where`` ("host" | "device"), ``device`` (a name), ``model``
 ("teacher" | "student"), ``artifact`` ("pytorch" or an export format key) and ``threads`` (as
 asked, 0 = all cores). ``error`` is null when it ran. Times are milliseconds, sizes bytes,
-accuracy a fraction in [0, 1]; accuracy differences are in percentage points. Device results
-files (``pipeline.device``) carry rows in this same shape, with ``where: "device"``; extra keys
-in a row are allowed and kept (a device row adds ``agreement_with_host``, ``delegate``…).
+accuracy a fraction in [0, 1]; accuracy differences are in percentage points, positive = lost.
+Device results files (``pipeline.device``) carry rows in this same shape, with ``where: "device"``.
 
-Bump ``SCHEMA_VERSION`` when a field is renamed or removed or its meaning changes; adding an
-optional field does not bump it.
+Bump ``SCHEMA_VERSION`` when a field is renamed or removed or its meaning changes (2: gates renamed
+and given a status, verdict/headline/checks added, every object closed).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 SCHEMA_ID = "edge-pipeline/report"
-SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+SCHEMA_VERSION = 2
+SCHEMA_FILE = "report.schema.json"  # written beside every report.json, which names it in "$schema"
 
 LATENCY_STATS = ("mean", "std", "min", "max", "p50", "p90", "p99")
 ROW_KEY = ("where", "device", "model", "artifact", "threads")
@@ -51,14 +53,3 @@ def row_key(row: dict[str, Any]) -> tuple:
 def sample_key(row: dict[str, Any]) -> str:
     """Name of a row's per-call samples in the benchmark stage's ``latency_samples.npz``."""
     return "|".join(str(k) for k in row_key(row))
-
-
-def load_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_FILE.read_text())
-
-
-def validate_report(report: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` if ``report`` does not follow the schema (needs jsonschema)."""
-    import jsonschema
-
-    jsonschema.validate(report, load_schema())

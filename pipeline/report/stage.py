@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import atomic_write_bytes, read_json
+from pipeline.artifacts import Manifest, atomic_write_bytes, read_json
 from pipeline.benchmark.stage import RESULTS_FILE, SAMPLES_FILE
 from pipeline.errors import PipelineError
-from pipeline.report.build import build_report, discover_device_results, read_device_files
+from pipeline.report.build import RunRecords, build_report, discover_device_results, read_device_files
 from pipeline.report.console import print_summary, summary_console
-from pipeline.report.write import FILES, load_samples, write_report
-
+from pipeline.report.write import ALL_FILES, load_samples, write_report
 
 
 def run(ctx) -> dict:
     bench = ctx.input("benchmark")
     devices = readable_device_results(discover_device_results(ctx.cfg.run_dir))
-    report = build_report(read_json(bench / RESULTS_FILE), devices)
+    records = RunRecords(folder=str(ctx.cfg.run_dir), config=ctx.cfg.model_dump(mode="json"),
+                         export=_metrics(ctx.inputs.get("export")), target=_metrics(ctx.inputs.get("target")))
+    report = build_report(read_json(bench / RESULTS_FILE), devices, records=records)
     written = write_report(report, ctx.out, list(ctx.cfg.report.formats), load_samples(bench / SAMPLES_FILE))
     publish(written, ctx.cfg.run_dir)
     console = summary_console()
@@ -30,17 +31,24 @@ def run(ctx) -> dict:
     if written:
         console.print(f"report: {ctx.cfg.run_dir / written[-1].name}")
     return {
-        "gates_passed": all(g["passed"] for g in report["gates"]),
+        "verdict": report["verdict"]["status"],
+        "gates_failed": sum(g["status"] == "FAIL" for g in report["gates"]),
         "rows": len(report["latency"]),
         "devices": len(devices),
         "files": [p.name for p in written],
+        "failures": report["verdict"]["failures"],
     }
+
+
+def _metrics(folder: Path | None) -> dict | None:
+    m = Manifest.read(folder) if folder is not None else None
+    return m.metrics if m else None
 
 
 def publish(written: list[Path], run_dir: Path) -> None:
     """Copy the report files into the run folder, removing report files of formats no longer asked for."""
     names = {p.name for p in written}
-    for name in FILES.values():
+    for name in ALL_FILES:
         if name not in names:
             (Path(run_dir) / name).unlink(missing_ok=True)
     for path in written:

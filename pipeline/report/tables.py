@@ -1,8 +1,12 @@
-"""The report's tables as plain data (headers, rows of strings): one source for Markdown, HTML and the console.
+"""The report's text as plain data (lines, and tables of headers + rows of strings): one source for Markdown, HTML and the console.
 
-``summary`` follows Ultralytics' benchmark table (format, status, size, accuracy, latency,
-speed-up), one row per artifact × machine × thread setting; ``stages`` is the accuracy chain
-that shows where accuracy is lost; ``gates`` and ``target`` close the loop.
+``verdict_lines`` and ``headline`` are the first lines: the verdict, what failed, what was not
+measured, then the deploy artifact's facts with where each was measured. ``summary`` follows
+Ultralytics' benchmark table (format, status, size, accuracy, latency, speed-up), one row per
+artifact × machine × thread setting; ``devices`` sets each device row beside the host's answer on
+the same images; ``stages`` is the accuracy chain that shows where accuracy is lost; ``gates``,
+``checks`` and ``target`` close the loop. Status words are plain text (PASS, FAIL, NOT MEASURED,
+NOT RUN, OK, FAILED): servers without an emoji font render emoji as empty boxes.
 """
 
 from __future__ import annotations
@@ -10,15 +14,71 @@ from __future__ import annotations
 from typing import Any
 
 Table = tuple[list[str], list[list[str]]]
-OK, FAILED = "✅", "❌"
+OK, FAILED = "OK", "FAILED"
 SPEEDUP_NOTE = ("Speed-up vs teacher: the teacher's p50 over the row's, on the same machine at the same threads; the teacher "
-                "timed as its fp32 ONNX export in ONNX Runtime where that row exists, else in PyTorch.")
-DEVICE_NOTE = ("Device rows: top-1 on the bundle's test sample (its size is the row's `images`), measured on the board by the "
-               "same method; speed-up vs teacher only where the teacher ran on that machine.")
+                "timed as its fp32 ONNX export in ONNX Runtime where that row exists, else in PyTorch. Top-1 intervals are "
+                "Wilson 95 % intervals on the row's images: differences inside them are not evidence.")
+DEVICE_NOTE = ("Device rows: top-1 on the bundle's test sample (its size is the row's Images), beside the host's top-1 on those "
+               "same images and the fraction of images the device answered as the host did; timed on the board by the same "
+               "method. Speed-up vs teacher only where the teacher ran on that machine.")
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """The verdict, then each failure, then each thing not measured: what a reader must see first."""
+    v = report["verdict"]
+    return ([f"Verdict: {v['status']}"] + [f"FAIL: {m}" for m in v["failures"]]
+            + [f"NOT MEASURED: {m}" for m in v["not_measured"]])
+
+
+def run_label(report: dict[str, Any]) -> str:
+    """'run edge_tpu (runs/edge_tpu, config 1a2b3c4d5e6f)': how two runs are told apart."""
+    run = report["run"]
+    where = [run["folder"]] if run.get("folder") else []
+    where += [f"config {run['config_hash']}"] if run.get("config_hash") else []
+    return f"run {run['name']}" + (f" ({', '.join(where)})" if where else "")
+
+
+def headline(report: dict[str, Any]) -> Table:
+    """The deploy artifact's facts, each with where it was measured."""
+    h, host = report["headline"], report["environment"]["host"]
+    source = ""
+    if h.get("export_source"):
+        weights = {"qat": "QAT", "distill": "distilled"}.get(h["export_source"], h["export_source"])
+        source = f"; exported from the {weights} weights" + (f": {h['export_source_reason']}" if h.get("export_source_reason") else "")
+    rows = [["Deploy artifact", f"{h['artifact']}" + (f" ({h['file']})" if h.get("file") else "")
+             + (f", {_mb(h.get('size_bytes'))} MB" if h.get("size_bytes") is not None else "") + source]]
+    if h.get("top1") is not None:
+        rows.append(["Top-1", f"{_pct(h['top1'])} % {_ci(h.get('top1_ci95'))} on {h.get('top1_images')} test images (host)"])
+    if h.get("device"):
+        top = f"{_pct(h['device_top1'])} % {_ci(h.get('device_top1_ci95'))}" if h.get("device_top1") is not None else "no accuracy"
+        host_same = f"; host {_pct(h['device_host_top1'])} % on the same images" if h.get("device_host_top1") is not None else ""
+        agree = f"; agreement with the host {_pct(h['device_agreement'])} %" if h.get("device_agreement") is not None else ""
+        rows.append([f"Top-1 on {h['device']}", f"{h['device_artifact']}: {top} on {h.get('device_images')} images{host_same}{agree}"])
+    if h.get("p50_ms") is None:
+        rows.append(["p50 latency", "not measured (the deploy artifact failed or was not timed)"])
+    elif h["latency_where"] == "device":
+        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms on {h['latency_machine']} (target device), threads={_t(h['latency_threads'])}"])
+    else:
+        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms on the host CPU, not the target ({host.get('cpu')}, "
+                                    f"threads={_t(h['latency_threads'])})"])
+    if h.get("accelerator"):
+        rows.append([h["accelerator"], "measured on the device" if h["accelerator_measured"] else "NOT MEASURED (no device result)"])
+    rows.append(["Vendor compiler", h["compiler"]])
+    if h.get("op_mapping"):
+        rows.append(["Op mapping", h["op_mapping"]])
+    if report["gates"]:
+        rows.append(["Gates", " · ".join(f"{g['name']} {g['status']}" for g in report["gates"])])
+    counts = {}
+    for c in report["checks"]:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    if counts:
+        rows.append(["Checks", ", ".join(f"{n} {s}" for s, n in counts.items())])
+    return ["", "Measured"], rows
 
 
 def summary(report: dict[str, Any]) -> Table:
-    headers = ["Model", "Format", "Machine", "Threads", "Status", "Size (MB)", "Top-1 (%)", "p50 (ms)", "p90 (ms)", "Speed-up vs teacher"]
+    headers = ["Model", "Format", "Machine", "Threads", "Status", "Size (MB)", "Top-1 (%) [95 % CI]", "Images", "p50 (ms)",
+               "p90 (ms)", "Speed-up vs teacher"]
     rows = []
     for r in report["latency"]:
         lat = r.get("latency_ms") or {}
@@ -28,12 +88,35 @@ def summary(report: dict[str, Any]) -> Table:
             r["artifact"] + (" (deploy)" if r.get("deploy") else ""),
             _machine(r),
             _threads(r),
-            OK if ok else f"{FAILED} {r['error']}",
+            OK if ok else f"{FAILED}: {r['error']}",
             _mb(r.get("size_bytes")),
-            _pct(r.get("accuracy")),
+            _pct(r.get("accuracy")) + (f" {_ci(r.get('accuracy_ci95'))}" if r.get("accuracy_ci95") else ""),
+            _int(r.get("images")),
             _ms(lat.get("p50")) if ok else "",
             _ms(lat.get("p90")) if ok else "",
             _x(r.get("speedup_vs_teacher")),
+        ])
+    return headers, rows
+
+
+def devices(report: dict[str, Any]) -> Table:
+    """Each device row beside the host's answer on the same sample."""
+    headers = ["Device", "Model", "Format", "Threads", "Status", "Images", "Top-1 on device (%) [95 % CI]",
+               "Host top-1, same images (%)", "Agreement with host (%)", "p50 (ms)", "p90 (ms)", "Speed-up vs teacher"]
+    rows = []
+    for r in report["latency"]:
+        if r["where"] != "device":
+            continue
+        lat = r.get("latency_ms") or {}
+        ok = not r.get("error")
+        rows.append([
+            r["device"], r["model"], r["artifact"] + (" (deploy)" if r.get("deploy") else ""), _threads(r),
+            OK if ok else f"{FAILED}: {r['error']}", _int(r.get("images")),
+            _pct(r.get("accuracy")) + (f" {_ci(r.get('accuracy_ci95'))}" if r.get("accuracy_ci95") else ""),
+            _pct(r.get("host_accuracy")) + (f" ({r['host_reference']})" if r.get("host_reference") else ""),
+            _pct(r.get("agreement_with_host")),
+            _ms(lat.get("p50")) if ok else "", _ms(lat.get("p90")) if ok else "",
+            _x(r.get("speedup_vs_teacher")) or ("n/a: no teacher on this device" if ok else ""),
         ])
     return headers, rows
 
@@ -49,20 +132,21 @@ def latency_details(report: dict[str, Any]) -> Table:
         rows.append([
             r["model"], r["artifact"], _machine(r), _threads(r), str(r.get("engine") or r.get("format") or ""),
             _ms(r.get("init_ms"), 1), _ms(r.get("first_ms")), _ms(lat.get("mean")), _ms(lat.get("std")), _ms(lat.get("p99")),
-            _ms((r.get("e2e_latency_ms") or {}).get("p50")), str(r.get("runs", "")), _num(r.get("rss_delta_mb"), 1), _int(r.get("params")), _num(_div(r.get("macs"), 1e6), 2),
+            _ms((r.get("e2e_latency_ms") or {}).get("p50")), str(r.get("runs") or ""), _num(r.get("rss_delta_mb"), 1),
+            _int(r.get("params")), _num(_div(r.get("macs"), 1e6), 2),
         ])
     return headers, rows
 
 
 def stages(report: dict[str, Any]) -> Table:
-    headers = ["Stage", "Top-1 (%)", "Made from", "Lost vs made-from (pts)", "Lost vs teacher (pts)", "Agree teacher (%)",
+    headers = ["Stage", "Top-1 (%) [95 % CI]", "Made from", "Lost vs made-from (pts)", "Lost vs teacher (pts)", "Agree teacher (%)",
                "Agree fp32 student (%)", "Agree fake-quant (%)", "Engine"]
     rows = []
     for r in report["accuracy"]:
         a = r.get("agreement") or {}
         rows.append([
             r["label"],
-            _pct(r["top1"]) if r.get("error") is None else f"{FAILED} {r['error']}",
+            f"{_pct(r['top1'])} {_ci(r.get('top1_ci95'))}".strip() if r.get("error") is None else f"{FAILED}: {r['error']}",
             r.get("parent") or "",
             _signed(r.get("drop_vs_parent_pts")),
             _signed(r.get("drop_vs_teacher_pts")),
@@ -75,15 +159,27 @@ def stages(report: dict[str, Any]) -> Table:
 
 
 def gates(report: dict[str, Any]) -> Table:
-    headers = ["Gate", "Limit", "Value", "Result", "Message"]
-    rows = [[g["name"], f"{g['limit']:g}", _num(g.get("value"), 3), OK if g["passed"] else f"{FAILED} failed", g["message"]]
-            for g in report["gates"]]
+    headers = ["Gate", "Compares", "Limit", "Value", "Status", "Measured on", "Message"]
+    from pipeline.config import Gates
+
+    compares = {name: field.description for name, field in Gates.model_fields.items()}
+    rows = [[g["name"], compares.get(g["name"], ""), f"{g['limit']:g}", _num(g.get("value"), 3), g["status"],
+             _where(g), g["message"]] for g in report["gates"]]
+    return headers, rows
+
+
+def checks(report: dict[str, Any]) -> Table:
+    headers = ["Check", "Subject", "Status", "Counts toward the verdict", "Message"]
+    rows = [[c["kind"], c["subject"], c["status"], "yes" if c["deploy"] else "no", c["message"]] for c in report["checks"]]
     return headers, rows
 
 
 def target(report: dict[str, Any]) -> Table:
     t = report.get("target") or {}
-    rows = [[str(k), _short(v)] for k, v in t.items() if not isinstance(v, (list, dict)) or len(str(v)) < 200]
+    rows = [[k, _short(v)] for k, v in t.items() if k not in ("compiler", "details") and v is not None]
+    if c := t.get("compiler"):
+        rows += [[f"compiler.{k}", _short(v)] for k, v in c.items() if v is not None]
+    rows += [[k, _short(v)] for k, v in (t.get("details") or {}).items()]
     return ["Key", "Value"], rows
 
 
@@ -100,17 +196,10 @@ def environment(report: dict[str, Any]) -> Table:
     return headers, rows
 
 
-def exported_weights(report: dict[str, Any]) -> str:
-    """Which student weights the artifacts were made from, and why (the QAT guard's decision or the config)."""
-    run = report["run"]
-    return run.get("export_source_reason") or f"{run.get('export_source') or 'unknown'} weights"
-
-
-def gates_verdict(report: dict[str, Any]) -> str:
-    failed = [g for g in report["gates"] if not g["passed"]]
-    if not report["gates"]:
-        return "no gates configured"
-    return "all gates passed" if not failed else f"{len(failed)} of {len(report['gates'])} gates FAILED"
+def _where(g: dict) -> str:
+    if g.get("where") == "device":
+        return f"{g.get('device')} (device)"
+    return "host CPU, not the target" if g.get("where") == "host" else ""
 
 
 def _machine(r: dict) -> str:
@@ -122,6 +211,14 @@ def _threads(r: dict) -> str:
     if t == 0:
         return f"all ({used})" if used else "all"
     return str(t)
+
+
+def _t(threads: int | None) -> str:
+    return "all" if threads == 0 else str(threads)
+
+
+def _ci(ci) -> str:
+    return "" if not ci else f"[{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]"
 
 
 def _pct(x) -> str:

@@ -1,4 +1,4 @@
-"""Write a built report in the asked formats into a folder: report.json, report.md, report.html."""
+"""Write a built report in the asked formats into a folder: report.json (with its schema beside it), report.md, report.html."""
 
 from __future__ import annotations
 
@@ -8,20 +8,28 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json
+from pipeline.report.schema import SCHEMA_FILE
 
 FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
+ALL_FILES = (*FILES.values(), SCHEMA_FILE)  # everything write_report may leave in a folder
 
 
 def write_report(report: dict[str, Any], folder: Path, formats: list[str] = ("json", "md", "html"),
                  samples: dict[str, np.ndarray] | None = None) -> list[Path]:
-    """The written paths, in ``formats`` order; ``samples`` (row sample_key -> ms) feed the latency plot."""
+    """The written paths, in ``formats`` order (report.json followed by its schema); ``samples``
+    (row sample_key -> ms) feed the latency plot."""
     folder = Path(folder)
     written = []
     for fmt in formats:
         path = folder / FILES[fmt]
         if fmt == "json":
+            from pipeline.report.model import json_schema
+
             atomic_write_json(path, report)
-        elif fmt == "md":
+            atomic_write_json(folder / SCHEMA_FILE, json_schema())  # report.json names it in "$schema"
+            written += [path, folder / SCHEMA_FILE]
+            continue
+        if fmt == "md":
             from pipeline.report.markdown import render_markdown
 
             atomic_write_bytes(path, render_markdown(report).encode())

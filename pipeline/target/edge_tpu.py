@@ -18,6 +18,7 @@ RULES = TargetRules(
     layout="NHWC",
     deploy_artifact="tflite_int8",
     runtime="tflite",
+    accelerator="Edge TPU",
     checker=check_edgetpu,
     compiler="edgetpu_compiler",
 )

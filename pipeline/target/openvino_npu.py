@@ -17,6 +17,7 @@ RULES = TargetRules(
     deploy_artifact="openvino_int8",
     runtime="openvino",
     device="NPU",
+    accelerator="Intel NPU",
     checker=check_openvino,
     alternative="openvino_cpu.yaml",
 )

@@ -27,6 +27,9 @@ class TargetRules:
     runtime: str = "tflite"  # runtime that runs deploy_artifact on the device
     device: str = "CPU"  # runtime device (OpenVINO: CPU, NPU, GPU)
     threads: int = 0  # default benchmark thread count on the board, 0 = all cores
+    # the accelerator the deploy artifact runs on (Edge TPU, NPU); None = the board's CPU. A host CPU
+    # latency says nothing about an accelerator: without a device result the report says it was not measured
+    accelerator: str | None = None
     # static check of the deployed artifact: (path, rules) -> JSON-able report with at least
     # verdict (str), passed (bool), summary (one line); see pipeline/target/checks.py
     checker: Callable[[Path, TargetRules], dict] | None = field(default=None, compare=False)
