@@ -1,20 +1,22 @@
-"""PTQ vs QAT: the same distilled student exported full-integer int8 with post-training
-quantisation only, and after QAT fine-tuning (teacher supervising), on Fashion-MNIST.
+"""PTQ vs QAT int8 with the old and the new QAT defaults, on three datasets, two students, three seeds.
 
-For each student and seed, one pipeline run goes data → teacher → distill → qat → export with
-``export.source: qat`` (QAT weights, then int8 calibration), then the export stage alone is
-re-run with ``export.source: distill`` (the distilled weights straight to int8 calibration:
-PTQ). Distill and QAT come from the cache the second time, so both exports start from the same
-distilled student; the export stage itself is always re-run, so a changed exporter is measured. Both int8 artifacts (TFLite and OpenVINO/NNCF) are scored on the test split
-by the export stage's fidelity check; the fp32 student is the PyTorch model each was made from.
+For each dataset, student and seed, the pipeline's own stages run once up to distillation (a
+resnet20 teacher trained once per dataset supervises), then three exports of the same distilled
+student are scored on the test split by the export stage's fidelity check:
 
-The teacher and the data budget are ``distill_methods.py``'s (resnet56, 16×16, 8k training
-images), so the teacher trained there is reused. MobileNetV2 (depthwise convolutions, ReLU6)
-is the classic PTQ casualty; resnet8 is the edge_tpu recipe's student.
+- PTQ: the distilled weights straight to int8 (``export.source: distill``);
+- QAT old: the QAT stage as it shipped before (BN statistics frozen from epoch 1 at the full
+  learning rate, ranges frozen from epoch 2), its weights exported (``export.source: qat``);
+- QAT new: the current defaults (BN statistics track the batches), its weights exported; and the
+  guard's decision (``export.source: auto``) with its validation numbers.
 
-    python benchmarks/qat_vs_ptq.py                          # both students, seeds 0 1 2
-    python benchmarks/qat_vs_ptq.py --students resnet8 --seeds 0
-    python benchmarks/qat_vs_ptq.py --table
+TFLite int8 comes from onnx2tf, OpenVINO int8 from NNCF; both calibrate on the same recorded
+subset. Fashion-MNIST and MNIST run at their native 28×28 (where the old defaults collapsed),
+digits at the edge_tpu recipe's 16×16.
+
+    python benchmarks/qat_vs_ptq.py                                  # everything (hours on 2 cores)
+    python benchmarks/qat_vs_ptq.py --datasets digits --students resnet8 --seeds 0
+    python benchmarks/qat_vs_ptq.py --table                          # print the stored results
 """
 
 from __future__ import annotations
@@ -29,78 +31,108 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT))
-
-from distill_methods import BUDGET, RUNS, ensure_teacher, locked  # noqa: E402
 
 from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 
 RESULTS = ROOT / "results" / "qat_vs_ptq.json"
-STUDENTS = {"resnet8": {}, "mobile_half": {}}
+RUNS = ROOT / "runs"
 INT8 = ("tflite_int8", "openvino_int8")
-QAT = {"enabled": True, "epochs": 3, "lr": 0.005, "kd": True}
+DATASETS = {
+    "digits": {"dataset": "digits", "image_size": 16},
+    "fashion_mnist": {"dataset": "fashion_mnist", "max_train": 8000, "max_test": 2000},
+    "mnist": {"dataset": "mnist", "max_train": 8000, "max_test": 2000},
+}
+STUDENTS = ("resnet8", "mobile_half")
+COMMON = {
+    "teacher": {"arch": "resnet20", "epochs": 8, "lr": 0.05},
+    "distill": {"method": "kd", "epochs": 8, "lr": 0.05},
+    "target": {"name": "edge_tpu", "check_before_training": False},
+    "benchmark": {"gates": {}},
+}
+# the QAT section as it shipped before this change, and the current defaults (all other keys default)
+QAT_VARIANTS = {
+    "qat_old": {"freeze_bn_epoch": 1, "lr_after_bn_freeze": 1.0, "freeze_observer_epoch": 2},
+    "qat_new": {},
+}
 
 
-def run_config(student: str, seed: int, source: str, teacher_checkpoint: str) -> dict:
-    raw = json.loads(json.dumps(BUDGET))
-    raw.pop("teacher_data")
-    raw.update(runs_dir=str(RUNS), name=f"qat-vs-ptq-{student}-s{seed}")
-    raw["teacher"] = {"checkpoint": teacher_checkpoint}
-    raw["student"] = {"arch": student, "arch_args": STUDENTS[student]}
-    raw["distill"] = {**raw["distill"], "method": "kd", "seeds": [seed]}
-    raw["qat"] = QAT
-    raw["export"] = {"formats": ["onnx", *INT8], "source": source}
-    raw["target"] = {"name": "edge_tpu", "check_before_training": False}
-    return raw
+def teacher_checkpoint(dataset: str) -> str:
+    """The dataset's teacher, trained once (a run folder of its own) and loaded by every student run."""
+    raw = {"name": f"qvp-teacher-{dataset}", "runs_dir": str(RUNS), "data": {**DATASETS[dataset], "calibration_size": 256},
+           "teacher": COMMON["teacher"], "target": COMMON["target"]}
+    run_pipeline(validate_config(raw, source=f"qat_vs_ptq teacher {dataset}"), until="teacher")
+    return str(RUNS / raw["name"] / "02_teacher" / "teacher.pt")
 
 
-def run_one(student: str, seed: int, checkpoint: str) -> dict:
+def config(dataset: str, student: str, seed: int, qat: dict, source: str) -> dict:
+    return {
+        "name": f"qvp-{dataset}-{student}-s{seed}",
+        "runs_dir": str(RUNS),
+        "data": {**DATASETS[dataset], "calibration_size": 256},
+        **COMMON,
+        "teacher": {"checkpoint": teacher_checkpoint(dataset)},
+        "student": {"arch": student},
+        "distill": {**COMMON["distill"], "seeds": [seed]},
+        "qat": qat,
+        "export": {"formats": ["onnx", *INT8], "source": source, "teacher_onnx": False},
+    }
+
+
+def export_accuracies(manifests: dict) -> dict:
+    fidelity = manifests["export"].metrics["fidelity"]
+    return {k: 100 * fidelity[k]["accuracy"] for k in INT8 if fidelity.get(k, {}).get("accuracy") is not None}
+
+
+def run_one(dataset: str, student: str, seed: int) -> dict:
+    """One seed: the distilled student's fp32, PTQ int8, and int8 after each QAT variant."""
     out: dict = {}
-    for label, source in (("qat", "qat"), ("ptq", "distill")):
-        cfg = validate_config(run_config(student, seed, source, checkpoint), source=f"qat_vs_ptq.py {student} seed {seed}")
-        manifests = run_pipeline(cfg, start="export", until="export")  # training cached, the exports always measured anew
-        fidelity = manifests["export"].metrics["fidelity"]
-        out[label] = {
-            "fp32_student": fidelity["onnx"]["reference_accuracy"],  # the PyTorch model the int8 files were made from
-            **{k: fidelity[k]["accuracy"] for k in INT8 if k in fidelity},
-            **{f"{k}_agreement": fidelity[k]["agreement"] for k in INT8 if k in fidelity},
-        }
-        if label == "qat":
-            q = manifests["qat"].metrics
-            out["distill_fp32"] = manifests["distill"].metrics["test_acc"]
-            out["fakequant"] = q.get("fakequant_accuracy")
+    for variant, qat in QAT_VARIANTS.items():
+        cfg = validate_config(config(dataset, student, seed, qat, "qat"), source=f"qat_vs_ptq {dataset} {student} s{seed}")
+        m = run_pipeline(cfg, start="export", until="export")  # training cached when unchanged; exports measured anew
+        q = m["qat"].metrics
+        out["fp32"] = 100 * m["distill"].metrics["test_acc"]
+        out[variant] = {"fakequant": 100 * q["fakequant_accuracy"], "fp32_qat_weights": 100 * q["fp32_acc_after"],
+                        **export_accuracies(m), "guard": q["guard"]}
+        if variant == "qat_new":
+            out["ptq"] = export_accuracies(run_pipeline(validate_config(config(dataset, student, seed, qat, "distill")),
+                                                        start="export", until="export"))
     return out
 
 
 def summarise(per_seed: dict[str, dict]) -> dict:
-    def stat(get):
-        v = np.array([100 * get(r) for r in per_seed.values()])
+    def stat(get) -> dict:
+        v = np.array([get(r) for r in per_seed.values()], dtype=float)
         return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
-    s = {"distill_fp32": stat(lambda r: r["distill_fp32"]), "fakequant": stat(lambda r: r["fakequant"])}
-    for label in ("ptq", "qat"):
-        s[f"{label}_fp32_student"] = stat(lambda r, lab=label: r[lab]["fp32_student"])
-        for k in INT8:
-            s[f"{label}_{k}"] = stat(lambda r, lab=label, key=k: r[lab][key])
+    s = {"fp32": stat(lambda r: r["fp32"])}
+    for k in INT8:
+        s[f"ptq_{k}"] = stat(lambda r, k=k: r["ptq"][k])
+    for variant in QAT_VARIANTS:
+        for k in ("fakequant", *INT8):
+            s[f"{variant}_{k}"] = stat(lambda r, v=variant, k=k: r[v][k])
+    s["guard_picks_qat"] = sum(r["qat_new"]["guard"]["export"] == "qat" for r in per_seed.values())
     return s
 
 
 def table(data: dict) -> str:
-    lines = ["| student | seeds | fp32 (distilled) | PTQ TFLite int8 | QAT TFLite int8 | PTQ OpenVINO int8 | QAT OpenVINO int8 "
-             "| QAT fake-quant | QAT fp32 weights |", "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| data | student | seeds | fp32 (distilled) | PTQ TFLite | PTQ OpenVINO | old QAT fake-quant | old QAT TFLite "
+            "| old QAT OpenVINO | new QAT fake-quant | new QAT TFLite | new QAT OpenVINO | guard keeps QAT |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     fmt = lambda s: f"{s['mean']:.2f} ± {s['std']:.2f}"  # noqa: E731
-    for student, r in data.get("students", {}).items():
-        s = r["summary"]
-        lines.append(f"| {student} | {len(r['per_seed'])} | {fmt(s['distill_fp32'])} | {fmt(s['ptq_tflite_int8'])} "
-                     f"| {fmt(s['qat_tflite_int8'])} | {fmt(s['ptq_openvino_int8'])} | {fmt(s['qat_openvino_int8'])} "
-                     f"| {fmt(s['fakequant'])} | {fmt(s['qat_fp32_student'])} |")
+    for key, r in sorted(data.get("rows", {}).items()):
+        s, n = r["summary"], len(r["per_seed"])
+        cells = [r["dataset"], r["student"], str(n), fmt(s["fp32"]), fmt(s["ptq_tflite_int8"]), fmt(s["ptq_openvino_int8"])]
+        cells += [fmt(s[f"{v}_{k}"]) for v in QAT_VARIANTS for k in ("fakequant", *INT8)]
+        cells.append(f"{s['guard_picks_qat']}/{n}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from: {', '.join(DATASETS)}")
     ap.add_argument("--students", default=",".join(STUDENTS), help=f"comma-separated, from: {', '.join(STUDENTS)}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -111,18 +143,21 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     if not args.table:
-        checkpoint, teacher = ensure_teacher("kd")
-        for student in args.students.split(","):
-            if student not in STUDENTS:
-                ap.error(f"unknown student {student!r} (students: {', '.join(STUDENTS)})")
-            t0 = time.perf_counter()
-            per_seed = {str(seed): run_one(student, seed, checkpoint) for seed in args.seeds}
-            with locked(RESULTS.with_suffix(".lock")):
+        for dataset in args.datasets.split(","):
+            for student in args.students.split(","):
+                if dataset not in DATASETS or student not in STUDENTS:
+                    ap.error(f"unknown {dataset!r}/{student!r} (datasets: {', '.join(DATASETS)}; students: {', '.join(STUDENTS)})")
+                t0 = time.perf_counter()
+                per_seed = {str(seed): run_one(dataset, student, seed) for seed in args.seeds}
                 data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-                data.update(budget=BUDGET, qat=QAT, teacher_top1=100 * teacher["test_acc"])
-                data.setdefault("students", {})[student] = {"per_seed": per_seed, "summary": summarise(per_seed),
-                                                            "wall_seconds": round(time.perf_counter() - t0, 1)}
+                if "rows" not in data:  # results of the earlier layout (one dataset, no old/new split) are replaced
+                    data = {}
+                data.update(common=COMMON, datasets=DATASETS, qat_variants=QAT_VARIANTS)
+                data.setdefault("rows", {})[f"{dataset}/{student}"] = {
+                    "dataset": dataset, "student": student, "per_seed": per_seed, "summary": summarise(per_seed),
+                    "wall_seconds": round(time.perf_counter() - t0, 1)}
                 atomic_write_json(RESULTS, data)
+                print(table(data), flush=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     print(table(data))
     return 0
