@@ -102,8 +102,9 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        """What downstream stages key on: the outputs' hashes, not paths or times."""
-        return hash_json({"key": self.cache_key, "outputs": self.outputs})
+        """What downstream stages key on: the outputs' hashes only (not the key, paths or times), so a stage
+        rebuilt into identical bytes (a touched dataset file, ``--from``) does not re-run what follows."""
+        return hash_json({"outputs": self.outputs})
 
     def write(self, folder: Path) -> None:
         atomic_write_json(Path(folder) / MANIFEST, self.__dict__)
