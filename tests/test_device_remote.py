@@ -22,7 +22,7 @@ def test_rpi_commands_copy_run_fetch_in_order(tmp_path):
     steps = remote_commands(_spec(threads=4, runs=100), tmp_path / "rpi4.tar", tmp_path / "pi4.json")
     assert [s for s, _ in steps] == ["prepare", "copy bundle", "run", "fetch results"]
     (_, prep), (_, copy), (_, run), (_, fetch) = steps
-    assert prep == ["ssh", "pi@raspberrypi.local", "mkdir -p /tmp/edge-pipeline"]
+    assert prep == ["ssh", "pi@raspberrypi.local", "mkdir -p /tmp/edge-pipeline && rm -f /tmp/edge-pipeline/results.json"]
     assert copy == ["scp", "-q", str(tmp_path / "rpi4.tar"), "pi@raspberrypi.local:/tmp/edge-pipeline/bundle.tar"]
     assert fetch == ["scp", "-q", "pi@raspberrypi.local:/tmp/edge-pipeline/results.json", str(tmp_path / "pi4.json")]
     assert run[:2] == ["ssh", "pi@raspberrypi.local"] and len(run) == 3
@@ -44,17 +44,20 @@ def test_coral_gets_the_usb_bus_and_ports_are_spelled_per_tool(tmp_path):
 
 
 def test_no_docker_runs_the_installed_runner_and_quotes_paths(tmp_path):
-    spec = _spec(image=None, remote_dir="/home/pi/edge runs", python="/home/pi/edge/bin/python")
+    spec = _spec(image=None, remote_dir="/home/pi/edge-runs", python="/home/pi/edge env/bin/python")
     steps = dict(remote_commands(spec, tmp_path / "b.tar", tmp_path / "r.json"))
-    assert shlex.split(steps["prepare"][-1]) == ["mkdir", "-p", "/home/pi/edge runs"]
+    assert shlex.split(steps["prepare"][-1])[:3] == ["mkdir", "-p", "/home/pi/edge-runs"]
     assert shlex.split(steps["run"][-1])[:6] == [
-        "/home/pi/edge/bin/python", "-m", "pipeline.device", "run", "/home/pi/edge runs/bundle.tar", "-o"]
+        "/home/pi/edge env/bin/python", "-m", "pipeline.device", "run", "/home/pi/edge-runs/bundle.tar", "-o"]
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("ssh", "pi@host; rm -rf /", "--ssh"),
     ("name", "../../etc", "--name"),
     ("remote_dir", "relative/dir", "--remote-dir"),
+    ("remote_dir", "/tmp/x;touch /tmp/pwned", "--remote-dir '/tmp/x;touch /tmp/pwned': use only"),
+    ("remote_dir", "/home/pi/edge runs", "--remote-dir '/home/pi/edge runs': use only"),
+    ("remote_dir", "/tmp/$(id)", "--remote-dir"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, field, value, message):
     with pytest.raises(PipelineError, match=message):

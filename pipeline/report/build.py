@@ -19,8 +19,10 @@ from pipeline.report.schema import SCHEMA_ID, SCHEMA_VERSION, row_key
 TOP_LEVEL = ("run", "data", "settings", "models", "accuracy", "gates", "target")
 
 
-def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None) -> dict[str, Any]:
-    """report.json as a dict; ``device_results`` are parsed results files (``results_file`` set by the caller if known)."""
+def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
+                 run_name: str | None = None) -> dict[str, Any]:
+    """report.json as a dict; ``device_results`` are parsed results files (``results_file`` set by the caller if known);
+    ``run_name``: the run folder's name, which a copied run folder does not share with its benchmark results."""
     report: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "schema_version": SCHEMA_VERSION,
@@ -29,6 +31,8 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     }
     for key in TOP_LEVEL:
         report[key] = results[key]
+    if run_name:
+        report["run"] = {**report["run"], "name": run_name}
     report["environment"] = {"host": results["environment"]["host"], "devices": []}
 
     rows = {row_key(r): dict(r) for r in results["latency"]}
@@ -38,14 +42,20 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
             device["results_file"] = str(res["results_file"])
         report["environment"]["devices"] = [d for d in report["environment"]["devices"] if d["name"] != device["name"]] + [device]
         for r in res["rows"]:
-            row = {**r, "where": "device", "device": device["name"]}
-            row.setdefault("model", "student")
-            row.setdefault("error", None)
-            row.setdefault("threads", res.get("settings", {}).get("threads", 0))
-            row.pop("runtime", None)
+            row = device_row(r, device["name"], res.get("settings", {}).get("threads", 0))
             rows[row_key(row)] = row
     report["latency"] = add_speedups(list(rows.values()))
     return report
+
+
+def device_row(row: dict[str, Any], device: str, default_threads: Any) -> dict[str, Any]:
+    """A results file's row as the report holds it: where/device set, model, error and threads filled in."""
+    out = {**row, "where": "device", "device": device}
+    out.setdefault("model", "student")
+    out.setdefault("error", None)
+    out.setdefault("threads", default_threads)
+    out.pop("runtime", None)
+    return out
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

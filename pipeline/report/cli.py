@@ -13,7 +13,8 @@ from pathlib import Path
 from pipeline.artifacts import atomic_write_bytes, read_json
 from pipeline.errors import PipelineError
 from pipeline.report.build import build_report, discover_device_results, read_device_files
-from pipeline.report.compare import compare
+from pipeline.lock import run_lock
+from pipeline.report.compare import compare, load_report
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.stage import RESULTS_FILE, SAMPLES_FILE, readable_device_results
 from pipeline.report.write import FILES, load_samples, write_report
@@ -26,10 +27,17 @@ def report_command(run_dir: Path, baseline: Path | None = None, device_results: 
     results_path = run_dir / BENCHMARK_DIR / RESULTS_FILE
     if not results_path.is_file():
         raise PipelineError(f"{results_path}: missing; run the benchmark stage first (python -m pipeline run <recipe> --until benchmark)")
+    if baseline is not None:
+        load_report(Path(baseline))  # a missing baseline fails before anything is rewritten or printed
     read_device_files(list(device_results))  # refuse a bad file before touching anything
+    with run_lock(run_dir):
+        return _rewrite(run_dir, results_path, baseline, device_results)
+
+
+def _rewrite(run_dir: Path, results_path: Path, baseline: Path | None, device_results: list[Path]) -> int:
     keep_device_results(run_dir, list(device_results))
     devices = readable_device_results(discover_device_results(run_dir))
-    report = build_report(read_json(results_path), devices)
+    report = build_report(read_json(results_path), devices, run_name=run_dir.resolve().name)
     write_report(report, run_dir, list(FILES), load_samples(run_dir / BENCHMARK_DIR / SAMPLES_FILE))
     console = summary_console()
     print_summary(report, console)

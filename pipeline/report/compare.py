@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.artifacts import read_json
 from pipeline.errors import PipelineError
-from pipeline.report.markdown import table
+from pipeline.report.markdown import escape, table
 
 
 def load_report(run_dir: Path) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def compare(run_dir: Path, baseline_dir: Path) -> str:
     name_a, name_b = run["run"]["name"], base["run"]["name"]
     if name_a == name_b:
         name_a, name_b = Path(run_dir).name, Path(baseline_dir).name
-    lines = [f"# {name_a} vs baseline {name_b}", ""]
+    lines = [f"# {escape(name_a)} vs baseline {escape(name_b)}", ""]
     cpu_a, cpu_b = run["environment"]["host"].get("cpu"), base["environment"]["host"].get("cpu")
     if cpu_a != cpu_b:
         lines += [f"Note: different host CPUs ({cpu_a} vs {cpu_b}): host latency differences include the machine.", ""]

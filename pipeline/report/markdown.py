@@ -23,10 +23,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     run, data, settings = report["run"], report["data"], report["settings"]
     host = report["environment"]["host"]
     lines = [
-        f"# Benchmark report: {run['name']}",
+        f"# Benchmark report: {escape(run['name'])}",
         "",
-        f"Target **{run['target']}**, deploy artifact **{run['deploy_artifact']}**; "
-        f"{data.get('dataset')} test split, {data['images']} images; host {host.get('cpu')} "
+        f"Target **{escape(run['target'])}**, deploy artifact **{escape(run['deploy_artifact'])}**; "
+        f"{escape(data.get('dataset'))} test split, {data['images']} images; host {escape(host.get('cpu'))} "
         f"({host.get('usable_cores')} usable cores). Gates: **{tables.gates_verdict(report)}**. "
         f"Created {report['created']}, pipeline {report['pipeline_version']}, report schema {report['schema_version']}.",
         "",
@@ -67,10 +67,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
+_MARKUP = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
-    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+
+def escape(text) -> str:
+    """Text from a run or a board (run, target and device names, CPU strings) as literal Markdown: no HTML,
+    no links, no emphasis, no table breaks, one line."""
+    return " ".join(str(text).split()).translate(_MARKUP)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(escape(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
     return "\n".join(out)

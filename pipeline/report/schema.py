@@ -57,6 +57,22 @@ def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_FILE.read_text())
 
 
+def schema_problem(instance: Any, definition: str) -> str | None:
+    """The most telling way ``instance`` breaks ``$defs/<definition>``, as one line 'path: message'; None if it fits."""
+    import jsonschema
+
+    from pipeline.errors import one_line
+
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
+                                                 "$ref": f"#/$defs/{definition}"})
+    err = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if err is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    return f"{where}: {one_line(err.message, 150)}" if where else one_line(err.message, 150)
+
+
 def validate_report(report: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``report`` does not follow the schema (needs jsonschema)."""
     import jsonschema

@@ -22,7 +22,7 @@ from pipeline.report.write import FILES, load_samples, write_report
 def run(ctx) -> dict:
     bench = ctx.input("benchmark")
     devices = readable_device_results(discover_device_results(ctx.cfg.run_dir))
-    report = build_report(read_json(bench / RESULTS_FILE), devices)
+    report = build_report(read_json(bench / RESULTS_FILE), devices, run_name=ctx.cfg.run_dir.name)
     written = write_report(report, ctx.out, list(ctx.cfg.report.formats), load_samples(bench / SAMPLES_FILE))
     publish(written, ctx.cfg.run_dir)
     console = summary_console()
