@@ -105,6 +105,8 @@ def _run_stages(cfg: Config, *, start: str | None, until: str | None, fresh: boo
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cache").mkdir(exist_ok=True)
+    for stale in (run_dir / "cache").glob("*.partial"):  # a killed check's work folder: no other run uses it (lock)
+        shutil.rmtree(stale, ignore_errors=True)
 
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}

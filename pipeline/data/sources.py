@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,9 @@ def load_mnist(root: Path | None) -> RawDataset:
         (tx, ty), (vx, vy), (sx, sy) = parts
         flat = np.concatenate([tx, vx, sx])
         labels = np.concatenate([ty, vy, sy]).astype(np.int64)
-    except (OSError, ValueError, TypeError) as exc:
-        raise PipelineError(f"{pickled}: not the mnist.pkl.gz layout ((train, valid, test) pairs of images and labels): {exc}"[:300]) from None
+    except (OSError, EOFError, zlib.error, ValueError, TypeError) as exc:
+        raise PipelineError(f"{pickled}: not the mnist.pkl.gz layout ((train, valid, test) pairs of images and labels): "
+                            f"{one_line(exc)}") from None
     side = int(round(np.sqrt(flat.shape[1])))
     if flat.ndim != 2 or side * side != flat.shape[1] or len(labels) != len(flat):
         raise PipelineError(f"{pickled}: expected N×784 images with N labels, got {flat.shape} and {labels.shape}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 
 def onnx2openvino(
@@ -95,4 +95,4 @@ def quantize_openvino(model, calibration: np.ndarray):
 
 
 def _first_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
+    return one_line(exc, 300)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -80,5 +80,4 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+    return one_line(exc, 300)
