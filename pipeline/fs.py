@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -75,13 +75,13 @@ def is_disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 def disk_full_message(folder: Path, exc: BaseException, written: int, previous: int) -> str:
+    """'<folder>: disk full (<free> free; the stage needs more than the <n> it wrote…): <cause>; what to do'."""
     free = free_bytes(folder)
-    need = max(written, previous)
-    what = f"free at least {human_bytes(need)} more" if need else "free some space"
-    cause = " ".join(str(exc).split())[:120] or type(exc).__name__
-    return (f"{folder}: disk full ({human_bytes(free) if free is not None else 'unknown'} free; the stage had written "
-            f"{human_bytes(written)} when it failed: {cause}); {what} or set runs_dir on another disk, then re-run "
-            "(finished stages are kept)")
+    facts = [f"{human_bytes(free) if free is not None else 'unknown'} free"]
+    facts += [f"the stage needs more than the {human_bytes(written)} it wrote"] if written else []
+    facts += [f"its last finished output was {human_bytes(previous)}"] if previous else []
+    return (f"{folder}: disk full ({'; '.join(facts)}): {one_line(exc, 120)}; free space or set runs_dir on another "
+            "disk, then re-run (finished stages are kept)")
 
 
 @contextmanager

@@ -27,10 +27,11 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
-def files_fingerprint(paths: list[Path], budget: int = CONTENT_BUDGET) -> str:
-    """One hash over many files: by content when their total size fits ``budget``, else by name, size and mtime."""
+def files_fingerprint(paths: list[Path], budget: int | None = None) -> str:
+    """One hash over many files: by content when their total size fits ``budget`` (default ``CONTENT_BUDGET``),
+    else by name, size and mtime."""
     stats = [(Path(p), os.stat(p)) for p in paths]
-    by_content = sum(st.st_size for _, st in stats) <= budget
+    by_content = sum(st.st_size for _, st in stats) <= (CONTENT_BUDGET if budget is None else budget)
     entries = [[str(p), st.st_size, sha256_file(p) if by_content else st.st_mtime_ns] for p, st in stats]
     return hash_json({"by_content": by_content, "files": entries})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -117,3 +118,34 @@ def test_pipeline_device_is_the_remote_run(tmp_path, monkeypatch):
     assert main(["device", str(tmp_path), "--ssh", "pi@pi4", "--target", "rpi4", "--image", "mine:1"]) == 0
     run, spec = seen[-1]
     assert str(run) == str(tmp_path) and spec.image == "mine:1" and spec.name == "pi4"
+
+
+def test_runner_exit_1_still_fetches_and_merges_then_names_the_failed_rows(tmp_path, monkeypatch):
+    from test_report import device_results
+
+    from pipeline.device.remote import RowsFailed
+
+    merged = []
+    monkeypatch.setattr("pipeline.device.bundle.make_bundle", lambda run, target, out: None)
+    monkeypatch.setattr("pipeline.device.merge.merge_into_report", lambda run, paths: merged.append(paths), raising=False)
+
+    def board(argv):  # the runner wrote results with one failed row (no Edge TPU) and exited 1
+        if argv[0] == "scp" and argv[-1].endswith("pi4.json"):
+            Path(argv[-1]).parent.mkdir(parents=True, exist_ok=True)
+            Path(argv[-1]).write_text(json.dumps(device_results()))
+        return subprocess.CompletedProcess(argv, 1 if argv[0] == "ssh" and "docker" in argv[-1] else 0)
+
+    with pytest.raises(RowsFailed) as err:
+        run_remote(tmp_path / "run", _spec(), runner=board)
+    results = tmp_path / "run" / "device" / "pi4.json"
+    assert merged == [[results]] and err.value.exit_code == 1
+    assert str(err.value) == (f"{results}: 1 of 2 rows failed on the board (tflite_edgetpu threads=4: PipelineError: "
+                              "no Edge TPU found); the other rows are merged into the report")
+
+
+def test_a_bad_remote_dir_fails_before_the_bundle_is_built(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr("pipeline.device.bundle.make_bundle", lambda run, target, out: made.append(out))
+    with pytest.raises(PipelineError, match="--remote-dir"):
+        run_remote(tmp_path / "run", _spec(remote_dir="/tmp/a b"), runner=lambda argv: None)
+    assert made == []

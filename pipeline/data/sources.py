@@ -252,8 +252,18 @@ SOURCE_FILES: dict[str, Callable[[Path | None], list[Path]]] = {
 }
 
 
-@lru_cache(maxsize=4)
 def load_raw(dataset: str, root: str | None) -> RawDataset:
+    """The dataset, read once per process while its files are unchanged (a file rewritten since is read again)."""
     if dataset not in SOURCES:
         raise PipelineError(f"data.dataset: unknown '{dataset}' (known: {', '.join(sorted(SOURCES))})")
+    folder = Path(root).expanduser() if root else None
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in SOURCE_FILES[dataset](folder))
+    return _load_raw(dataset, root, stamp)
+
+
+@lru_cache(maxsize=4)
+def _load_raw(dataset: str, root: str | None, stamp: tuple) -> RawDataset:
     return SOURCES[dataset](Path(root).expanduser() if root else None)
+
+
+load_raw.cache_clear = _load_raw.cache_clear  # tests that rewrite a file keeping its mtime
