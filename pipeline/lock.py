@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -75,8 +76,13 @@ def _record_pid(fd: int) -> None:
 
 
 def _holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 32, 0).decode().strip()
-    except OSError:
-        text = ""
-    return text if text.isdigit() else "unknown"
+    """The PID the holder wrote; it writes it just after locking, so an empty file is read again a few times."""
+    for _ in range(10):
+        try:
+            text = os.pread(fd, 32, 0).decode().strip()
+        except OSError:
+            break
+        if text.isdigit():
+            return text
+        time.sleep(0.02)
+    return "unknown"
