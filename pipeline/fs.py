@@ -95,9 +95,10 @@ def stage_write_errors(partial: Path) -> Iterator[None]:
         raise
     except Exception as exc:
         if is_disk_full(exc, partial):
-            written = folder_bytes(partial) if partial.name.endswith(".partial") else 0
-            previous = folder_bytes(partial.with_name(partial.name.removesuffix(".partial")))
-            if partial.name.endswith(".partial"):
+            written = previous = 0
+            if partial.name.endswith(".partial"):  # a stage's folder: what it wrote, what it wrote last time
+                written = folder_bytes(partial)
+                previous = folder_bytes(partial.with_name(partial.name.removesuffix(".partial")))
                 shutil.rmtree(partial, ignore_errors=True)  # never taken as finished; give the space back
             raise WriteFailure(disk_full_message(partial, exc, written, previous)) from None
         denied = _errno(exc, NOT_WRITABLE_ERRNOS)
