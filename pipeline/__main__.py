@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # import names of the `host` extra (pyproject.toml): missing on a board-style install
 HOST_MODULES = {"torch", "torchvision", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf", "sklearn",
-                "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL"}
+                "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -90,7 +90,12 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PipelineError(f"--set {pair}: expected KEY=VALUE, e.g. distill.epochs=5")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # bad syntax, or a tag such as !!python/object that safe_load refuses
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise PipelineError(f"--set {key}: the value is not plain YAML data ({problem}); "
+                                "give a number, a string, [a, list] or {a: mapping}") from None
     return out
 
 

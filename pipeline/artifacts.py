@@ -39,11 +39,13 @@ def hash_json(obj: Any) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
+    """Write to a temp file in the same folder, fsync, rename: readers never see half a file. The file gets the
+    mode a plain ``open`` would (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -52,6 +54,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -102,8 +117,9 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        """What downstream stages key on: the outputs' hashes, not paths or times."""
-        return hash_json({"key": self.cache_key, "outputs": self.outputs})
+        """What downstream stages key on: the outputs' hashes only (not the key, paths or times), so a stage
+        rebuilt into identical bytes (a touched dataset file, ``--from``) does not re-run what follows."""
+        return hash_json({"outputs": self.outputs})
 
     def write(self, folder: Path) -> None:
         atomic_write_json(Path(folder) / MANIFEST, self.__dict__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import PipelineError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+MAX_IMAGE_SIZE = 1024  # a larger square is a typo (a 10⁶ side asked numpy for terabytes), not a model input
+NonNegative = Annotated[int, Field(ge=0)]
 
 
 class Section(BaseModel):
@@ -28,10 +30,10 @@ class DataConfig(Section):
 
     dataset: str = "digits"
     root: str | None = None  # folder of the files; None = the loader's default location
-    image_size: int | None = None  # square resize; None keeps the native size
+    image_size: int | None = Field(None, gt=0, le=MAX_IMAGE_SIZE)  # square resize; None keeps the native size
     channels: int | None = None  # 1 or 3; None keeps the native channel count
-    mean: list[float] | None = None  # None = the dataset's own statistics
-    std: list[float] | None = None
+    mean: list[float] | None = Field(None, min_length=1)  # None = the dataset's own statistics
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)  # divides: 0 would make inf
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     max_train: int | None = Field(None, gt=0)  # cap on training images (quick runs)
@@ -67,7 +69,7 @@ class TrainConfig(Section):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[int] = []  # for schedule: step, epochs at which lr ×= gamma
+    milestones: list[NonNegative] = []  # for schedule: step, epochs at which lr ×= gamma
     gamma: float = 0.1
 
 
@@ -215,7 +217,7 @@ RENAMED_GATES = {
 
 
 class BenchmarkConfig(Section):
-    threads: list[int] = [1, 0]  # 0 = all cores
+    threads: list[NonNegative] = Field([1, 0], min_length=1)  # 0 = all cores
     warmup: int = Field(10, ge=0)
     min_runs: int = Field(50, gt=0)
     min_seconds: float = Field(1.0, ge=0)
@@ -239,6 +241,15 @@ class Config(Section):
     target: TargetConfig = TargetConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     report: ReportConfig = ReportConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, v: str) -> str:
+        """The run is written to runs_dir/<name>: '' would write into runs_dir itself, '../x' outside it."""
+        if not v or v.startswith(".") or any(c in v for c in "/\\") or not v.isprintable():
+            raise ValueError(f"{v!r} must be a plain folder name (no '/', not empty, not starting with '.'): "
+                             "the run is written to runs_dir/<name>")
+        return v
 
     @property
     def run_dir(self) -> Path:
@@ -268,7 +279,12 @@ def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Co
     """Read, merge overrides into, and validate a recipe; any problem becomes one PipelineError line."""
     path = resolve_recipe(name)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                            "save it as UTF-8") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -289,13 +305,39 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
     from pipeline.distill import LOSSES
 
     options_model = LOSSES[cfg.distill.method].Options
+    if cfg.distill.options and not options_model.model_fields:
+        raise PipelineError(f"{source}: distill.options: method '{cfg.distill.method}' takes no options "
+                            f"(got {', '.join(sorted(cfg.distill.options))}); remove them")
     try:
         options = options_model.model_validate(cfg.distill.options)
     except ValidationError as exc:
         raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
     # store every option with its default filled in, so a changed default changes the cache key
     distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json")})
+    for section in ("teacher", "student"):
+        spec = getattr(cfg, section)
+        if not (section == "teacher" and cfg.teacher.checkpoint):  # a checkpoint brings its own architecture
+            _check_model_spec(spec, section, source)
     return cfg.model_copy(update={"distill": distill})
+
+
+def _check_model_spec(spec: ModelSpec, section: str, source: str) -> None:
+    """Build the model once when arch_args or stages are given, so a bad argument or a stage that is not a
+    module stops here, naming the file and key, instead of after the teacher has trained."""
+    if not (spec.arch_args or spec.stages):
+        return
+    from pipeline.models import build_model
+
+    try:
+        model = build_model(spec.arch, 10, 3, spec.arch_args)
+    except PipelineError as exc:
+        raise PipelineError(f"{source}: {section}.arch_args: {exc}") from None
+    modules = [name for name, _ in model.named_modules() if name]
+    for stage in spec.stages or []:
+        if stage not in modules:
+            close = difflib.get_close_matches(stage, modules, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (top-level modules: {', '.join(n for n in modules if '.' not in n)})"
+            raise PipelineError(f"{source}: {section}.stages: {spec.arch} has no module '{stage}'{hint}")
 
 
 def _one_line(exc: ValidationError, root: type[BaseModel]) -> str:
@@ -327,6 +369,25 @@ def _model_at(root: type[BaseModel], dotted: str) -> type[BaseModel] | None:
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = raw
-    for p in parents:
-        node = node.setdefault(p, {})
+    for i, p in enumerate(parents):
+        if node.get(p) is None:  # absent, or an empty section (`distill:` with nothing under it)
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise PipelineError(f"--set {dotted}: {'.'.join(parents[: i + 1])} is a value ({node!r}), not a section")
     node[leaf] = value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last one,
+    so a second `distill:` section would silently replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}', first at line {seen[key].line + 1}: merge the two", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)

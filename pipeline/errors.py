@@ -11,3 +11,14 @@ class GateFailure(PipelineError):
     """A benchmark gate was violated: the report is written, the run exits 3."""
 
     exit_code = 3
+
+
+def one_line(message: object, limit: int = 200) -> str:
+    """An exception or text as one line of at most ``limit`` characters: whitespace collapsed (tar and torch
+    errors span lines), cut at a word boundary with '…' (a message cut mid-word reads as a different word)."""
+    text = " ".join(str(message).split()) or type(message).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:(") + "…"

@@ -20,6 +20,9 @@ import pipeline
 from pipeline.artifacts import Manifest, hash_json, hash_outputs, now, tool_versions, verify_outputs
 from pipeline.config import Config
 from pipeline.errors import GateFailure, PipelineError
+from pipeline.fs import stage_write_errors
+from pipeline.inputs import external_inputs
+from pipeline.lock import run_lock
 from pipeline.run_folder import record_config
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -67,8 +70,13 @@ def stage_dir(cfg: Config, stage: str) -> Path:
 
 
 def cache_key(cfg: Config, stage: Stage, inputs: dict[str, str]) -> str:
-    sections = {name: getattr(cfg, name).model_dump(mode="json") for name in stage.sections}
-    return hash_json({"stage": stage.name, "sections": sections, "inputs": inputs, "version": pipeline.__version__})
+    """Hash of the config sections of this stage and every earlier one (a stage may read them, e.g. the teacher
+    reads data.batch_size), the upstream outputs' hashes, what it reads from outside the run, and the version."""
+    upstream = STAGES[: STAGES.index(stage) + 1]
+    sections = {name: getattr(cfg, name).model_dump(mode="json") for s in upstream for name in s.sections}
+    external = external_inputs(cfg, stage.name)
+    return hash_json({"stage": stage.name, "sections": sections, "inputs": inputs, "external": external,
+                      "version": pipeline.__version__})
 
 
 def run_pipeline(
@@ -81,17 +89,26 @@ def run_pipeline(
     """Run stages in order, reusing every finished stage whose cache key still matches.
 
     ``start`` forces that stage (and so everything after it) to re-run; ``until`` stops after
-    that stage; ``fresh`` ignores every cache.
+    that stage; ``fresh`` ignores every cache. One run at a time per run folder (``pipeline.lock``).
     """
     for flag, value in (("--from", start), ("--until", until)):
         if value is not None and value not in STAGE_NAMES:
             raise PipelineError(f"{flag}: unknown stage '{value}' (stages: {', '.join(STAGE_NAMES)})")
+    if start and until and STAGE_NAMES.index(start) > STAGE_NAMES.index(until):
+        raise PipelineError(f"--from {start} comes after --until {until}: nothing would run (stages: {', '.join(STAGE_NAMES)})")
+    with run_lock(cfg.run_dir), stage_write_errors(cfg.run_dir):
+        return _run_stages(cfg, start=start, until=until, fresh=fresh)
+
+
+def _run_stages(cfg: Config, *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
     last = STAGE_NAMES.index(until) if until else len(STAGES) - 1
     forced = STAGE_NAMES.index(start) if start else (0 if fresh else len(STAGES))
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cache").mkdir(exist_ok=True)
     record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
+    for stale in (run_dir / "cache").glob("*.partial"):  # a killed check's work folder: no other run uses it (lock)
+        shutil.rmtree(stale, ignore_errors=True)
 
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
@@ -104,7 +121,8 @@ def run_pipeline(
         else:
             if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
                 _precheck(cfg)  # cached by student spec, so the second call is free
-            old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
+            with stage_write_errors(folder.with_name(folder.name + ".partial")):
+                old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
         manifests[stage.name] = old
         inputs[stage.name] = folder
     _raise_on_failed_gates(manifests)

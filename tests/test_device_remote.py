@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_rpi_commands_copy_run_fetch_in_order(tmp_path):
     steps = remote_commands(_spec(threads=4, runs=100), tmp_path / "rpi4.tar", tmp_path / "pi4.json")
     assert [s for s, _ in steps] == ["prepare", "copy bundle", "run", "fetch results"]
     (_, prep), (_, copy), (_, run), (_, fetch) = steps
-    assert prep == ["ssh", "pi@raspberrypi.local", "mkdir -p /tmp/edge-pipeline"]
+    assert prep == ["ssh", "pi@raspberrypi.local", "mkdir -p /tmp/edge-pipeline && rm -f /tmp/edge-pipeline/results.json"]
     assert copy == ["scp", "-q", str(tmp_path / "rpi4.tar"), "pi@raspberrypi.local:/tmp/edge-pipeline/bundle.tar"]
     assert fetch == ["scp", "-q", "pi@raspberrypi.local:/tmp/edge-pipeline/results.json", str(tmp_path / "pi4.json")]
     assert run[:2] == ["ssh", "pi@raspberrypi.local"] and len(run) == 3
@@ -44,17 +45,20 @@ def test_coral_gets_the_usb_bus_and_ports_are_spelled_per_tool(tmp_path):
 
 
 def test_no_docker_runs_the_installed_runner_and_quotes_paths(tmp_path):
-    spec = _spec(image=None, remote_dir="/home/pi/edge runs", python="/home/pi/edge/bin/python")
+    spec = _spec(image=None, remote_dir="/home/pi/edge-runs", python="/home/pi/edge env/bin/python")
     steps = dict(remote_commands(spec, tmp_path / "b.tar", tmp_path / "r.json"))
-    assert shlex.split(steps["prepare"][-1]) == ["mkdir", "-p", "/home/pi/edge runs"]
+    assert shlex.split(steps["prepare"][-1])[:3] == ["mkdir", "-p", "/home/pi/edge-runs"]
     assert shlex.split(steps["run"][-1])[:6] == [
-        "/home/pi/edge/bin/python", "-m", "pipeline.device", "run", "/home/pi/edge runs/bundle.tar", "-o"]
+        "/home/pi/edge env/bin/python", "-m", "pipeline.device", "run", "/home/pi/edge-runs/bundle.tar", "-o"]
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("ssh", "pi@host; rm -rf /", "--ssh"),
     ("name", "../../etc", "--name"),
     ("remote_dir", "relative/dir", "--remote-dir"),
+    ("remote_dir", "/tmp/x;touch /tmp/pwned", "--remote-dir '/tmp/x;touch /tmp/pwned': use only"),
+    ("remote_dir", "/home/pi/edge runs", "--remote-dir '/home/pi/edge runs': use only"),
+    ("remote_dir", "/tmp/$(id)", "--remote-dir"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, field, value, message):
     with pytest.raises(PipelineError, match=message):
@@ -114,3 +118,34 @@ def test_pipeline_device_is_the_remote_run(tmp_path, monkeypatch):
     assert main(["device", str(tmp_path), "--ssh", "pi@pi4", "--target", "rpi4", "--image", "mine:1"]) == 0
     run, spec = seen[-1]
     assert str(run) == str(tmp_path) and spec.image == "mine:1" and spec.name == "pi4"
+
+
+def test_runner_exit_1_still_fetches_and_merges_then_names_the_failed_rows(tmp_path, monkeypatch):
+    from test_report import device_results
+
+    from pipeline.device.remote import RowsFailed
+
+    merged = []
+    monkeypatch.setattr("pipeline.device.bundle.make_bundle", lambda run, target, out: None)
+    monkeypatch.setattr("pipeline.device.merge.merge_into_report", lambda run, paths: merged.append(paths), raising=False)
+
+    def board(argv):  # the runner wrote results with one failed row (no Edge TPU) and exited 1
+        if argv[0] == "scp" and argv[-1].endswith("pi4.json"):
+            Path(argv[-1]).parent.mkdir(parents=True, exist_ok=True)
+            Path(argv[-1]).write_text(json.dumps(device_results()))
+        return subprocess.CompletedProcess(argv, 1 if argv[0] == "ssh" and "docker" in argv[-1] else 0)
+
+    with pytest.raises(RowsFailed) as err:
+        run_remote(tmp_path / "run", _spec(), runner=board)
+    results = tmp_path / "run" / "device" / "pi4.json"
+    assert merged == [[results]] and err.value.exit_code == 1
+    assert str(err.value) == (f"{results}: 1 of 2 rows failed on the board (tflite_edgetpu threads=4: PipelineError: "
+                              "no Edge TPU found); the other rows are merged into the report")
+
+
+def test_a_bad_remote_dir_fails_before_the_bundle_is_built(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr("pipeline.device.bundle.make_bundle", lambda run, target, out: made.append(out))
+    with pytest.raises(PipelineError, match="--remote-dir"):
+        run_remote(tmp_path / "run", _spec(remote_dir="/tmp/a b"), runner=lambda argv: None)
+    assert made == []

@@ -25,7 +25,7 @@ from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atom
 from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
 from pipeline.benchmark.gates import evaluate_gates, gate_failed, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.export.stage import TEACHER_ONNX
 from pipeline.report.schema import sample_key
 
@@ -332,7 +332,7 @@ def _close(runtime) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:300]
+    text = one_line(exc, 300)
     return text if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {text}"
 
 

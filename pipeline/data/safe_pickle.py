@@ -13,7 +13,7 @@ import pickle
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 # (module, name) pairs a numpy array or scalar pickle refers to; numpy 2 moved numpy.core to numpy._core
 ALLOWED = {
@@ -38,4 +38,4 @@ def load_pickle(f: IO[bytes], source: Path | str) -> Any:
         raise PipelineError(f"{source}: not a plain data pickle ({exc}); only containers, numbers, bytes and numpy "
                             "arrays are read from dataset files") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as exc:
-        raise PipelineError(f"{source}: truncated or corrupt pickle ({type(exc).__name__}: {exc})"[:300]) from None
+        raise PipelineError(f"{source}: truncated or corrupt pickle ({type(exc).__name__}: {one_line(exc)})") from None

@@ -29,12 +29,19 @@ def run(ctx) -> dict:
     )
     if not indices["calibration"]:
         raise PipelineError("data.calibration_size: the calibration subset is empty (no training images)")
+    if cfg.calibration_size > len(indices["calibration"]):
+        from pipeline.run import console
+
+        console.print(f"[yellow]warning: data.calibration_size {cfg.calibration_size} is more than the "
+                      f"{len(indices['train'])} training images: calibrating on all of them[/yellow]")
     size, channels = cfg.image_size or h, cfg.channels or c
+    _check_memory(len(indices["train"]), channels, size)
     if cfg.mean is None or cfg.std is None:
         mean, std = channel_stats(to_unit_nchw(raw.images[indices["train"]], size, channels))
     mean, std = tuple(cfg.mean or mean), tuple(cfg.std or std)
-    if len(mean) != channels or len(std) != channels:
-        raise PipelineError(f"data.mean/std: need {channels} values each (one per channel)")
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise PipelineError(f"data.{key}: {len(values)} values for {channels}-channel images; give one per channel")
     pre = Preprocess(size, channels, mean, std)
     info = {
         "dataset": cfg.dataset,
@@ -61,6 +68,18 @@ def run(ctx) -> dict:
         "input_shape": list(pre.input_shape),
         "calibration_sha256": info["indices_sha256"]["calibration"],
     }
+
+
+def _check_memory(n_train: int, channels: int, size: int) -> None:
+    """The training split is preprocessed in memory as float32: refuse a size that cannot fit before numpy tries."""
+    import psutil
+
+    need, free = n_train * channels * size * size * 4, psutil.virtual_memory().available
+    if need > free:
+        from pipeline.fs import human_bytes
+
+        raise PipelineError(f"data.image_size: {size} needs {human_bytes(need)} for the {n_train} training images as "
+                            f"float32, more than the {human_bytes(free)} of memory available; lower it or set data.max_train")
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:

@@ -16,6 +16,7 @@ This side may use torch (``pipeline.data`` does); the board side never imports t
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -103,8 +104,9 @@ def host_predictions(path: Path, x: np.ndarray) -> np.ndarray:
         return predict_classes(runtime, x)
 
 
-def benchmark_settings(run_dir: Path) -> dict:
-    """warmup/min_runs/min_seconds/threads the host benchmark used (its results file), else the config defaults."""
+def benchmark_settings(run_dir: Path, target_threads: int = 0) -> dict:
+    """warmup/min_runs/min_seconds/threads the host benchmark used (its results file), else the config defaults;
+    the threads follow the target's (``board_threads``)."""
     results = Path(run_dir) / BENCHMARK_DIR / "benchmark.json"
     if results.is_file():
         s = read_json(results).get("settings", {})
@@ -113,7 +115,43 @@ def benchmark_settings(run_dir: Path) -> dict:
 
         s = BenchmarkConfig().model_dump()
     return {"warmup": int(s["warmup"]), "min_runs": int(s["min_runs"]), "min_seconds": float(s["min_seconds"]),
-            "threads": [int(t) for t in s["threads"]]}
+            "threads": board_threads([int(t) for t in s["threads"]], target_threads)}
+
+
+def board_threads(host: list[int], target: int) -> list[int]:
+    """The thread settings the board times by default: the host's, with "all cores" (0) spelled as the target's
+    own count (rpi4: 4), which is also added when missing, so the board always times what the target runs."""
+    if not target:
+        return host
+    out = [target if t == 0 else t for t in host]
+    return list(dict.fromkeys(out + [target]))
+
+
+def built_for(run_dir: Path) -> str | None:
+    """The target the run's artifacts were made for (the benchmark stage records it), None if unknown."""
+    results = Path(run_dir) / BENCHMARK_DIR / "benchmark.json"
+    try:
+        return read_json(results)["run"]["target"] if results.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def warn_target_mismatch(run_dir: Path, target: str, chosen: dict[str, Path]) -> None:
+    """A bundle for another target than the run's carries artifacts made by the run's target's rules (I/O dtype…)."""
+    made_for = built_for(run_dir)
+    if made_for is None or made_for == target:
+        return
+    rules = target_rules(target)
+    dtypes = {}
+    for key, path in chosen.items():
+        side = _sidecar(path)
+        dtype = (read_json(side).get("input") or {}).get("dtype") if side else None
+        if dtype and "int8" in key:
+            dtypes[key] = dtype
+    io = "; ".join(f"{k} has {d} I/O, {target}'s rules say {rules.io_dtype}" for k, d in dtypes.items() if d != rules.io_dtype)
+    print(f"warning: {run_dir} was built for target {made_for}, not {target}"
+          f"{f' ({io})' if io else ''}: set target.name: {target} and re-run for artifacts made to its rules",
+          file=sys.stderr)
 
 
 def test_sample(run_dir: Path, samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +178,11 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
     run_dir, output = Path(run_dir), Path(output)
     if not run_dir.is_dir():
         raise PipelineError(f"{run_dir}: no such run folder")
+    if output.is_dir():
+        raise PipelineError(f"-o {output}: is a folder; give the bundle's file name, e.g. {output / f'{target}.tar'}")
     rules = target_rules(target)
     chosen = select_artifacts(run_dir, target)
+    warn_target_mismatch(run_dir, target, chosen)
     x, y = test_sample(run_dir, samples)
 
     files: dict[str, Path] = {}
@@ -181,7 +222,7 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
         "runtime": rules.runtime,
         "runtime_device": rules.device,
         "target_threads": rules.threads,
-        "settings": benchmark_settings(run_dir),  # the board times with the host's settings unless told otherwise
+        "settings": benchmark_settings(run_dir, rules.threads),  # the host's settings unless told otherwise
         "deploy_artifact": EDGETPU_KEY if EDGETPU_KEY in artifacts else rules.deploy_artifact,
         "sample": {"path": "sample.npz", "split": "test", "count": int(len(y)), "shape": list(x.shape)},
         "artifacts": artifacts,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
@@ -57,7 +57,7 @@ def load_edgetpu_delegate(info: dict):
     try:
         delegate = interpreter.load_delegate(info["library"], options)
     except (ValueError, OSError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:200]
+        detail = one_line(exc)
         if not info["installed"] and not info["explicit_library"]:
             why = "libedgetpu is not installed (use the docker/coral image, or install libedgetpu1-std)"
         else:

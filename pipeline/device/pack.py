@@ -6,7 +6,9 @@ owners), so the same run and target give the same bytes and the same bundle sha2
 
 Checks on opening, each a one-line ``PipelineError`` (exit code 2): not a tar, no or bad
 ``bundle.json``, another bundle format, an unsafe member (absolute path, ``..``, a link or
-device), a member not listed, a listed file missing, a sha256 that does not match.
+device), a file that is also the folder of other members, a member not listed, a listed file
+missing, a sha256 that does not match, an artifact or sample path in ``bundle.json`` that is
+not one of the hashed members (an absolute path would let the runner load any file on the board).
 The hashes catch corruption and edits of the payload; they cannot catch someone who also
 rewrites ``bundle.json``, so compare the bundle's own sha256 (printed by ``bundle``) when
 the copy crossed an untrusted channel.
@@ -17,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
+from pipeline.artifacts import atomic_write_bytes
 from pipeline.device import BUNDLE_FORMAT
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 MANIFEST_NAME = "bundle.json"
 _CHUNK = 1 << 20
@@ -58,18 +59,13 @@ def write_bundle(output: Path, files: dict[str, Path], manifest: dict) -> str:
     payload = {name: Path(path).read_bytes() for name, path in sorted(files.items())}
     manifest = {**manifest, "format": BUNDLE_FORMAT,
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in payload.items()}}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
-            for name, data in payload.items():
-                _add(tar, name, data)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return sha256_path(output)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+        for name, data in payload.items():
+            _add(tar, name, data)
+    atomic_write_bytes(output, buf.getvalue())  # the payload is in memory already; readers never see half a tar
+    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 def _check_member_name(bundle: Path, name: str) -> None:
@@ -88,8 +84,8 @@ def open_bundle(path: Path, dest: Path) -> dict:
         raise PipelineError(f"{path}: no such bundle file (make one with: python -m pipeline bundle RUN --target T -o {path.name})")
     try:
         tar = tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise PipelineError(f"{path}: not a bundle tar ({exc})") from None
+    except (tarfile.TarError, OSError) as exc:  # tarfile lists every compression it tried, one per line
+        raise PipelineError(f"{path}: not a bundle tar ({one_line(str(exc).splitlines()[-1].lstrip('- '), 120)})") from None
     with tar:
         members: dict[str, bytes] = {}
         digests: dict[str, str] = {}
@@ -102,7 +98,11 @@ def open_bundle(path: Path, dest: Path) -> dict:
                     raise PipelineError(f"{path}: member {info.name!r} appears twice; refusing to open the bundle")
                 digests[info.name], members[info.name] = _sha256_bytes_of(tar.extractfile(info))
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise PipelineError(f"{path}: truncated or corrupt bundle tar ({exc})") from None
+            raise PipelineError(f"{path}: truncated or corrupt bundle tar ({one_line(exc, 120)})") from None
+    folders = {str(parent) for name in members for parent in PurePosixPath(name).parents if str(parent) != "."}
+    clash = sorted(folders & set(members))
+    if clash:
+        raise PipelineError(f"{path}: member {clash[0]!r} is both a file and the folder of other members; refusing to open the bundle")
     manifest = _read_manifest(path, members.pop(MANIFEST_NAME, None))
     digests.pop(MANIFEST_NAME, None)
     listed = manifest["files"]
@@ -135,4 +135,25 @@ def _read_manifest(path: Path, data: bytes | None) -> dict:
             f"{path}: bundle format {manifest.get('format')!r}, this runner reads format {BUNDLE_FORMAT}; "
             "rebuild the bundle or update the runner to the same pipeline version"
         )
+    for where, member in _referenced_paths(manifest):
+        if not isinstance(member, str) or member not in manifest["files"] or member == MANIFEST_NAME:
+            raise PipelineError(f"{path}: {MANIFEST_NAME} {where} {member!r} is not a hashed file of this bundle "
+                                "(absolute and '..' paths are refused); rebuild it with python -m pipeline bundle")
     return manifest
+
+
+def _referenced_paths(manifest: dict):
+    """(where, path) for every file ``bundle.json`` tells the runner to open: the sample, each artifact and sidecar."""
+    sample, artifacts = manifest.get("sample", {}), manifest.get("artifacts", {})
+    if not isinstance(sample, dict) or not isinstance(artifacts, dict):
+        yield "sample/artifacts", None
+        return
+    if sample:
+        yield "sample.path", sample.get("path")
+    for key, art in artifacts.items():
+        if not isinstance(art, dict):
+            yield f"artifacts.{key}", None
+            continue
+        yield f"artifacts.{key}.path", art.get("path")
+        if art.get("sidecar") is not None:
+            yield f"artifacts.{key}.sidecar", art["sidecar"]

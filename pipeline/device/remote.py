@@ -2,8 +2,15 @@
 
 The command lines are built by ``remote_commands`` (pure, unit-tested) and run one by one by
 ``run_remote``; the first that fails stops the sequence with a one-line error naming the
-step and the command, so a user can re-run that line by hand. Files land in the run folder:
-``RUN/device/<target>.tar`` and ``RUN/device/<name>.json``, the latter merged into the report.
+step and the command, so a user can re-run that line by hand. One exception: the runner's
+exit 1 means "results written, some rows failed" (e.g. the Edge TPU delegate did not load),
+so those results are still fetched and merged before the command exits 1 naming the failed
+rows. Files land in the run folder: ``RUN/device/<target>.tar`` and ``RUN/device/<name>.json``,
+the latter merged into the report.
+
+``--remote-dir`` is checked strictly (letters, digits, ``/._+-``): scp's legacy protocol,
+still the default before OpenSSH 9.0, hands the remote path to the board's shell, where a
+``;`` or a space would run or break something; ssh command lines are quoted with shlex.
 
 Coral USB: the accelerator re-enumerates with a new USB id when its firmware loads, so the
 container gets the whole bus (``--device /dev/bus/usb``), not one device node.
@@ -11,13 +18,14 @@ container gets the whole bus (``--device /dev/bus/usb``), not one device node.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 IMAGE_VERSION = "0.1.0"
 # the image that runs each target, from docker/ (build lines in docker/README.md)
@@ -31,6 +39,13 @@ DOCKER_DEVICES = {
     "openvino_npu": ["/dev/accel"],  # Intel NPU driver
 }
 CONTAINER_DIR = "/bundle"
+RUNNER_ROWS_FAILED = 1  # python -m pipeline.device run: results written, some artifact failed
+
+
+class RowsFailed(PipelineError):
+    """The board ran the bundle and its results are merged, but some rows failed: exit 1, as the runner."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,9 @@ def _check(spec: RemoteSpec) -> None:
         raise PipelineError(f"--threads {spec.threads!r}: expected thread counts like 1,0 (0 = all cores)")
     if not spec.remote_dir.startswith("/"):
         raise PipelineError(f"--remote-dir {spec.remote_dir!r}: must be an absolute path on the board")
+    if not re.fullmatch(r"/[A-Za-z0-9._+/-]*", spec.remote_dir):
+        raise PipelineError(f"--remote-dir {spec.remote_dir!r}: use only letters, digits and / . _ + - (scp's legacy "
+                            "protocol passes the path to the board's shell, where spaces and ; $ ` ' \" would be interpreted)")
 
 
 def _ssh_base(spec: RemoteSpec) -> list[str]:
@@ -108,8 +126,8 @@ def remote_commands(spec: RemoteSpec, bundle: Path, results: Path) -> list[tuple
     """(step, argv) pairs that copy the bundle, run it on the board and fetch the results."""
     _check(spec)
     host, rdir = spec.ssh, spec.remote_dir
-    return [
-        ("prepare", [*_ssh_base(spec), host, shlex.join(["mkdir", "-p", rdir])]),
+    return [  # prepare also removes an earlier results file, so a failed run never fetches stale results
+        ("prepare", [*_ssh_base(spec), host, f"{shlex.join(['mkdir', '-p', rdir])} && {shlex.join(['rm', '-f', f'{rdir}/results.json'])}"]),
         ("copy bundle", [*_scp_base(spec), str(bundle), f"{host}:{rdir}/bundle.tar"]),
         ("run", [*_ssh_base(spec), host, shlex.join(remote_run_command(spec))]),
         ("fetch results", [*_scp_base(spec), f"{host}:{rdir}/results.json", str(results)]),
@@ -122,14 +140,33 @@ def run_remote(run_dir: Path, spec: RemoteSpec, *, merge: bool = True, runner=su
 
     out = Path(run_dir) / "device"
     bundle, results = out / f"{spec.target}.tar", out / f"{spec.name}.json"
+    _check(spec)  # before the bundle is built: a bad argument costs nothing
     make_bundle(run_dir, spec.target, bundle)
+    rows_failed = False
     for step, argv in remote_commands(spec, bundle, results):
         print(f"[{step}] {shlex.join(argv)}", flush=True)
         done = runner(argv)
-        if done.returncode != 0:
+        if step == "run" and done.returncode == RUNNER_ROWS_FAILED:
+            rows_failed = True  # the runner wrote its results: fetch and merge the rows that did run
+        elif done.returncode != 0:
             raise PipelineError(f"remote {step} failed (exit {done.returncode}): {shlex.join(argv)}")
     if merge:
         from pipeline.device.merge import merge_into_report
 
         merge_into_report(run_dir, [results])
+    if rows_failed:
+        raise RowsFailed(failed_rows_message(results, merged=merge))
     return results
+
+
+def failed_rows_message(results: Path, merged: bool) -> str:
+    """One line naming each failed row of a results file (artifact, threads, the error, shortened)."""
+    try:
+        rows = json.loads(Path(results).read_text()).get("rows", [])
+    except (OSError, ValueError, AttributeError):
+        rows = []
+    failed = [r for r in rows if isinstance(r, dict) and r.get("error")]
+    named = "; ".join(f"{r.get('artifact')} threads={r.get('threads')}: {one_line(r['error'], 100)}" for r in failed)
+    kept = "merged into the report" if merged else "kept"
+    return (f"{results}: {len(failed)} of {len(rows)} rows failed on the board ({named or 'the runner exited 1'}); "
+            f"the other rows are {kept}")

@@ -25,7 +25,7 @@ import numpy as np
 import pipeline
 from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
 RESULTS_VERSION = 1
@@ -74,7 +74,7 @@ class ArtifactOpener:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:300]
+    text = one_line(exc, 300)
     return text if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {text}"
 
 
@@ -142,6 +142,8 @@ def run_bundle(
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
         root = Path(tmp)
         manifest = open_bundle(bundle, root)  # refuses a tampered bundle before anything runs
+        if not isinstance(manifest.get("artifacts"), dict) or not isinstance(manifest.get("sample"), dict):
+            raise PipelineError(f"{bundle}: bundle.json has no 'artifacts' or 'sample' table; rebuild it with python -m pipeline bundle")
         digest = sha256_path(bundle)
         settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds)
         keys = _selected(list(manifest["artifacts"]), only)

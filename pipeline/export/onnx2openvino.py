@@ -9,11 +9,12 @@ Each IR lives in its own folder (``<key>/<stem>.xml`` + ``.bin``).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 
 def onnx2openvino(
@@ -48,13 +49,26 @@ def onnx2openvino(
         if (fp16 if half else fp32):
             paths[key] = out_dir / key / f"{stem}.xml"
             paths[key].parent.mkdir(parents=True, exist_ok=True)
-            ov.save_model(model, str(paths[key]), compress_to_fp16=half)  # the default (True) would silently halve fp32
+            ov.save_model(stable_names(model), str(paths[key]), compress_to_fp16=half)  # the default (True) would silently halve fp32
     if int8:
         paths["openvino_int8"] = out_dir / "openvino_int8" / f"{stem}.xml"
         paths["openvino_int8"].parent.mkdir(parents=True, exist_ok=True)
         quantized = quantize_openvino(model, calibration)
-        ov.save_model(quantized, str(paths["openvino_int8"]), compress_to_fp16=False)
+        ov.save_model(stable_names(quantized), str(paths["openvino_int8"]), compress_to_fp16=False)
     return paths
+
+
+_AUTO_NAME = re.compile(r"[A-Z][A-Za-z0-9]*_\d+")  # 'Constant_67756': OpenVINO's process-wide node counter
+
+
+def stable_names(model):
+    """Rename nodes OpenVINO named from its global counter by their place in the graph instead, so the same
+    model gives the same XML bytes in every process (and an unchanged export does not re-run what follows)."""
+    for i, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        if _AUTO_NAME.fullmatch(name):
+            op.set_friendly_name(f"{name.rpartition('_')[0]}_{i}")
+    return model
 
 
 def quantize_openvino(model, calibration: np.ndarray):
@@ -81,4 +95,4 @@ def quantize_openvino(model, calibration: np.ndarray):
 
 
 def _first_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
+    return one_line(exc, 300)

@@ -3,7 +3,9 @@
 onnx2tf (PINTO0309/onnx2tf) rewrites the NCHW ONNX graph as NHWC TensorFlow and calls the
 TFLite converter with our calibration set as the representative dataset. It runs in a
 subprocess: TensorFlow stays out of this process, its log is kept for the error message,
-and its own ``sys.exit`` cannot end the pipeline. Pitfalls handled (ENVIRONMENT.md): it
+and its own ``sys.exit`` cannot end the pipeline. The child and everything it starts die with
+the pipeline (``pipeline.child``), and its working folder is a hidden folder inside ``out_dir``
+(the stage's ``.partial``), so even a SIGKILL leaves no process and no temp folder behind. Pitfalls handled (ENVIRONMENT.md): it
 shells out to ``onnxsim`` (our interpreter's bin/ goes first on PATH); it downloads a
 sample file for 3-channel inputs (a stand-in sits in its working folder); it can skip int8
 and still exit 0 (the int8 file is read back and judged by ``tflite_graph``).
@@ -11,6 +13,7 @@ and still exit 0 (the int8 file is read back and judged by ``tflite_graph``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -22,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.child import DIE_WITH_PARENT_SOURCE, run_child
+from pipeline.errors import PipelineError, one_line
+from pipeline.fs import DISK_FULL_WORDS
 from pipeline.export.tflite_graph import full_integer_problems, read_tflite
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf downloads otherwise
@@ -32,7 +37,7 @@ _GENERIC = ("trace log", "Read this", "Alternatively", "If the input OP", "Also,
 
 # Runs in the child process: onnx2tf's Python API with arguments from a JSON file
 # (mean/std must be numpy arrays, which its CLI builds from strings).
-_DRIVER = """
+_DRIVER = DIE_WITH_PARENT_SOURCE + """
 import json, sys
 import numpy as np
 import onnx2tf
@@ -72,7 +77,7 @@ def onnx2tflite(
     out_dir.mkdir(parents=True, exist_ok=True)
     channels = calibration.shape[1]
 
-    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".onnx2tf-", dir=out_dir) as tmp:
         work = Path(tmp)
         source = work / onnx_path.name  # onnx2tf rewrites its input in place (onnxsim): convert a copy
         shutil.copyfile(onnx_path, source)
@@ -96,12 +101,15 @@ def onnx2tflite(
                "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as f:
             try:
-                proc = subprocess.run([sys.executable, "-c", _DRIVER, str(work / "args.json")], cwd=work, env=env,
-                                      stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+                proc = run_child([sys.executable, "-c", _DRIVER, str(work / "args.json")], cwd=work, env=env,
+                                 stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
                 rc = proc.returncode
             except subprocess.TimeoutExpired:
                 rc = "timeout"
         text = log.read_text(errors="replace")
+        full = next((w for w in DISK_FULL_WORDS if w in text), None)
+        if rc != 0 and full:  # the stage reports a full disk in one line (pipeline.fs), not onnx2tf's log
+            raise OSError(errno.ENOSPC, f"onnx2tf: {full}", str(out_dir))
         stem = onnx_path.stem
         fp32 = work / "out" / f"{stem}_float32.tflite"
         int8 = work / "out" / f"{stem}_full_integer_quant.tflite"
@@ -129,7 +137,7 @@ def _onnx_input_name(path: Path) -> str:
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:
-        raise PipelineError(f"export: {path.name} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise PipelineError(f"export: {path.name} is not a readable ONNX model ({type(exc).__name__}: {one_line(exc, 120)})") from None
     initialisers = {i.name for i in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initialisers]
     if len(names) != 1:
@@ -164,7 +172,7 @@ def _last_line(log: str, rc) -> str:
     exc = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
     err = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:") and not any(g in ln for g in _GENERIC)]
     pick = err[-1] if err else exc[-1] if exc else lines[-1] if lines else f"exit status {rc}, no output"
-    return pick[:300] + ("" if rc in (0, None) else f" [exit {rc}]")
+    return one_line(pick, 300) + ("" if rc in (0, None) else f" [exit {rc}]")
 
 
 def _show_tail(log: str, lines: int = 15) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.export.fidelity import logits_match
 
 INPUT_NAME = "input"
@@ -95,5 +95,4 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+    return one_line(exc, 300)

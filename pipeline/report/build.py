@@ -69,6 +69,8 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     export = records.export or {}
     run = {**results["run"], "folder": records.folder, "config_hash": config_hash(records.config) if records.config else None,
            "accelerator": rules.accelerator if rules else None}
+    if records.folder:  # a copied run folder reports its own name, not the one its benchmark results were written under
+        run["name"] = Path(records.folder).name
     run["export_source"] = export.get("source") or run.get("export_source")
     run["export_source_reason"] = export.get("source_reason")
     report: dict[str, Any] = {
@@ -91,11 +93,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         checked(Machine, device, f"{source}: device")  # a file from another version: one line naming it, not a traceback
         report["environment"]["devices"] = [d for d in report["environment"]["devices"] if d["name"] != device["name"]] + [device]
         for i, r in enumerate(res["rows"]):
-            row = {**r, "where": "device", "device": device["name"]}
-            row.setdefault("model", "student")
-            row.setdefault("error", None)
-            row.setdefault("threads", res.get("settings", {}).get("threads", 0))
-            row.pop("runtime", None)
+            row = device_row(r, device["name"], res.get("settings", {}).get("threads", 0))
             checked(LatencyRow, row, f"{source}: rows.{i}")
             rows[row_key(row)] = row
     for r in rows.values():
@@ -113,6 +111,16 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
     return to_json(report, source=f"{records.folder or '.'}/07_benchmark/benchmark.json (with the run's records)")
+
+
+def device_row(row: dict[str, Any], device: str, default_threads: Any) -> dict[str, Any]:
+    """A results file's row as the report holds it: where/device set, model, error and threads filled in."""
+    out = {**row, "where": "device", "device": device}
+    out.setdefault("model", "student")
+    out.setdefault("error", None)
+    out.setdefault("threads", default_threads)
+    out.pop("runtime", None)
+    return out
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

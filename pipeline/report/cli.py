@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, read_json
 from pipeline.errors import GateFailure, PipelineError
+from pipeline.lock import run_lock
 from pipeline.report import compare
 from pipeline.report.build import build_report, discover_device_results, read_device_files, read_records
 from pipeline.report.console import print_summary, summary_console
@@ -38,6 +39,13 @@ def report_command(run_dir: Path, baseline: Path | None = None, device_results: 
                             "limits must be ≥ 0 (points, percent)")
     base_report = compare.load_report(Path(baseline)) if baseline is not None else None  # a bad baseline stops us here
     read_device_files(list(device_results))  # refuse a bad file before touching anything
+    with run_lock(run_dir):
+        return _rewrite(run_dir, results_path, baseline, base_report, device_results, fail_on_regression=fail_on_regression,
+                        max_accuracy_drop=max_accuracy_drop, max_latency_increase=max_latency_increase)
+
+
+def _rewrite(run_dir: Path, results_path: Path, baseline: Path | None, base_report: dict | None, device_results: list[Path], *,
+             fail_on_regression: bool, max_accuracy_drop: float, max_latency_increase: float) -> int:
     keep_device_results(run_dir, list(device_results))
     devices = readable_device_results(discover_device_results(run_dir))
     report = build_report(read_json(results_path), devices, records=read_records(run_dir))

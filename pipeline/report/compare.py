@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.artifacts import read_json
 from pipeline.errors import PipelineError
-from pipeline.report.markdown import table
+from pipeline.report.markdown import escape, table
 
 KIND, VERSION = "comparison", 1
 SIGN = "positive = the run is worse than the baseline (accuracy lost in points; latency and size grown in %)"
@@ -140,9 +140,9 @@ def regression(run: dict, base: dict, lat_a: dict, lat_b: dict, max_accuracy_dro
 
 
 def render_markdown(comp: dict[str, Any]) -> str:
-    a, b = comp["run"]["label"], comp["baseline"]["label"]
+    a, b = escape(comp["run"]["label"]), escape(comp["baseline"]["label"])
     short_a, short_b = "run", "baseline"
-    lines = [f"# {comp['run']['name']} vs baseline {comp['baseline']['name']}", "",
+    lines = [f"# {escape(comp['run']['name'])} vs baseline {escape(comp['baseline']['name'])}", "",
              f"- run: {a}, verdict {comp['run']['verdict']}", f"- baseline: {b}, verdict {comp['baseline']['verdict']}",
              f"- signs: {comp['sign']}", *[f"- note: {n}" for n in comp["notes"]], ""]
     reg = comp["regression"]

@@ -24,14 +24,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     host = report["environment"]["host"]
     has_devices = any(r["where"] == "device" for r in report["latency"])
     lines = [
-        f"# Benchmark report: {run['name']}: {report['verdict']['status']}",
+        f"# Benchmark report: {escape(run['name'])}: {report['verdict']['status']}",
         "",
-        *[f"- **{line}**" if i == 0 else f"- {line}" for i, line in enumerate(tables.verdict_lines(report))],
+        *[f"- **{escape(line)}**" if i == 0 else f"- {escape(line)}" for i, line in enumerate(tables.verdict_lines(report))],
         "",
         table(*tables.headline(report)),
         "",
-        f"Target **{run['target']}**, deploy artifact **{run['deploy_artifact']}**; {tables.run_label(report)}; "
-        f"{data.get('dataset')} test split, {data['images']} images; host {host.get('cpu')} "
+        f"Target **{escape(run['target'])}**, deploy artifact **{escape(run['deploy_artifact'])}**; {escape(tables.run_label(report))}; "
+        f"{escape(data.get('dataset'))} test split, {data['images']} images; host {escape(host.get('cpu'))} "
         f"({host.get('usable_cores')} usable cores). Created {report['created']}, pipeline {report['pipeline_version']}, "
         f"report schema {report['schema_version']}.",
         "",
@@ -76,10 +76,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
+_MARKUP = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
-    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+
+def escape(text) -> str:
+    """Text from a run or a board (run, target and device names, CPU strings) as literal Markdown: no HTML,
+    no links, no emphasis, no table breaks, one line."""
+    return " ".join(str(text).split()).translate(_MARKUP)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(escape(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
     return "\n".join(out)

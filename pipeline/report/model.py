@@ -298,11 +298,24 @@ def checked(model: type[BaseModel], data: dict[str, Any], source: str) -> BaseMo
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PipelineError(f"{source}: {where}: {err['msg']}{more}; this pipeline reads report schema "
+        raise PipelineError(f"{source}: {_first_problem(exc)}; this pipeline reads report schema "
                             f"{SCHEMA_VERSION} (pipeline/report/model.py): write it again with this version") from None
+
+
+def problem(model: type[BaseModel], data: Any) -> str | None:
+    """How ``data`` breaks ``model``, as one line 'field.path: message'; None if it fits."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return _first_problem(exc)
+    return None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
 
 
 def json_schema() -> dict[str, Any]:

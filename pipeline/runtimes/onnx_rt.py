@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.runtimes.base import Runtime
 
 
@@ -24,7 +24,7 @@ class OnnxRuntime(Runtime):
         try:
             self.session = ort.InferenceSession(str(self.artifact), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise PipelineError(f"{self.artifact}: onnxruntime cannot load it ({' '.join(str(exc).split())[:200]})") from None
+            raise PipelineError(f"{self.artifact}: onnxruntime cannot load it ({one_line(exc)})") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)

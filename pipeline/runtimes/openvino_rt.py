@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.runtimes.base import Runtime
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
@@ -32,7 +32,7 @@ class OpenVINORuntime(Runtime):
         try:
             model = core.read_model(str(self.artifact))
         except Exception as exc:
-            raise PipelineError(f"{self.artifact}: OpenVINO cannot read it ({' '.join(str(exc).split())[:200]})") from None
+            raise PipelineError(f"{self.artifact}: OpenVINO cannot read it ({one_line(exc)})") from None
         config: dict[str, str] = {}
         if base == "CPU":
             config["INFERENCE_PRECISION_HINT"] = precision or "f32"
@@ -42,7 +42,7 @@ class OpenVINORuntime(Runtime):
         try:
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
-            raise PipelineError(f"{self.artifact}: OpenVINO cannot compile it for {device} ({' '.join(str(exc).split())[:200]})") from None
+            raise PipelineError(f"{self.artifact}: OpenVINO cannot compile it for {device} ({one_line(exc)})") from None
         self.request = self.compiled.create_infer_request()
         port = model.inputs[0]
         pshape = port.get_partial_shape()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.runtimes.base import Runtime, dequantize, quantize
 
 
@@ -40,7 +40,7 @@ class TFLiteRuntime(Runtime):
         except (ValueError, RuntimeError) as exc:
             text = " ".join(str(exc).split())
             hint = " (an Edge TPU model needs the Edge TPU delegate)" if "edgetpu" in text.lower() else ""
-            raise PipelineError(f"{self.artifact}: the TFLite interpreter cannot load it{hint}: {text[:200]}") from None
+            raise PipelineError(f"{self.artifact}: the TFLite interpreter cannot load it{hint}: {one_line(text)}") from None
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
         signature = tuple(int(d) for d in self.inp.get("shape_signature", self.inp["shape"]))

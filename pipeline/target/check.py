@@ -18,6 +18,8 @@ import numpy as np
 import pipeline
 from pipeline.artifacts import atomic_write_json, hash_json, read_json
 from pipeline.errors import PipelineError
+from pipeline.fs import stage_write_errors
+from pipeline.lock import run_lock
 
 CHECK_VERSION = 1  # bump when a checker's rules change, so cached verdicts are recomputed
 CALIBRATION_IMAGES = 8
@@ -50,7 +52,11 @@ def precheck(cfg, force: bool = False) -> dict:
         report = {**read_json(cache_file), "cached": True}
     else:
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="precheck-") as tmp:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # inside the run folder, named like a stage's .partial: a killed check leaves nothing outside it,
+        # and the next run (holding the run folder's lock) deletes it
+        with run_lock(cfg.run_dir), tempfile.TemporaryDirectory(prefix="precheck-", suffix=".partial",
+                                                                dir=cache_file.parent) as tmp, stage_write_errors(Path(tmp)):
             report = check_untrained(cfg.student, input_shape, num_classes, rules, Path(tmp))
         report.update(target=rules.name, student=cfg.student.arch, input_shape=list(input_shape),
                       seconds=round(time.perf_counter() - started, 1))

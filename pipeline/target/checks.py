@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import one_line
+
 READY, NOT_READY = "ready", "not ready"
 
 
@@ -63,7 +65,7 @@ def _run_tflite_once(path: Path, threads: int) -> dict:
         interp.invoke()
         return {"runtime": "LiteRT", "threads": n, "first_run_ms": round(1e3 * (time.perf_counter() - t), 2)}
     except Exception as exc:
-        return {"runtime": "LiteRT", "threads": n, "error": " ".join(str(exc).split())[:200]}
+        return {"runtime": "LiteRT", "threads": n, "error": one_line(exc)}
 
 
 def check_openvino(path: Path, rules) -> dict:
@@ -91,7 +93,7 @@ def check_openvino(path: Path, rules) -> dict:
     try:
         core.compile_model(model, device)
     except Exception as exc:
-        problems.append(f"{device} plugin cannot compile it: {' '.join(str(exc).split())[:200]}")
+        problems.append(f"{device} plugin cannot compile it: {one_line(exc)}")
     verdict = NOT_READY if problems else READY if status["available"] else f"{READY} on CPU ({status['device']} absent here)"
     summary = (f"{verdict}: {len(ops)} ops, {fake_quant} FakeQuantize, all supported and compiled on {device}"
                if not problems else f"{NOT_READY}: {'; '.join(problems[:3])}")

@@ -32,6 +32,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pipeline.child import run_child
+
 COMPILER = "edgetpu_compiler"
 NOT_FOUND = f"not compiled: {COMPILER} not found"
 TURNED_OFF = "not compiled: target.compiler is off"
@@ -124,10 +126,11 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> dict:
     model, out_dir = Path(model), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model)], capture_output=True, text=True, timeout=timeout)
+        proc = run_child([exe, "-s", "-o", str(out_dir), str(model)], cwd=out_dir, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=timeout)  # dies with the stage
         text, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        text, rc = f"{exc.stdout or ''}\ntimed out after {timeout:.0f} s", "timeout"
+    except subprocess.TimeoutExpired:
+        text, rc = f"timed out after {timeout:.0f} s", "timeout"
     (out_dir / LOG_FILE).write_text(text)
     compiled = out_dir / f"{model.stem}_edgetpu.tflite"
     op_log = out_dir / f"{model.stem}_edgetpu.log"

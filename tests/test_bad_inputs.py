@@ -1,0 +1,673 @@
+"""Bad inputs, faults and attacks (issue 18): one case per row of ``CASES``, each must end in ONE line.
+
+Every case prepares files under a fresh folder, runs the command line in-process
+(``python -m pipeline …`` or ``python -m pipeline.device …`` through their ``main``; a second
+process only where processes matter) and is scored by ``score``:
+
+* ``one line``: the expected exit code, exactly one ``error:``/``warning:`` line on stderr that names
+  the file or key, no traceback, and the case's ``check`` finds nothing wrong left behind (no stage
+  folder a later run would take as finished, no file written outside the run, no command run);
+* ``traceback``: an exception escaped, or a traceback was printed;
+* ``silent``: exit 0 where an error (or a warning) was due, or the harm happened unreported;
+* ``other``: anything else (several lines, another exit code, a line that names neither file nor key).
+
+``python tests/test_bad_inputs.py`` prints the scored table without pytest (run it against another
+checkout, with that checkout on PYTHONPATH, to score old code). Image-folder and checkpoint cases
+belong to their own issues' tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from collections import namedtuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+from conftest import TINY_RECIPE  # noqa: E402
+from test_report import device_results, make_results  # noqa: E402
+
+PROGRESS = ("▶", "✓", "→", "done in", "precheck ")  # stage progress on stderr: not messages
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: tuple[str, ...]  # after `python -m pipeline` ("device-run …": after `python -m pipeline.device run`)
+    expect: str  # the one line names this (a file, a key, a flag)
+    code: int = 2
+    setup: Callable | None = None  # (tmp, monkeypatch) -> None
+    check: Callable | None = None  # (tmp) -> a problem left behind, or None
+    warning: bool = False  # a warning line with exit 0, not an error
+    concurrent: bool = False  # a first run is started in another process before this one
+
+
+# --- setups ----------------------------------------------------------------------------------------------------
+
+
+def _recipe(tmp: Path, name: str = "tiny.yaml", text: str | None = None) -> Path:
+    path = tmp / name
+    path.write_text((TINY_RECIPE if text is None else text) + f"runs_dir: {tmp / 'runs'}\n")
+    return path
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def _idx_folder(tmp: Path, n_train: int = 300, n_labels: int = 300) -> Path:
+    folder = tmp / "idx"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    _write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n_train, 8, 8)))
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(n_labels) % 10)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 8, 8)))
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(50) % 10)
+    return folder
+
+
+def _fashion(tmp: Path, mp, **kw) -> None:
+    folder = _idx_folder(tmp, **kw)
+    _recipe(tmp, text=TINY_RECIPE.replace("dataset: digits", f"dataset: fashion_mnist\n  root: {folder}"))
+
+
+def setup_idx_label_mismatch(tmp, mp):
+    _fashion(tmp, mp, n_train=300, n_labels=250)
+
+
+def setup_idx_3_bytes(tmp, mp):
+    _fashion(tmp, mp)
+    (tmp / "idx" / "train-images-idx3-ubyte.gz").unlink()
+    (tmp / "idx" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08")
+
+
+def setup_gz_not_gzip(tmp, mp):
+    _fashion(tmp, mp)
+    (tmp / "idx" / "train-labels-idx1-ubyte.gz").write_bytes(b"these are not gzip bytes at all")
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def setup_cifar_pickle(tmp, mp):
+    folder = tmp / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _RunsCommand(tmp / "pwned"), b"labels": [0]}, f)
+    _recipe(tmp, text=TINY_RECIPE.replace("dataset: digits", f"dataset: cifar10\n  root: {tmp / 'cifar'}"))
+
+
+def setup_mnist_pickle(tmp, mp):
+    (tmp / "mnist").mkdir()
+    with gzip.open(tmp / "mnist" / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(_RunsCommand(tmp / "pwned"), f)
+    _recipe(tmp, text=TINY_RECIPE.replace("dataset: digits", f"dataset: mnist\n  root: {tmp / 'mnist'}"))
+
+
+def setup_recipe(tmp, mp):
+    _recipe(tmp)
+
+
+def setup_little_memory(tmp, mp):
+    _recipe(tmp)
+    import psutil
+
+    real = psutil.virtual_memory()
+    mp.setattr(psutil, "virtual_memory", lambda: real._replace(available=2 << 30))  # a 2 GiB machine
+
+
+def setup_duplicate_section(tmp, mp):
+    _recipe(tmp, text=TINY_RECIPE + "distill:\n  method: at\n")
+
+
+def setup_duplicate_key(tmp, mp):
+    _recipe(tmp, text=TINY_RECIPE.replace("  epochs: 4\n", "  epochs: 4\n  epochs: 40\n"))
+
+
+def setup_not_utf8(tmp, mp):
+    (tmp / "tiny.yaml").write_bytes(b"name: caf\xe9\n" + f"runs_dir: {tmp / 'runs'}\n".encode())
+
+
+def _finished(tmp: Path, folder: str, run: str = "tiny") -> str | None:
+    """A finished stage folder that should not exist (a later run would take it as done)."""
+    path = tmp / "runs" / run / folder
+    return f"{path} left as finished" if path.is_dir() else None
+
+
+def _trained(tmp: Path, mp) -> None:
+    """A copy of a run finished through qat (distill weights, no QAT epochs), built once per process."""
+    src = _trained_run()
+    _recipe(tmp, text=_TRAINED_RECIPE)
+    shutil.copytree(src, tmp / "runs" / "tiny", symlinks=True)
+    (tmp / "runs" / "tiny" / ".lock").unlink(missing_ok=True)
+
+
+_TRAINED_RECIPE = TINY_RECIPE.replace("  epochs: 4\n", "  epochs: 1\n").replace("qat:\n  epochs: 1\n", "qat:\n  enabled: false\n")
+_TRAINED: list[Path] = []
+
+
+def _trained_run() -> Path:
+    if not _TRAINED:
+        import torch
+
+        from pipeline.config import load_config
+        from pipeline.run import run_pipeline
+
+        tmp = Path(tempfile.mkdtemp(prefix="bad-inputs-trained-"))
+        recipe = _recipe(tmp, text=_TRAINED_RECIPE)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                run_pipeline(load_config(recipe), until="qat")
+        finally:
+            torch.set_num_threads(threads)
+        _TRAINED.append(tmp / "runs" / "tiny")
+    return _TRAINED[0]
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def setup_disk_full_data(tmp, mp):
+    _recipe(tmp)
+    import pipeline.artifacts
+    import pipeline.data.stage
+
+    real = pipeline.artifacts.atomic_write_bytes
+
+    def half_then_full(path, data):
+        if Path(path).name == "calibration.npy":
+            Path(path).write_bytes(data[: len(data) // 2])
+            _enospc()
+        real(path, data)
+
+    mp.setattr(pipeline.artifacts, "atomic_write_bytes", half_then_full)
+    mp.setattr(pipeline.data.stage, "atomic_write_bytes", half_then_full)
+
+
+def setup_disk_full_onnx(tmp, mp):
+    _trained(tmp, mp)
+    import torch
+
+    mp.setattr(torch.onnx, "export", _enospc)
+
+
+def setup_disk_full_openvino(tmp, mp):
+    """OpenVINO's C++ writer on a full disk: a RuntimeError without errno, and (almost) no space left."""
+    _trained(tmp, mp)
+    import openvino
+
+    def iostream_error(*args, **kwargs):
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp:1287: basic_ios::clear: iostream error")
+
+    mp.setattr(openvino, "save_model", iostream_error)
+    real = shutil.disk_usage
+    mp.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=4096))
+
+
+def setup_disk_full_onnx2tf(tmp, mp):
+    """onnx2tf's child process runs out of space: a stand-in onnx2tf module fails as the real one does."""
+    _trained(tmp, mp)
+    fake = tmp / "fake_onnx2tf"
+    fake.mkdir()
+    (fake / "onnx2tf.py").write_text("def convert(**kwargs):\n    raise OSError(28, 'No space left on device')\n")
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+
+
+def setup_read_only_run(tmp, mp):
+    """A run folder nobody may write: chmod, and (root ignores modes) the same refusal from the OS calls."""
+    recipe = _recipe(tmp)
+    from pipeline.__main__ import main
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["run", str(recipe), "--until", "data"]) == 0
+    folder = tmp / "runs" / "tiny"
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    if os.geteuid() != 0:
+        return
+    inside = lambda p: str(Path(os.fsdecode(p)).absolute()).startswith(str(folder))  # noqa: E731
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+
+    real_mkdir, real_os_open, real_open = os.mkdir, os.open, io.open
+
+    def mkdir(path, *a, **kw):
+        if inside(path) and not os.path.exists(path):
+            refuse(path)
+        return real_mkdir(path, *a, **kw)
+
+    def os_open(path, flags, *a, **kw):
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **kw)
+
+    def open_(file, mode="r", *a, **kw):
+        if isinstance(file, (str, bytes, os.PathLike)) and inside(file) and any(c in mode for c in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **kw)
+
+    mp.setattr(os, "mkdir", mkdir)
+    mp.setattr(os, "open", os_open)
+    mp.setattr(io, "open", open_)
+    mp.setattr("builtins.open", open_)
+
+
+# --- device side ---------------------------------------------------------------------------------------------------
+
+EXPORTED = {"tflite_fp32": "student_fp32.tflite", "tflite_int8": "student_int8.tflite"}
+
+
+def _stub_run(tmp: Path, mp, built_for: str = "edge_tpu") -> Path:
+    """A run folder with what `bundle`/`report` read: stand-in artifacts and sidecars, benchmark results;
+    the test sample and host predictions stubbed (no model runs)."""
+    import pipeline.device.bundle as bundle_mod
+
+    run = tmp / "runs" / "demo"
+    export = run / "05_export"
+    export.mkdir(parents=True)
+    io_dtype = "uint8" if built_for == "edge_tpu" else "int8"
+    for key, rel in EXPORTED.items():
+        (export / rel).write_bytes(key.encode() * 10)
+        (export / f"{rel}.json").write_text(json.dumps({"format": key, "input": {"dtype": io_dtype if "int8" in key else "float32"}}))
+    (export / "artifacts.json").write_text(json.dumps(EXPORTED))
+    results = make_results()
+    results["run"]["target"] = built_for
+    (run / "07_benchmark").mkdir()
+    (run / "07_benchmark" / "benchmark.json").write_text(json.dumps(results))
+    x, y = np.zeros((7, 1, 8, 8), np.float32), np.arange(7) % 3
+    mp.setattr(bundle_mod, "test_sample", lambda run_dir, n: (x[:n], y[:n]))
+    mp.setattr(bundle_mod, "host_predictions", lambda path, xs: np.zeros(len(xs), np.int64))
+    return run
+
+
+FAKE_SSH = """#!{python}
+import os, sys
+command = sys.argv[-1]
+sys.exit(int(os.environ.get("FAKE_RUN_RC", "0")) if "pipeline.device" in command or "docker run" in command else 0)
+"""
+# scp's legacy protocol (the default before OpenSSH 9.0) sends `scp -t PATH` / `scp -f PATH` to the board's shell
+FAKE_SCP = """#!{python}
+import os, shutil, subprocess, sys
+src, dst = [a for a in sys.argv[1:] if not a.startswith("-")][-2:]
+remote = dst if ":" in dst else src
+subprocess.run(["sh", "-c", "true -t " + remote.split(":", 1)[1]])
+if remote is src:
+    shutil.copyfile(os.environ["FAKE_BOARD_RESULTS"], dst)
+"""
+
+
+def _fake_board(tmp: Path, mp, run_rc: int = 0, rows=None) -> None:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("scp", FAKE_SCP)):
+        (bin_dir / name).write_text(text.format(python=sys.executable))
+        (bin_dir / name).chmod(0o755)
+    results = device_results()
+    if rows is not None:
+        results["rows"] = rows
+    (tmp / "board.json").write_text(json.dumps(results))
+    mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    mp.setenv("FAKE_RUN_RC", str(run_rc))
+    mp.setenv("FAKE_BOARD_RESULTS", str(tmp / "board.json"))
+
+
+def setup_scp_injection(tmp, mp):
+    _stub_run(tmp, mp, built_for="rpi4")
+    _fake_board(tmp, mp)
+
+
+def setup_partial_board(tmp, mp):
+    _stub_run(tmp, mp, built_for="rpi4")
+    _fake_board(tmp, mp, run_rc=1)
+
+
+def _bundle(tmp: Path, manifest_edit=None, extra_members: dict[str, bytes] | None = None) -> Path:
+    """A bundle whose hashes verify; ``manifest_edit`` changes bundle.json before its files table is made."""
+    from pipeline.device.pack import write_bundle
+
+    torch_model = _tiny_onnx(tmp / "src" / "model.onnx")
+    sample = tmp / "src" / "sample.npz"
+    with open(sample, "wb") as f:
+        np.savez(f, x=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros(2, np.int64))
+    files = {"models/model.onnx": torch_model, "sample.npz": sample}
+    for name, data in (extra_members or {}).items():
+        (tmp / "src" / name.replace("/", "_")).write_bytes(data)
+        files[name] = tmp / "src" / name.replace("/", "_")
+    manifest = {"run": "demo", "target": "rpi4", "runtime": "onnxruntime", "runtime_device": "CPU",
+                "settings": {"warmup": 0, "min_runs": 1, "min_seconds": 0.0, "threads": [1]},
+                "deploy_artifact": "onnx",
+                "sample": {"path": "sample.npz", "split": "test", "count": 2, "shape": [2, 1, 8, 8]},
+                "artifacts": {"onnx": {"path": "models/model.onnx", "sidecar": None, "format": "onnx", "host": None}}}
+    if manifest_edit:
+        manifest_edit(manifest)
+    write_bundle(tmp / "bundle.tar", files, manifest)
+    return tmp / "bundle.tar"
+
+
+def _tiny_onnx(path: Path) -> Path:
+    from conftest import TinyNet
+    from pipeline.export.torch2onnx import torch2onnx
+
+    return torch2onnx(TinyNet(), (1, 8, 8), path)
+
+
+def setup_bundle_absolute_path(tmp, mp):
+    secret = _tiny_onnx(tmp / "elsewhere" / "any.onnx")  # a file outside the bundle, never hashed
+    _bundle(tmp, lambda m: m["artifacts"]["onnx"].update(path=str(secret)))
+
+
+def setup_bundle_dotdot_path(tmp, mp):
+    _tiny_onnx(tmp / "elsewhere" / "any.onnx")
+    _bundle(tmp, lambda m: m["artifacts"]["onnx"].update(path="models/../../elsewhere/any.onnx"))
+
+
+def setup_bundle_file_and_folder(tmp, mp):
+    _bundle(tmp, extra_members={"models/x": b"a file", "models/x/y": b"a file in a folder of that name"})
+
+
+def setup_not_a_tar(tmp, mp):
+    (tmp / "bundle.tar").write_bytes(b"hello, not a tar\n")
+
+
+def setup_stub_run(tmp, mp):
+    _stub_run(tmp, mp)
+
+
+def setup_bad_device_rows(tmp, mp):
+    _stub_run(tmp, mp)
+    bad = device_results()
+    bad["rows"][0]["latency_ms"]["p50"] = "fast"
+    (tmp / "board.json").write_text(json.dumps(bad))
+
+
+# --- the concurrent first run --------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+# The first run, in its own process: a real `run`, held at the start of its teacher stage until the second
+# attempt is over, so the two overlap whatever the machine's speed.
+HELD_RUN = """
+import sys, time
+from pathlib import Path
+import pipeline.teacher.stage as teacher
+train = teacher.run
+def run(ctx):
+    Path(sys.argv[1]).touch()
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.05)
+    return train(ctx)
+teacher.run = run
+from pipeline.__main__ import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@contextlib.contextmanager
+def first_run(tmp: Path):
+    """`run --until teacher` in another process, yielded while it is inside its teacher stage; its exit code is kept."""
+    recipe = _recipe(tmp, text=TINY_RECIPE.replace("  epochs: 4\n", "  epochs: 1\n"))
+    started, go = tmp / "teacher-started", tmp / "go"
+    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, str(started), str(go), "run", str(recipe), "--until", "teacher"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the first run did not reach its teacher stage: {proc.stderr.read()}")
+        time.sleep(0.05)
+    try:
+        yield proc
+    finally:
+        go.touch()
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        FIRST[str(tmp)] = (proc.returncode, proc.stderr.read())
+
+
+FIRST: dict[str, tuple] = {}
+
+
+def check_first_run_untouched(tmp):
+    rc, err = FIRST.get(str(tmp), (None, ""))
+    if rc != 0 or "Traceback" in err:
+        return f"the first run failed (exit {rc}): {err.strip().splitlines()[-1:] }"
+    from pipeline.artifacts import Manifest, verify_outputs
+
+    folder = tmp / "runs" / "tiny" / "02_teacher"
+    m = Manifest.read(folder)
+    if m is None or not verify_outputs(folder, m):
+        return "the first run's teacher stage is not intact"
+    return None
+
+
+# --- checks ----------------------------------------------------------------------------------------------------------
+
+
+def no_marker(tmp):
+    return "the crafted input ran a command" if (tmp / "pwned").exists() else None
+
+
+def nothing(*folders):
+    return lambda tmp: next((f"{tmp / f} written" for f in folders if (tmp / f).exists()), None)
+
+
+def stage_not_finished(folder):
+    return lambda tmp: _finished(tmp, folder)
+
+
+def not_kept(name):
+    return lambda tmp: f"{name} kept in the run folder" if (tmp / "runs" / "demo" / "device" / name).exists() else None
+
+
+def report_untouched(tmp):
+    return "the report was rewritten before the baseline was checked" if (tmp / "runs" / "demo" / "report.md").exists() else None
+
+
+def partial_results_fetched(tmp):
+    return None if (tmp / "runs" / "demo" / "device" / "rpi4.json").is_file() else "the board's partial results were not fetched"
+
+
+RUN = ("run", "{tmp}/tiny.yaml", "--until", "data")
+DEVICE = ("device", "{tmp}/runs/demo", "--ssh", "pi@board", "--target", "rpi4", "--name", "rpi4", "--no-merge")
+
+CASES = [
+    # recipe and --set
+    Case("image_size 0", (*RUN, "--set", "data.image_size=0"), "data.image_size", setup=setup_recipe),
+    Case("image_size negative", (*RUN, "--set", "data.image_size=-8"), "data.image_size", setup=setup_recipe),
+    Case("image_size huge", (*RUN, "--set", "data.image_size=1000000"), "data.image_size", setup=setup_recipe),
+    Case("image_size beyond memory", (*RUN, "--set", "data.image_size=1024", "--set", "data.max_train=null"),
+         "data.image_size", setup=setup_little_memory, check=stage_not_finished("01_data")),
+    Case("std [0]", (*RUN, "--set", "data.std=[0]"), "data.std", setup=setup_recipe),
+    Case("mean: 3 values, 1 channel", (*RUN, "--set", "data.mean=[0.5, 0.5, 0.5]"), "data.mean", setup=setup_recipe,
+         check=stage_not_finished("01_data")),
+    Case("calibration_size > data (warning)", (*RUN, "--set", "data.calibration_size=100000"), "data.calibration_size",
+         code=0, warning=True, setup=setup_recipe),
+    Case("benchmark.threads [-1]", (*RUN, "--set", "benchmark.threads=[-1]"), "benchmark.threads", setup=setup_recipe),
+    Case("benchmark.threads []", (*RUN, "--set", "benchmark.threads=[]"), "benchmark.threads", setup=setup_recipe),
+    Case("qat.freeze_bn_epoch -1", (*RUN, "--set", "qat.freeze_bn_epoch=-1"), "qat.freeze_bn_epoch", setup=setup_recipe),
+    Case("qat.milestones [-1]", (*RUN, "--set", "qat.milestones=[-1]"), "qat.milestones", setup=setup_recipe),
+    Case("teacher.milestones [-5]", (*RUN, "--set", "teacher.milestones=[-5]"), "teacher.milestones", setup=setup_recipe),
+    Case("duplicate YAML section", RUN, "duplicate key 'distill'", setup=setup_duplicate_section),
+    Case("duplicate YAML key", RUN, "duplicate key 'epochs'", setup=setup_duplicate_key),
+    Case("name ''", (*RUN, "--set", "name=''"), "name: ''", setup=setup_recipe, check=nothing("runs/01_data")),
+    Case("name ../escaped", (*RUN, "--set", "name=../escaped"), "name: '../escaped'", setup=setup_recipe,
+         check=nothing("escaped")),
+    Case("--from export --until data", ("run", "{tmp}/tiny.yaml", "--from", "export", "--until", "data"), "--from export",
+         setup=setup_recipe),
+    Case("student.stages: no such module", ("run", "{tmp}/tiny.yaml", "--until", "distill", "--set", "student.stages=[layer9]"),
+         "student.stages", setup=setup_recipe, check=stage_not_finished("02_teacher")),
+    Case("student.arch_args: unknown", (*RUN, "--set", "student.arch_args={depth_mult: 2}"), "student.arch_args",
+         setup=setup_recipe),
+    Case("distill.options for kd", (*RUN, "--set", "distill.options={alpha: 1}"), "distill.options: method 'kd' takes no options",
+         setup=setup_recipe),
+    Case("recipe not UTF-8", RUN, "tiny.yaml: not UTF-8", setup=setup_not_utf8),
+    Case("--set bad YAML", (*RUN, "--set", "distill.epochs=[1"), "--set distill.epochs", setup=setup_recipe),
+    Case("--set Python tag", (*RUN, "--set", "distill.epochs=!!python/object/apply:os.system [true]"), "--set distill.epochs",
+         setup=setup_recipe),
+    Case("--set into a scalar", (*RUN, "--set", "distill.epochs.x=1"), "--set distill.epochs.x", setup=setup_recipe),
+    # data files
+    Case("IDX: 300 images, 250 labels", RUN, "train-labels-idx1-ubyte", setup=setup_idx_label_mismatch,
+         check=stage_not_finished("01_data")),
+    Case("IDX: 3-byte file", RUN, "train-images-idx3-ubyte", setup=setup_idx_3_bytes),
+    Case(".gz that is not gzip", RUN, "train-labels-idx1-ubyte.gz", setup=setup_gz_not_gzip),
+    Case("CIFAR batch that runs a command", RUN, "data_batch_1", setup=setup_cifar_pickle, check=no_marker),
+    Case("mnist.pkl.gz that runs a command", RUN, "mnist.pkl.gz", setup=setup_mnist_pickle, check=no_marker),
+    # the run folder
+    Case("second run on one folder", ("run", "{tmp}/tiny.yaml", "--until", "teacher"), "in use by another run (PID",
+         concurrent=True, check=check_first_run_untouched),
+    Case("read-only run folder", ("run", "{tmp}/tiny.yaml", "--until", "teacher", "--set", "teacher.epochs=1"),
+         "runs/tiny", setup=setup_read_only_run, check=stage_not_finished("02_teacher")),
+    Case("disk full: data", RUN, "disk full", setup=setup_disk_full_data, check=stage_not_finished("01_data")),
+    Case("disk full: export, ONNX", ("run", "{tmp}/tiny.yaml", "--until", "export", "--set", "export.formats=[onnx]"),
+         "disk full", setup=setup_disk_full_onnx, check=stage_not_finished("05_export")),
+    Case("disk full: export, OpenVINO", ("run", "{tmp}/tiny.yaml", "--until", "export", "--set", "export.formats=[onnx, openvino_fp32]"),
+         "disk full", setup=setup_disk_full_openvino, check=stage_not_finished("05_export")),
+    Case("disk full: export, onnx2tf", ("run", "{tmp}/tiny.yaml", "--until", "export", "--set", "export.formats=[onnx, tflite_int8]"),
+         "disk full", setup=setup_disk_full_onnx2tf, check=stage_not_finished("05_export")),
+    # device path and reports
+    Case("--remote-dir injection (scp)", (*DEVICE, "--remote-dir", "/tmp/x;touch {tmp}/pwned;"), "--remote-dir",
+         setup=setup_scp_injection, check=no_marker),
+    Case("board exits 1, some rows failed", DEVICE, "tflite_edgetpu threads=", code=1, setup=setup_partial_board,
+         check=partial_results_fetched),
+    Case("bundle.json absolute artifact path", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "artifacts.onnx.path",
+         setup=setup_bundle_absolute_path, check=nothing("r.json")),
+    Case("bundle.json '..' artifact path", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "artifacts.onnx.path",
+         setup=setup_bundle_dotdot_path, check=nothing("r.json")),
+    Case("bundle: file beside folder member", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "models/x",
+         setup=setup_bundle_file_and_folder, check=nothing("r.json")),
+    Case("bundle: not a tar", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "not a bundle tar",
+         setup=setup_not_a_tar),
+    Case("bundle -o a folder", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}"), "-o",
+         setup=setup_stub_run),
+    Case("bundle for another target (warning)", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}/rpi4.tar"),
+         "built for target edge_tpu", code=0, warning=True, setup=setup_stub_run),
+    Case("--device-results: malformed row", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),
+         "rows[0].latency_ms", setup=setup_bad_device_rows, check=not_kept("board.json")),
+    Case("report --baseline missing", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/nosuch"), "runs/nosuch",
+         setup=setup_stub_run, check=report_untouched),
+]
+
+
+# --- running and scoring -------------------------------------------------------------------------------------------
+
+Attempt = namedtuple("Attempt", "code stderr traceback problem")
+
+
+def attempt(case: Case, tmp: Path) -> Attempt:
+    """Run one case in ``tmp`` (the current folder meanwhile): exit code, stderr, a traceback if one escaped, what it left."""
+    from pipeline.__main__ import main
+    from pipeline.device.__main__ import main as device_main
+
+    args = [a.replace("{tmp}", str(tmp)) for a in case.args]
+    err, tb, code = io.StringIO(), None, None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        if case.setup:
+            case.setup(tmp, mp)
+        with (first_run(tmp) if case.concurrent else contextlib.nullcontext()):
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    code = device_main(["run", *args[1:]]) if args[0] == "device-run" else main(args)
+                except SystemExit as exc:
+                    code = exc.code
+                except BaseException:  # noqa: BLE001  what escaped is the finding
+                    tb = traceback.format_exc()
+        problem = case.check(tmp) if case.check else None
+    return Attempt(code, err.getvalue(), tb, problem)
+
+
+def message_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.lstrip().startswith(PROGRESS)]
+
+
+def score(case: Case, a: Attempt) -> str:
+    if a.traceback or "Traceback (most recent call last)" in a.stderr:
+        return "traceback"
+    lines = message_lines(a.stderr)
+    prefix = "warning:" if case.warning else "error:"
+    said = [ln for ln in lines if ln.startswith(prefix)]
+    if a.code == 0 and case.code != 0 or (case.warning and not said):
+        return "silent"
+    if a.problem:
+        return "silent" if not said else "other"
+    if a.code == case.code and len(lines) == 1 and said and case.expect in said[0]:
+        return "one line"
+    return "other"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_ends_in_one_line(case, tmp_path):
+    a = attempt(case, tmp_path)
+    assert a.traceback is None, a.traceback
+    assert a.problem is None
+    lines = message_lines(a.stderr)
+    assert a.code == case.code, a.stderr
+    assert len(lines) == 1, a.stderr
+    assert lines[0].startswith("warning:" if case.warning else "error:") and case.expect in lines[0], lines[0]
+    assert score(case, a) == "one line"
+
+
+def main() -> None:
+    """Print the scored table: one row per case, then the totals."""
+    outcomes = []
+    for case in CASES:
+        with tempfile.TemporaryDirectory(prefix="bad-input-") as tmp:
+            tmp = Path(tmp)
+            try:
+                a = attempt(case, tmp)
+                outcome = score(case, a)
+                line = (message_lines(a.stderr) or [a.traceback.strip().splitlines()[-1] if a.traceback else ""])[-1]
+            except Exception as exc:  # noqa: BLE001  a setup that cannot run on this checkout
+                outcome, line = "setup failed", f"{type(exc).__name__}: {exc}"
+            finally:
+                for p in [tmp, *tmp.rglob("*")]:  # the read-only case: let the folder be removed
+                    with contextlib.suppress(OSError):
+                        p.chmod(p.stat().st_mode | 0o700)
+        outcomes.append(outcome)
+        print(f"| {case.name} | {outcome} | {line[:150].replace('|', '/')} |", flush=True)
+    kinds = ("one line", "traceback", "silent", "other", "setup failed")
+    print("\n| tried | " + " | ".join(kinds) + " |\n|" + "---|" * (len(kinds) + 1))
+    print(f"| {len(outcomes)} | " + " | ".join(str(outcomes.count(k)) for k in kinds) + " |")
+
+
+if __name__ == "__main__":
+    main()
