@@ -3,6 +3,8 @@
 Loss during QAT: w_ce·CE + w_kd·KD_T(student_fq, teacher) when ``qat.kd`` (default), else CE.
 BN statistics freeze at ``freeze_bn_epoch`` and quantisation ranges at ``freeze_observer_epoch``
 (the usual QAT recipe: let ranges settle, then train the weights against fixed ranges).
+After copying the weights back, the float student's BN statistics are re-estimated when they lag
+(``recalibrate_bn``, as Nagel et al. 2022 do after QAT): the export calibrates int8 ranges on it.
 Outputs: ``student.pt`` (plain float module with the QAT-trained weights, what export reads)
 and ``fakequant_test_logits.npy`` (the fake-quant model's test logits, for the benchmark).
 """
@@ -20,6 +22,7 @@ from pipeline.distill.trainer import freeze
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, prepare_qat
 from pipeline.target import TARGETS
+from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit, predict
 
@@ -74,7 +77,8 @@ def run(ctx) -> dict:
     fq_acc = float((fq_logits.argmax(1) == data.test[1]).mean())
 
     copy_back(qat_model, student)
-    student.eval()
+    bn = recalibrate_bn(student, cfg.recalibrate_bn, trained=True, images=data.train[0], batch_size=ctx.cfg.data.batch_size,
+                        evaluate=lambda: evaluate(student, *val_or_test(data)))
     qat_fp32_acc = evaluate(student, *data.test)
     blob = read_checkpoint(source)
     save_checkpoint(
@@ -92,5 +96,6 @@ def run(ctx) -> dict:
         "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test[0]).argmax(1)).mean()),
         "per_channel": rules.per_channel,
         "kd": cfg.kd,
+        "bn_recalibration": bn,
         "seconds_per_epoch": result["seconds_per_epoch"],
     }
