@@ -18,6 +18,7 @@ each get one plain line saying what was found and what is accepted.
 from __future__ import annotations
 
 import argparse
+import pickletools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,8 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], *, head: str, 
     and unexpected keys, and the key to set."""
     heads = tuple(f"{p}." for p in classifier_paths(model))
     own = model.state_dict()
-    state = _align(state, own)
+    key_map = getattr(model, "key_map", {})  # a library's own key names -> the pipeline's (timm_models)
+    state = _align({key_map.get(k, k): v for k, v in state.items()}, own)
     reset = sorted(k for k in own if k.startswith(heads)) if head == "reset" else []
     state = {k: v for k, v in state.items() if k not in reset}
     shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -198,15 +200,22 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """Classes a pickle would construct that weights_only refuses (empty when the file is not a readable pickle)."""
+    """Classes a pickle would construct that weights_only refuses, the root object's first (it is pickled
+    first); empty when the file is not a readable pickle. Read with pickletools: nothing is executed."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
         return []
-    allowed = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
-    found = [n for n in names if n not in allowed]
-    modules = [n for n in found if not n.startswith("torch.nn.modules.")]  # name the model class, not its layers
-    return modules + [n for n in found if n not in modules]
+    unsafe -= {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
+    order: list[str] = []
+    try:
+        with zipfile.ZipFile(path) as z:
+            pickled = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+        order = [arg.replace(" ", ".") for op, arg, _ in pickletools.genops(pickled) if op.name == "GLOBAL"]
+    except Exception:  # the legacy (non-zip) format: no order, the names alone
+        pass
+    seen = [n for n in dict.fromkeys(order) if n in unsafe]
+    return seen + sorted(unsafe - set(seen))
 
 
 def model_from_checkpoint(spec, *, section: str, num_classes: int, in_channels: int) -> tuple[nn.Module, dict[str, Any]]:
