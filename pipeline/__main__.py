@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # import names of the `host` extra (pyproject.toml): missing on a board-style install
-HOST_MODULES = {"torch", "torchvision", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf", "sklearn",
-                "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
+HOST_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf",
+                "sklearn", "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
 
 
 def _overrides(pairs: list[str]) -> dict:

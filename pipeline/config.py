@@ -71,23 +71,30 @@ class TrainConfig(Section):
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[NonNegative] = []  # for schedule: step, epochs at which lr ×= gamma
     gamma: float = 0.1
+    # re-estimate BN running statistics on training images after training: auto = when a BN layer's
+    # momentum is below PyTorch's 0.1 (torchvision's MobileNetV3 uses 0.01); see train/bn_recalibration.py
+    recalibrate_bn: Literal["auto", "on", "off"] = "auto"
 
 
 class ModelSpec(Section):
-    """An architecture from the zoo (or `torchvision:<name>`) and its arguments."""
+    """An architecture from the zoo (or `torchvision:<name>`, `timm:<name>`) and its arguments."""
 
     arch: str
     arch_args: dict[str, Any] = {}
     stages: list[str] | None = None  # module paths tapped as stage features; None = the zoo's
+    # weights to start from: a pipeline checkpoint, a state_dict (torch.save(model.state_dict())),
+    # a training script's dict holding one, or .safetensors; all but the first need `arch` set
+    checkpoint: str | None = None
+    head: Literal["keep", "reset"] = "keep"  # reset: re-initialise the classifier (another class count)
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        from pipeline.models import known_archs
+        from pipeline.models import arch_problem
 
-        if v.startswith("torchvision:") or v in known_archs():
-            return v
-        raise ValueError(_unknown(v, known_archs()))
+        if problem := arch_problem(v):
+            raise ValueError(problem)
+        return v
 
 
 class ICCRegularizer(Section):
@@ -96,10 +103,18 @@ class ICCRegularizer(Section):
 
 
 class TeacherConfig(ModelSpec, TrainConfig):
+    """Trained from scratch, or loaded from ``checkpoint``: used as is, fine-tuned when ``epochs`` is set > 0."""
+
     arch: str = "resnet20"
-    checkpoint: str | None = None  # load instead of training
     regularizer: Literal["none", "icc"] = "none"
     icc: ICCRegularizer = ICCRegularizer()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checkpoint_is_used_as_is(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("checkpoint") and "epochs" not in data:
+            return {**data, "epochs": 0}
+        return data
 
 
 class StudentConfig(ModelSpec):

@@ -1,5 +1,9 @@
 """One exception type for mistakes a user can fix: the CLI prints it as one line, exit code 2."""
 
+import re
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
 
 class PipelineError(Exception):
     """A user-facing error: the message names the file, config key or tool, and what to do."""
@@ -14,9 +18,10 @@ class GateFailure(PipelineError):
 
 
 def one_line(message: object, limit: int = 200) -> str:
-    """An exception or text as one line of at most ``limit`` characters: whitespace collapsed (tar and torch
-    errors span lines), cut at a word boundary with '…' (a message cut mid-word reads as a different word)."""
-    text = " ".join(str(message).split()) or type(message).__name__
+    """An exception or foreign text (torch, tar, a converter) as one line of at most ``limit`` characters:
+    terminal escapes removed, whitespace collapsed, cut at a word boundary with '…' (a message cut
+    mid-word reads as a different word)."""
+    text = " ".join(_ESCAPES.sub("", str(message)).split()) or type(message).__name__
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]

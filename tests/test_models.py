@@ -132,8 +132,8 @@ def test_unknown_family_asks_for_stages_in_the_config():
 @pytest.mark.parametrize(
     "arch,args,message",
     [
-        ("resnet9", None, "unknown architecture"),
-        ("torchvision:resnet19", None, "did you mean resnet18"),
+        ("resnet9", None, "unknown .resnet9. .known: .*timm:<name>, torchvision:<name>.; did you mean .resnet8."),
+        ("torchvision:resnet19", None, "did you mean torchvision:resnet18"),
         ("torchvision:resnet18", {"weights": "IMAGENET1K_V1"}, "no downloads"),
         ("torchvision:resnet18", {"no_such_arg": 1}, "bad arch_args"),
         ("wrn_16_2", {"widen_factor": 4}, "bad arch_args"),

@@ -17,18 +17,23 @@ from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
+from pipeline.models.weights import model_from_checkpoint
+from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit, loader
 
 
 @dataclass
 class SeedSetup:
-    """What one seed trains: the fresh student, the loss with its training-only modules, and the step."""
+    """What one seed trains: the student (fresh, or from ``student.checkpoint``), the loss with its
+    training-only modules, the step, and the architecture the student checkpoint will record."""
 
     student: torch.nn.Module
     criterion: torch.nn.Module
     step: DistillStep
     prepare: dict
+    arch: tuple[str, dict]
+    source: dict | None = None  # provenance of student.checkpoint
 
     def remove_taps(self) -> None:
         self.step.student_taps.remove()
@@ -45,7 +50,13 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache) -> SeedSet
     weights = LossWeights.resolve(cfg.distill, loss_cls)
     t_names = stage_names_of(teacher, cfg.teacher.stages)
     torch.manual_seed(seed)
-    student = build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)
+    source = None
+    if cfg.student.checkpoint:
+        student, source = model_from_checkpoint(cfg.student, section="student", num_classes=data.num_classes, in_channels=c)
+        arch = (source["arch"], source["arch_args"])
+    else:
+        student = build_model(cfg.student.arch, data.num_classes, c, cfg.student.arch_args)
+        arch = (cfg.student.arch, dict(cfg.student.arch_args))
     s_names = stage_names_of(student, cfg.student.stages)
     criterion = loss_cls(
         options,
@@ -55,7 +66,7 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache) -> SeedSet
     s_taps = FeatureTaps(student, s_names if loss_cls.needs_features else [])
     t_taps = FeatureTaps(teacher, t_names if loss_cls.needs_features else [])
     prep = criterion.prepare_teacher(teacher, t_taps, loader(*data.train, cfg.data.batch_size, True, seed), cache)
-    return SeedSetup(student, criterion, DistillStep(s_taps, t_taps, criterion, weights), prep)
+    return SeedSetup(student.train(), criterion, DistillStep(s_taps, t_taps, criterion, weights), prep, arch, source)
 
 
 def run(ctx) -> dict:
@@ -81,16 +92,18 @@ def run(ctx) -> dict:
             evaluate_fn=lambda: evaluate(student, *val_or_test(data)),
         )
         setup.remove_taps()
-        student.eval()
+        bn = recalibrate_bn(student, cfg.distill.recalibrate_bn, trained=cfg.distill.epochs > 0, images=data.train[0],
+                            batch_size=cfg.data.batch_size, evaluate=lambda: evaluate(student, *val_or_test(data)))
         acc = evaluate(student, *data.test)
         runs.append({"seed": seed, "test_acc": acc, "seconds_per_epoch": result["seconds_per_epoch"],
-                     "teacher_ms_per_batch": step.teacher_ms_per_batch, **{f"prepare_{k}": v for k, v in prep.items()}})
+                     "teacher_ms_per_batch": step.teacher_ms_per_batch, **{f"prepare_{k}": v for k, v in prep.items()},
+                     "bn_recalibration": bn, **({"source_checkpoint": setup.source} if setup.source else {})})
         if cfg.student.stages:
             student.stage_names = list(cfg.student.stages)
         save_checkpoint(
             ctx.out / f"student_seed{seed}.pt",
             student,
-            {"arch": cfg.student.arch, "arch_args": cfg.student.arch_args, "num_classes": data.num_classes,
+            {"arch": setup.arch[0], "arch_args": setup.arch[1], "num_classes": data.num_classes,
              "in_channels": c, "config": cfg.distill.model_dump(mode="json"), "seed": seed,
              "metrics": {"test_acc": acc}, **data.checkpoint_meta()},
         )
@@ -108,5 +121,6 @@ def run(ctx) -> dict:
         "teacher_params": count_parameters(teacher),
         "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
         "weights": step.weights.__dict__,
+        "bn_recalibrated": runs[0]["bn_recalibration"]["applied"],
         "seeds": runs,
     }

@@ -1,12 +1,16 @@
-"""The model zoo: CIFAR-style backbones from the distillation literature, plus any torchvision model.
+"""The model zoo: CIFAR-style backbones from the distillation literature, plus any torchvision or timm model.
 
-``build_model(spec, num_classes, in_channels)`` returns an ``nn.Module`` whose
-``stage_names`` lists the modules the distillation losses tap.
+``build_model(arch, num_classes, in_channels)`` returns an ``nn.Module`` whose
+``stage_names`` lists the modules the distillation losses tap. ``arch`` is a zoo name or
+``<library>:<name>`` for a library in ``LIBRARIES``.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 from functools import partial
+from types import ModuleType
 from typing import Any, Callable
 
 from torch import nn
@@ -45,18 +49,56 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# library prefix -> module with names() (what it can build), build(name, num_classes, in_channels, **args)
+# and EXAMPLES; imported only when an arch names it
+LIBRARIES: dict[str, str] = {
+    "timm": "pipeline.models.timm_models",
+    "torchvision": "pipeline.models.torchvision_models",
+}
+
+
 def known_archs() -> list[str]:
     return sorted(ZOO)
 
 
+def library(prefix: str) -> ModuleType:
+    return importlib.import_module(LIBRARIES[prefix])
+
+
+def arch_problem(arch: str) -> str | None:
+    """Why ``arch`` names no buildable model (one line with close matches), or None.
+
+    A library name is checked against that library's own list (a pretrained tag such as
+    ``.lamb_in1k`` is ignored), so ``timm:resnet18`` is never answered with a zoo name."""
+    prefix, sep, name = arch.partition(":")
+    if sep:
+        if prefix not in LIBRARIES:
+            close = difflib.get_close_matches(prefix, sorted(LIBRARIES), n=1)
+            hint = f"; did you mean '{close[0]}:{name}'?" if close else ""
+            return f"unknown model library '{prefix}:' (known: {', '.join(f'{p}:<name>' for p in sorted(LIBRARIES))}){hint}"
+        lib = library(prefix)
+        known = lib.names()
+        if name.split(".", 1)[0] in known:
+            return None
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"did you mean {', '.join(f'{prefix}:{c}' for c in close)}? " if close else f"e.g. {', '.join(lib.EXAMPLES)}; "
+        return f"unknown {prefix} model '{name}' ({hint}{len(known)} {prefix} models)"
+    if arch in ZOO:
+        return None
+    in_libraries = [f"{p}:{arch}" for p in sorted(LIBRARIES) if arch in library(p).names()]
+    close = in_libraries or difflib.get_close_matches(arch, known_archs(), n=1)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    libraries = ", ".join(f"{p}:<name>" for p in sorted(LIBRARIES))
+    return f"unknown '{arch}' (known: {', '.join(known_archs())}, {libraries}){hint}"
+
+
 def build_model(arch: str, num_classes: int, in_channels: int, arch_args: dict[str, Any] | None = None) -> nn.Module:
     args = dict(arch_args or {})
-    if arch.startswith("torchvision:"):
-        from pipeline.models.torchvision_models import torchvision_model
-
-        return torchvision_model(arch.split(":", 1)[1], num_classes, in_channels, **args)
-    if arch not in ZOO:
-        raise PipelineError(f"unknown architecture '{arch}' (known: {', '.join(known_archs())}, torchvision:<name>)")
+    if problem := arch_problem(arch):
+        raise PipelineError(problem)
+    prefix, sep, name = arch.partition(":")
+    if sep:
+        return library(prefix).build(name, num_classes, in_channels, **args)
     try:
         return ZOO[arch](num_classes=num_classes, in_channels=in_channels, **args)
     except TypeError as exc:

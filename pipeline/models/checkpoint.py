@@ -30,13 +30,11 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A pipeline checkpoint's dict (weights and provenance); any other file is one line (``weights.torch_load``)."""
+    from pipeline.models.weights import torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: checkpoint not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise PipelineError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    blob = torch_load(path, "checkpoint")
     missing = [k for k in REQUIRED if not isinstance(blob, dict) or k not in blob]
     if missing:
         raise PipelineError(f"{path}: not a pipeline checkpoint (missing {', '.join(missing)})")
@@ -59,12 +57,3 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model.eval()
     meta = {k: v for k, v in blob.items() if k != "state_dict"}
     return model, meta
-
-
-def check_compatible(meta: dict[str, Any], *, num_classes: int, in_channels: int, path: Path) -> None:
-    """A loaded teacher must fit the data it will supervise on."""
-    if meta["num_classes"] != num_classes or meta["in_channels"] != in_channels:
-        raise PipelineError(
-            f"{path}: checkpoint is for {meta['num_classes']} classes × {meta['in_channels']} channels, "
-            f"the data has {num_classes} × {in_channels}"
-        )

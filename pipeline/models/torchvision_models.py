@@ -13,7 +13,7 @@ on, the last child at that resolution: the backbone's outputs at strides 4, 8, 1
 
 from __future__ import annotations
 
-import difflib
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -35,19 +35,22 @@ TRUNKS = {
 PROBE_SIZE = 64
 
 
-def torchvision_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+EXAMPLES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+
+
+@lru_cache(maxsize=1)
+def names() -> frozenset[str]:
     import torchvision
 
-    known = torchvision.models.list_models(module=torchvision.models)
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise PipelineError(
-            f"torchvision:{name}: not a torchvision classification model ({hint}"
-            f"e.g. resnet18, mobilenet_v3_small, efficientnet_b0; {len(known)} in torchvision.models.list_models())"
-        )
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+def build(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """The model ``torchvision.models.get_model(name)`` builds, for ``num_classes`` and ``in_channels`` (name already checked)."""
+    import torchvision
+
     if "weights" in kwargs:
-        raise PipelineError(f"torchvision:{name}: arch_args.weights is not supported (no downloads); load a checkpoint instead")
+        raise PipelineError(f"torchvision:{name}: arch_args.weights is not supported (no downloads); set the checkpoint key instead")
     if name in ("googlenet", "inception_v3"):
         kwargs.setdefault("aux_logits", False)  # aux heads return a tuple in training; the trainer wants logits
         kwargs.setdefault("init_weights", True)

@@ -15,6 +15,9 @@ model and PTQ int8 of the QAT weights (what the export path makes of them: conve
 the float weights again), both quantised as the export path does (``post_training_quantized``).
 ``guard.json`` records the numbers and which weights to export; ``export.source: auto`` follows it.
 
+After copying the weights back, the float student's BN statistics are re-estimated when they lag
+(``recalibrate_bn``, as Nagel et al. 2022 do after QAT), before the guard measures them.
+
 Outputs: ``student.pt`` (plain float module with the QAT-trained weights), ``guard.json`` and
 ``fakequant_test_logits.npy`` (the fake-quant model's test logits, for the benchmark).
 """
@@ -33,6 +36,7 @@ from pipeline.distill.trainer import freeze
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
 from pipeline.target import TARGETS
+from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit, predict
 
@@ -95,7 +99,8 @@ def run(ctx) -> dict:
     fq_acc = float((fq_logits.argmax(1) == data.test[1]).mean())
 
     copy_back(qat_model, student)
-    student.eval()
+    bn = recalibrate_bn(student, cfg.recalibrate_bn, trained=True, images=data.train[0], batch_size=ctx.cfg.data.batch_size,
+                        evaluate=lambda: evaluate(student, *val_or_test(data)))
     qat_fp32_acc = evaluate(student, *data.test)
     calibration = torch.from_numpy(np.load(ctx.input("data") / "calibration.npy"))
     guard = decide(
@@ -124,6 +129,7 @@ def run(ctx) -> dict:
         "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test[0]).argmax(1)).mean()),
         "per_channel": rules.per_channel,
         "kd": cfg.kd,
+        "bn_recalibration": bn,
         "seconds_per_epoch": result["seconds_per_epoch"],
         "history": result["history"],
         "guard": guard,

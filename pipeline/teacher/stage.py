@@ -1,4 +1,6 @@
-"""Teacher stage: load ``teacher.checkpoint`` or train the teacher; either way evaluate it on the test split.
+"""Teacher stage: train the teacher, or load ``teacher.checkpoint`` (any form ``models/weights.py`` accepts)
+and fine-tune it when ``teacher.epochs > 0``; re-estimate BN statistics after training when they lag
+(``train/bn_recalibration.py``); evaluate it on the test split.
 
 With ``teacher.regularizer: icc`` the teacher trains as an *expressive teacher* (Tan, Liu,
 Zhang 2021): CE + λ_t·‖C_t − S‖²_F/K², see ``pipeline/distill/icc.py``.
@@ -10,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.artifacts import sha256_file
 from pipeline.models import build_model, count_parameters
-from pipeline.models.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.weights import model_from_checkpoint
+from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.loop import evaluate, fit
 
@@ -28,15 +31,18 @@ def run(ctx) -> dict:
     data = training_data(ctx.input("data"))
     c, _, _ = data.input_shape
     metrics: dict = {}
+    torch.manual_seed(ctx.cfg.data.seed)
     if cfg.checkpoint:
-        model, meta = load_checkpoint(cfg.checkpoint)
-        check_compatible(meta, num_classes=data.num_classes, in_channels=c, path=cfg.checkpoint)
-        arch, arch_args = meta["arch"], meta["arch_args"]
-        metrics["source_checkpoint_sha256"] = sha256_file(cfg.checkpoint)
+        model, source = model_from_checkpoint(cfg, section="teacher", num_classes=data.num_classes, in_channels=c)
+        arch, arch_args = source["arch"], source["arch_args"]
+        metrics["source_checkpoint"] = source
+        metrics["source_checkpoint_sha256"] = source["sha256"]
+        if cfg.epochs:
+            metrics["loaded_test_acc"] = evaluate(model, *data.test)
     else:
-        torch.manual_seed(ctx.cfg.data.seed)
         model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args)
         arch, arch_args = cfg.arch, cfg.arch_args
+    if cfg.epochs:  # from scratch, or fine-tuning the loaded checkpoint
         icc_term = None
         if cfg.regularizer == "icc":
             from pipeline.distill.icc import icc_teacher_term
@@ -63,6 +69,9 @@ def run(ctx) -> dict:
         )
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
         metrics["history"] = result["history"]
+    metrics["bn_recalibration"] = recalibrate_bn(model, cfg.recalibrate_bn, trained=cfg.epochs > 0, images=data.train[0],
+                                                 batch_size=ctx.cfg.data.batch_size,
+                                                 evaluate=lambda: evaluate(model, *val_or_test(data)))
     model.eval()
     metrics = {
         "test_acc": evaluate(model, *data.test),
