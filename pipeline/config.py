@@ -89,8 +89,12 @@ class ModelSpec(Section):
 
 
 class ICCRegularizer(Section):
+    """The expressive teacher's regulariser (pipeline/distill/icc.py): weight, T, and the epochs over
+    which its weight ramps linearly from 0 (the teacher first learns the classes, then their relations)."""
+
     lambda_t: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
 
 
 class TeacherConfig(ModelSpec, TrainConfig):

@@ -37,17 +37,19 @@ def run(ctx) -> dict:
         torch.manual_seed(ctx.cfg.data.seed)
         model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args)
         arch, arch_args = cfg.arch, cfg.arch_args
-        icc_term = None
-        if cfg.regularizer == "icc":
-            from pipeline.distill.icc import icc_teacher_term
+        from pipeline.distill.icc import icc_teacher_term, icc_teacher_weight
 
-            icc_term = icc_teacher_term
+        icc_weight = {"now": 0.0}  # λ_t this epoch: 0 without the regulariser or early in its warm-up
+
+        def on_epoch_start(epoch: int) -> None:
+            if cfg.regularizer == "icc":
+                icc_weight["now"] = icc_teacher_weight(cfg.icc.lambda_t, cfg.icc.warmup_epochs, epoch)
 
         def step(x, y):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            if icc_term is not None:
-                loss = loss + cfg.icc.lambda_t * icc_term(logits, classifier_weight(model), cfg.icc.temperature)
+            if icc_weight["now"]:
+                loss = loss + icc_weight["now"] * icc_teacher_term(logits, classifier_weight(model), cfg.icc.temperature)
             return loss, logits
 
         result = fit(
@@ -60,6 +62,7 @@ def run(ctx) -> dict:
             seed=ctx.cfg.data.seed,
             desc="teacher",
             evaluate_fn=lambda: evaluate(model, *val_or_test(data)),
+            on_epoch_start=on_epoch_start,
         )
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
         metrics["history"] = result["history"]
