@@ -111,7 +111,7 @@ class StudentConfig(ModelSpec):
 class DistillConfig(TrainConfig):
     method: str = "kd"
     options: dict[str, Any] = {}  # method-specific, validated by the method's own Options
-    w_ce: float | None = None  # None = the method's published default
+    w_ce: float | None = None  # None = the method's default (filled in by validate_config)
     w_kd: float | None = None
     w_feat: float | None = None
     temperature: float = Field(4.0, gt=0)
@@ -261,8 +261,10 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
         options = options_model.model_validate(cfg.distill.options)
     except ValidationError as exc:
         raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
-    # store every option with its default filled in, so a changed default changes the cache key
-    distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json")})
+    # store every option and loss weight with its default filled in, so a changed default changes the cache key
+    weights = {k: v if (v := getattr(cfg.distill, k)) is not None else LOSSES[cfg.distill.method].defaults[k]
+               for k in ("w_ce", "w_kd", "w_feat")}
+    distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json"), **weights})
     return cfg.model_copy(update={"distill": distill})
 
 
