@@ -89,12 +89,13 @@ class ModelSpec(Section):
 
 
 class ICCRegularizer(Section):
-    """The expressive teacher's regulariser (pipeline/distill/icc.py): weight, T, and the epochs over
-    which its weight ramps linearly from 0 (the teacher first learns the classes, then their relations)."""
+    """The expressive teacher's regulariser (pipeline/distill/icc.py): weight, T, and the fraction of the
+    teacher's epochs over which its weight ramps linearly from 0 (the teacher first learns the classes,
+    then their relations; a fraction, so one default fits a 15- and a 240-epoch schedule)."""
 
     lambda_t: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
 
 
 class TeacherConfig(ModelSpec, TrainConfig):

@@ -98,8 +98,8 @@ def test_teacher_weight_warms_up_linearly():
 
 
 def test_a_teacher_still_warming_up_trains_as_a_plain_teacher(tiny_recipe):
-    """λ_t is 0 in the first warm-up epoch: a one-epoch teacher with a warm-up equals the plain one,
-    and without the warm-up the regulariser changes it (the schedule reaches the step)."""
+    """λ_t is 0 in the first warm-up epoch (half of one epoch rounds up to one), so a one-epoch teacher
+    with a warm-up equals the plain one; without it the regulariser changes the teacher."""
     from pipeline.config import load_config
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.run import run_pipeline, stage_dir
@@ -110,7 +110,7 @@ def test_a_teacher_still_warming_up_trains_as_a_plain_teacher(tiny_recipe):
         return load_checkpoint(stage_dir(cfg, "teacher") / "teacher.pt")[0].state_dict()
 
     plain = teacher_weights()
-    warming = teacher_weights(**{"teacher.regularizer": "icc", "teacher.icc.lambda_t": 10.0, "teacher.icc.warmup_epochs": 2})
+    warming = teacher_weights(**{"teacher.regularizer": "icc", "teacher.icc.lambda_t": 10.0, "teacher.icc.warmup_fraction": 0.5})
     regularised = teacher_weights(**{"teacher.regularizer": "icc", "teacher.icc.lambda_t": 10.0})
     assert all(torch.equal(plain[k], warming[k]) for k in plain)
     assert not all(torch.equal(plain[k], regularised[k]) for k in plain)

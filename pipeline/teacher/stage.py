@@ -6,6 +6,8 @@ Zhang 2021): CE + λ_t·‖C_t − S‖²_F/K², see ``pipeline/distill/icc.py``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,10 +42,11 @@ def run(ctx) -> dict:
         from pipeline.distill.icc import icc_teacher_term, icc_teacher_weight
 
         icc_weight = {"now": 0.0}  # λ_t this epoch: 0 without the regulariser or early in its warm-up
+        warmup_epochs = math.ceil(cfg.icc.warmup_fraction * cfg.epochs)
 
         def on_epoch_start(epoch: int) -> None:
             if cfg.regularizer == "icc":
-                icc_weight["now"] = icc_teacher_weight(cfg.icc.lambda_t, cfg.icc.warmup_epochs, epoch)
+                icc_weight["now"] = icc_teacher_weight(cfg.icc.lambda_t, warmup_epochs, epoch)
 
         def step(x, y):
             logits = model(x)
