@@ -98,8 +98,13 @@ class ModelSpec(Section):
 
 
 class ICCRegularizer(Section):
+    """The expressive teacher's regulariser (pipeline/distill/icc.py): weight, T, and the fraction of the
+    teacher's epochs over which its weight ramps linearly from 0 (the teacher first learns the classes,
+    then their relations; a fraction, so one default fits a 15- and a 240-epoch schedule)."""
+
     lambda_t: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
 
 
 class TeacherConfig(ModelSpec, TrainConfig):
@@ -124,7 +129,7 @@ class StudentConfig(ModelSpec):
 class DistillConfig(TrainConfig):
     method: str = "kd"
     options: dict[str, Any] = {}  # method-specific, validated by the method's own Options
-    w_ce: float | None = None  # None = the method's published default
+    w_ce: float | None = None  # None = the method's default (filled in by validate_config)
     w_kd: float | None = None
     w_feat: float | None = None
     temperature: float = Field(4.0, gt=0)
@@ -327,8 +332,10 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
         options = options_model.model_validate(cfg.distill.options)
     except ValidationError as exc:
         raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
-    # store every option with its default filled in, so a changed default changes the cache key
-    distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json")})
+    # store every option and loss weight with its default filled in, so a changed default changes the cache key
+    weights = {k: v if (v := getattr(cfg.distill, k)) is not None else LOSSES[cfg.distill.method].defaults[k]
+               for k in ("w_ce", "w_kd", "w_feat")}
+    distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json"), **weights})
     for section in ("teacher", "student"):
         spec = getattr(cfg, section)
         if not (section == "teacher" and cfg.teacher.checkpoint):  # a checkpoint brings its own architecture

@@ -1,6 +1,7 @@
 import pytest
 
 from pipeline.config import load_config, resolve_recipe, validate_config
+from pipeline.distill import LOSSES
 from pipeline.errors import PipelineError
 
 
@@ -27,7 +28,7 @@ def test_local_file_wins_over_recipe(tmp_path, monkeypatch):
         ({"data": {"dataset": "imagenet"}}, "data.dataset: unknown 'imagenet'"),
         ({"data": {"channels": 2}}, "data.channels: must be 1 or 3"),
         ({"distill": {"seeds": []}}, "distill.seeds: needs at least one seed"),
-        ({"distill": {"method": "at", "options": {"pairz": "all"}}}, "distill.options.pairz: unknown key (allowed: pairs)"),
+        ({"distill": {"method": "at", "options": {"pairz": "all"}}}, "distill.options.pairz: unknown key (allowed: pairs, positions, reference_size)"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(raw, expected):
@@ -58,6 +59,8 @@ def test_invalid_yaml_names_the_line(tmp_path):
         load_config(p)
 
 
-def test_method_options_are_stored_with_defaults_so_the_cache_key_sees_them():
+def test_method_options_and_weights_are_stored_with_defaults_so_the_cache_key_sees_them():
     cfg = validate_config({"distill": {"method": "at"}})
-    assert cfg.distill.options == {"pairs": "all"}
+    assert cfg.distill.options == {"positions": "reference", "reference_size": 32, "pairs": "all"}
+    assert {k: getattr(cfg.distill, k) for k in ("w_ce", "w_kd", "w_feat")} == LOSSES["at"].defaults
+    assert validate_config({"distill": {"method": "at", "w_kd": 0.5}}).distill.w_kd == 0.5

@@ -89,7 +89,8 @@ def test_default_levels_are_first_middle_last_and_activation_is_at(tiny_student,
     torch.manual_seed(0)
     s = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4), torch.rand(2, 16, 2, 2)]
     t = [torch.rand(2, 8, 8, 8), torch.rand(2, 16, 4, 4), torch.rand(2, 32, 2, 2), torch.rand(2, 32, 2, 2)]
-    expected = 1000 * (at_distance(s[1], t[2]) + at_distance(s[2], t[3]))
+    scale = 8 * 8 / 32**2  # the position scale at SHAPE's 8×8 input (at.py)
+    expected = 1000 * scale * (at_distance(s[1], t[2]) + at_distance(s[2], t[3]))
     assert crit(io(*s), io(*t), None).item() == pytest.approx(expected.item(), rel=1e-6)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.distill.icc import ICCLoss, ICCOptions, class_correlation, icc_teacher_term
+from pipeline.distill.icc import ICCLoss, ICCOptions, class_correlation, icc_teacher_term, icc_teacher_weight
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.models.taps import FeatureTaps, ModelIO, probe
 from pipeline.teacher.stage import classifier_weight
@@ -90,3 +90,27 @@ def test_teacher_stage_gradients_reach_the_teacher():
     logits = teacher(torch.randn(8, *SHAPE))
     icc_teacher_term(logits, w, 4.0).backward()  # the regulariser alone
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.parameters())
+
+
+def test_teacher_weight_warms_up_linearly():
+    assert [icc_teacher_weight(0.8, 4, e) for e in range(6)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    assert [icc_teacher_weight(0.8, 0, e) for e in range(3)] == [0.8, 0.8, 0.8]
+
+
+def test_a_teacher_still_warming_up_trains_as_a_plain_teacher(tiny_recipe):
+    """λ_t is 0 in the first warm-up epoch (half of one epoch rounds up to one), so a one-epoch teacher
+    with a warm-up equals the plain one; without it the regulariser changes the teacher."""
+    from pipeline.config import load_config
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.run import run_pipeline, stage_dir
+
+    def teacher_weights(**overrides):
+        cfg = load_config(tiny_recipe, {"teacher.epochs": 1, **overrides})
+        run_pipeline(cfg, until="teacher")
+        return load_checkpoint(stage_dir(cfg, "teacher") / "teacher.pt")[0].state_dict()
+
+    plain = teacher_weights()
+    warming = teacher_weights(**{"teacher.regularizer": "icc", "teacher.icc.lambda_t": 10.0, "teacher.icc.warmup_fraction": 0.5})
+    regularised = teacher_weights(**{"teacher.regularizer": "icc", "teacher.icc.lambda_t": 10.0})
+    assert all(torch.equal(plain[k], warming[k]) for k in plain)
+    assert not all(torch.equal(plain[k], regularised[k]) for k in plain)

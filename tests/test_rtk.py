@@ -38,7 +38,8 @@ def tiny_pair():
         "t2": torch.tensor([[[[1.0, 0.0]], [[1.0, 0.0]]]]),
         "t3": torch.tensor([[[[0.0, 1.0]]]]),
     }
-    info = lambda feats: ModelInfo(tuple(feats), tuple(tuple(f.shape[1:]) for f in feats.values()), 10)  # noqa: E731
+    # probed at a 32×32 input, where the position scale is 1: the values are the published loss's
+    info = lambda feats: ModelInfo(tuple(feats), tuple(tuple(f.shape[1:]) for f in feats.values()), 10, (1, 32, 32))  # noqa: E731
     return ModelIO(torch.zeros(1, 10), s), ModelIO(torch.zeros(1, 10), t), info(s), info(t)
 
 
@@ -188,7 +189,8 @@ def test_options_are_validated_with_clear_messages():
     with pytest.raises(PipelineError, match=r"unknown key .*did you mean 'k'"):
         validate_config({"distill": {"method": "rtk", "options": {"kk": 2}}})
     cfg = validate_config({"distill": {"method": "rtk", "options": {"form": "cosine", "k": None, "tau": 0.3}}})
-    assert cfg.distill.options == {"form": "cosine", "k": None, "tau": 0.3, "dim": 128, "cosine_temperature": 0.1}
+    assert cfg.distill.options == {"positions": "reference", "reference_size": 32, "form": "cosine", "k": None,
+                                   "tau": 0.3, "dim": 128, "cosine_temperature": 0.1}
     _, _, si, ti = tiny_pair()
     with pytest.raises(PipelineError, match=r"distill\.options\.k: 4 keys .* teacher has 3 stages"):
         RTKLoss(RTKOptions(k=4), si, ti)

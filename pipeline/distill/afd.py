@@ -11,7 +11,7 @@ Every teacher stage n asks, per sample, which student stages m should imitate it
     v_s^{m→n} = l2norm(vec(pool_{H_n×W_n}(mean_c (F_s^m)²)))               B×(H_n·W_n)
     L_AFD   = Σ_n mean_b Σ_m α_{n,m}·mean_hw(v_s^{m→n} − v_t^n)²
 
-as in the authors' code. Defaults follow its ``main.py``: w_ce=1, KD α=0.9 with T=4, β=w_feat=200.
+as in the authors' code, times the position scale of ``at.py`` (``positions: mean`` drops it). Defaults follow its ``main.py``: w_ce=1, KD α=0.9 with T=4, β=w_feat=200.
 Where we differ: the authors tap every residual block (27 for resnet56); we tap the stages the
 pipeline names (``model.stage_names`` or ``student.stages`` / ``teacher.stages`` in the config),
 which may list block paths too. All projections and embeddings are attributes of this loss, so
@@ -24,9 +24,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from pipeline.distill.at import PositionsOptions, positions_scale
 from pipeline.distill.base import DistillLoss
 
 
@@ -67,8 +68,7 @@ def global_pool(feat: torch.Tensor) -> torch.Tensor:
     return feat.mean(dim=(2, 3))
 
 
-class AFDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AFDOptions(PositionsOptions):
     dim: int = Field(128, ge=1)  # query/key width d
 
 
@@ -89,6 +89,7 @@ class AFDLoss(DistillLoss):
         self.bilinear = projection(d, d * n_t)
         self.p_t = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_t, d)))
         self.p_s = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_s, d)))
+        self.scale = positions_scale(options, student)
 
     def attention(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         """α: B×N×M, each teacher stage's weights over the student stages."""
@@ -110,4 +111,4 @@ class AFDLoss(DistillLoss):
             v_s = torch.stack([pooled_attention(e, size) for e in es], dim=1)  # B×M×HW
             diff = (v_s - v_t.unsqueeze(1)).pow(2).mean(dim=2)  # B×M
             loss = loss + (alpha[:, n] * diff).sum(dim=1).mean()
-        return loss
+        return self.scale * loss

@@ -1,14 +1,48 @@
-"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017, "Paying More Attention to Attention")."""
+"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017, "Paying More Attention to Attention"),
+and the position normalisation every attention-map loss (AT, AFD, RTK, HMAT) shares.
+
+Why a normalisation: an attention map a(F) is unit-length over the H·W positions, so the summed
+squared difference Σ_hw(a_s − a_t)² of two maps does not depend on their size, while the
+published loss takes the *mean* over positions: at half the input side it is 4× larger, and a
+published weight (AT's β = 1000, tuned on 32×32 CIFAR) means a 4× stronger term at 16×16 inputs
+and 16× at 8×8. ``positions: reference`` (the default) divides the sum by the number of positions
+the stage would have at a ``reference_size``² input instead of by its actual number:
+
+    L_ref = mean_hw(·) · (H_in·W_in) / reference_size²            (H_in×W_in: the network's input)
+
+which equals the published loss exactly at 32×32 inputs, is the same for the same disagreement
+at any input size, and keeps the published relative weighting of a network's stages (a deeper,
+smaller stage still weighs more per position, as in RepDistiller's CIFAR setting).
+``positions: mean`` is the published formula at any size.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.distill.base import DistillLoss
+from pipeline.models.taps import ModelInfo
+
+
+class PositionsOptions(BaseModel):
+    """How a loss over attention maps averages over positions (module docstring); AT, AFD, RTK and
+    HMAT's options extend this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    positions: Literal["reference", "mean"] = "reference"
+    reference_size: int = Field(32, ge=1)  # the input side the published weights were tuned at
+
+
+def positions_scale(options: PositionsOptions, info: ModelInfo) -> float:
+    """The factor on a per-position mean: (H_in·W_in)/reference_size² for ``reference``, 1 for ``mean``."""
+    if options.positions == "mean":
+        return 1.0
+    _, h, w = info.input_shape
+    return h * w / options.reference_size**2
 
 
 def attention_map(feat: torch.Tensor) -> torch.Tensor:
@@ -33,15 +67,15 @@ def at_distance(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     return (attention_map(fs) - attention_map(ft)).pow(2).mean()
 
 
-class ATOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ATOptions(PositionsOptions):
     # "all": every paired stage, as RepDistiller's feat[1:-1] (the residual groups, neither the
     # stem nor the pooled vector); "middle": all but the deepest pair
     pairs: Literal["all", "middle"] = "all"
 
 
 class ATLoss(DistillLoss):
-    """L_AT = Σ_i mean_{b,hw}(a(F_s^i) − a(F_t^i))² over paired stages.
+    """L_AT = s·Σ_i mean_{b,hw}(a(F_s^i) − a(F_t^i))² over paired stages, s = ``positions_scale``
+    (1 with ``positions: mean``, the published formula).
 
     Stages are paired from the last backwards, so a 3-stage student and 4-stage teacher pair
     (s1,t2), (s2,t3), (s3,t4). Defaults w_feat=1000, w_ce=1, w_kd=0 and all residual groups
@@ -52,11 +86,15 @@ class ATLoss(DistillLoss):
     Options = ATOptions
     defaults = {"w_ce": 1.0, "w_kd": 0.0, "w_feat": 1000.0}
 
+    def __init__(self, options, student, teacher):
+        super().__init__(options, student, teacher)
+        self.scale = positions_scale(options, student)
+
     def forward(self, student, teacher, targets):
         pairs = paired_stages(student.stages, teacher.stages)
         if self.options.pairs == "middle" and len(pairs) > 1:
             pairs = pairs[:-1]
-        return sum(at_distance(fs, ft) for fs, ft in pairs)
+        return self.scale * sum(at_distance(fs, ft) for fs, ft in pairs)
 
 
 def paired_stages(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -13,7 +13,10 @@ x̂ denoting l2-normalisation along the named axis:
     channel    X = vec(F^high), student first through r      B×C×N  (r: training-only 1×1 conv-BN, C_s→C_t)
                G = softmax_row(X̂_n X̂_nᵀ / τ)               B×C×C  (X̂_n: each channel unit-length over positions)
 
-    L_HMAT = λ_p·d(P_s, P_t) + β·Σ_{l∈{mid,high}} mean_{b,hw}(a(F_s^l) − a(F_t^l))² + λ_c·d(G_s, G_t)
+    L_HMAT = λ_p·d(P_s, P_t) + β·s·Σ_{l∈{mid,high}} mean_{b,hw}(a(F_s^l) − a(F_t^l))² + λ_c·d(G_s, G_t)
+
+    s: the position scale of ``at.py`` (the AT term's published mean made size-independent;
+    1 with ``positions: mean``); d_mse below is size-independent by construction
 
     d_mse(A_s, A_t) = mean_{b,i,j}(n·A_s − n·A_t)²           n = the row length (N or C)
     d_kl(A_s, A_t)  = mean_{b,i} Σ_j A_t,ij·log(A_t,ij / A_s,ij)
@@ -51,18 +54,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from pipeline.distill.at import at_distance, match_spatial
+from pipeline.distill.at import PositionsOptions, at_distance, match_spatial, positions_scale
 from pipeline.distill.base import DistillLoss
 from pipeline.errors import PipelineError
 
 StageRef = int | str  # an index into the tapped stages (negative allowed) or a stage name
 
 
-class HMATOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class HMATOptions(PositionsOptions):
     position: bool = True  # λ_p term on the low stage
     activation: bool = True  # β term on the mid and high stages
     channel: bool = True  # λ_c term on the high stage
@@ -187,6 +189,7 @@ class HMATLoss(DistillLoss):
         c_s = student.stage_shapes[self.s_idx[2]][0]
         c_t = teacher.stage_shapes[self.t_idx[2]][0]
         self.adapter = channel_adapter(c_s, c_t) if options.channel and c_s != c_t else nn.Identity()
+        self.scale = positions_scale(options, student)
 
     def terms(self, student, teacher) -> dict[str, torch.Tensor]:
         """Each switched-on term before its weight: position, activation (Σ over mid, high), channel."""
@@ -200,7 +203,7 @@ class HMATLoss(DistillLoss):
             out["position"] = attention_distance(position_similarity(a, size), position_similarity(b, size), o.temperature, o.position_loss)
         if o.activation:
             pairs = dict.fromkeys([(s_mid, t_mid), (s_high, t_high)])  # one pair when mid is high
-            out["activation"] = sum(at_distance(fs[i], ft[j]) for i, j in pairs)
+            out["activation"] = self.scale * sum(at_distance(fs[i], ft[j]) for i, j in pairs)
         if o.channel:
             a, b = match_spatial(self.adapter(fs[s_high]), ft[t_high])
             out["channel"] = attention_distance(channel_similarity(a), channel_similarity(b), o.temperature, o.channel_loss)

@@ -56,6 +56,11 @@ def correlation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum() / a.shape[0] ** 2
 
 
+def icc_teacher_weight(lambda_t: float, warmup_epochs: int, epoch: int) -> float:
+    """λ_t at a 0-based epoch: 0, λ/w, 2λ/w, … over the first w warm-up epochs, then λ_t."""
+    return lambda_t if epoch >= warmup_epochs else lambda_t * epoch / warmup_epochs
+
+
 def icc_teacher_term(logits: torch.Tensor, classifier_weight: torch.Tensor, temperature: float) -> torch.Tensor:
     """‖C_t − S‖²_F / K²: the expressive-teacher regulariser the teacher stage adds as λ_t·term."""
     return correlation_distance(class_correlation(logits, temperature), class_similarity_target(classifier_weight))

@@ -11,7 +11,7 @@ no official code exists, so the equations below are our reading (shared/METHODS.
     α̃_{m,n} = α_{m,n}·[n ∈ R(m)] / Σ_{n'∈R(m)} α_{m,n'}                 renormalised
     a↓      = l2norm(vec(pool_{h×w}(mean_c F²)))                          (h, w) = the smaller of the pair's sizes
     D_{m,n} = mean_hw(a↓(F_s^m) − a↓(F_t^n))²
-    L_RTK   = Σ_m mean_b Σ_{n∈R(m)} α̃_{m,n}·D_{m,n}
+    L_RTK   = s·Σ_m mean_b Σ_{n∈R(m)} α̃_{m,n}·D_{m,n}                   s: the position scale of ``at.py``
 
 Two forms of the score s (``form``):
   learned: s_{m,n} = q_m·k_n/√d, q_m = BN(W_q^m·gap(F_s^m)), k_n = BN(W_k^n·gap(F_t^n)), d=128;
@@ -34,16 +34,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from pipeline.distill.afd import energy_map, global_pool, pooled_attention, projection
+from pipeline.distill.at import PositionsOptions, positions_scale
 from pipeline.distill.base import DistillLoss
 from pipeline.errors import PipelineError
 
 
-class RTKOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RTKOptions(PositionsOptions):
     form: Literal["learned", "cosine"] = "learned"
     k: int | None = Field(2, ge=1)  # keep at most k keys per query; None = no cap
     tau: float | None = Field(None, gt=0, le=1)  # and only keys with α ≥ τ; None = no threshold
@@ -101,6 +101,7 @@ class RTKLoss(DistillLoss):
                 f"distill.options.k: {options.k} keys asked for but the teacher has {n_t} stages; "
                 f"use k ≤ {n_t} (k: null keeps every key)"
             )
+        self.scale = positions_scale(options, student)
         if options.form == "learned":
             d = options.dim
             self.query = nn.ModuleList(projection(c, d) for c, *_ in student.stage_shapes)
@@ -118,4 +119,4 @@ class RTKLoss(DistillLoss):
         fs, ft = student.stages, teacher.stages
         dist, cos = pairwise_maps(fs, ft)
         weights = representative_weights(self.scores(fs, ft, cos), self.options.k, self.options.tau)
-        return (weights * dist).sum(dim=2).mean(dim=0).sum()
+        return self.scale * (weights * dist).sum(dim=2).mean(dim=0).sum()

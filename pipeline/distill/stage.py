@@ -95,7 +95,9 @@ def run(ctx) -> dict:
         bn = recalibrate_bn(student, cfg.distill.recalibrate_bn, trained=cfg.distill.epochs > 0, images=data.train[0],
                             batch_size=cfg.data.batch_size, evaluate=lambda: evaluate(student, *val_or_test(data)))
         acc = evaluate(student, *data.test)
-        runs.append({"seed": seed, "test_acc": acc, "seconds_per_epoch": result["seconds_per_epoch"],
+        val = evaluate(student, *data.val) if len(data.val[1]) else None  # what method defaults are chosen on
+        runs.append({"seed": seed, "test_acc": acc, "val_acc": val, "val_curve": [h["val_acc"] for h in result["history"]],
+                     "seconds_per_epoch": result["seconds_per_epoch"],
                      "teacher_ms_per_batch": step.teacher_ms_per_batch, **{f"prepare_{k}": v for k, v in prep.items()},
                      "bn_recalibration": bn, **({"source_checkpoint": setup.source} if setup.source else {})})
         if cfg.student.stages:
@@ -116,6 +118,7 @@ def run(ctx) -> dict:
         "test_acc": float(accs[0]),
         "test_acc_mean": float(accs.mean()),
         "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "val_acc_mean": None if runs[0]["val_acc"] is None else float(np.mean([r["val_acc"] for r in runs])),
         "teacher_test_acc": evaluate(teacher, *data.test),
         "student_params": count_parameters(student),
         "teacher_params": count_parameters(teacher),

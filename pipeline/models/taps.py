@@ -29,11 +29,13 @@ class ModelIO:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a loss needs to size its training-only modules: stage names and shapes (C, H, W)."""
+    """What a loss needs to size its training-only modules: stage names and shapes (C, H, W), and
+    the input shape (C, H, W) they were probed at (feature losses scale with the input's area)."""
 
     stage_names: tuple[str, ...]
     stage_shapes: tuple[tuple[int, ...], ...]
     num_classes: int
+    input_shape: tuple[int, ...]
 
 
 def stage_names_of(model: nn.Module, override: list[str] | None = None) -> list[str]:
@@ -92,4 +94,4 @@ def probe(model: nn.Module, names: list[str], input_shape: tuple[int, ...], num_
     with FeatureTaps(model, names) as taps:
         io = taps.run(torch.zeros(2, *input_shape))
     model.train(was_training)
-    return ModelInfo(tuple(names), tuple(tuple(f.shape[1:]) for f in io.stages), num_classes)
+    return ModelInfo(tuple(names), tuple(tuple(f.shape[1:]) for f in io.stages), num_classes, tuple(input_shape))

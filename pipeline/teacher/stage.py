@@ -8,6 +8,8 @@ Zhang 2021): CE + λ_t·‖C_t − S‖²_F/K², see ``pipeline/distill/icc.py``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,17 +45,20 @@ def run(ctx) -> dict:
         model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args)
         arch, arch_args = cfg.arch, cfg.arch_args
     if cfg.epochs:  # from scratch, or fine-tuning the loaded checkpoint
-        icc_term = None
-        if cfg.regularizer == "icc":
-            from pipeline.distill.icc import icc_teacher_term
+        from pipeline.distill.icc import icc_teacher_term, icc_teacher_weight
 
-            icc_term = icc_teacher_term
+        icc_weight = {"now": 0.0}  # λ_t this epoch: 0 without the regulariser or early in its warm-up
+        warmup_epochs = math.ceil(cfg.icc.warmup_fraction * cfg.epochs)
+
+        def on_epoch_start(epoch: int, optimizer) -> None:
+            if cfg.regularizer == "icc":
+                icc_weight["now"] = icc_teacher_weight(cfg.icc.lambda_t, warmup_epochs, epoch)
 
         def step(x, y):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            if icc_term is not None:
-                loss = loss + cfg.icc.lambda_t * icc_term(logits, classifier_weight(model), cfg.icc.temperature)
+            if icc_weight["now"]:
+                loss = loss + icc_weight["now"] * icc_teacher_term(logits, classifier_weight(model), cfg.icc.temperature)
             return loss, logits
 
         result = fit(
@@ -66,6 +71,7 @@ def run(ctx) -> dict:
             seed=ctx.cfg.data.seed,
             desc="teacher",
             evaluate_fn=lambda: evaluate(model, *val_or_test(data)),
+            on_epoch_start=on_epoch_start,
         )
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
         metrics["history"] = result["history"]
