@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in HOST_MODULES:
@@ -88,9 +89,12 @@ def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.run import run_pipeline
 
+    from pipeline.train.distributed import torchrun_env
+
     cfg = load_config(args.recipe, _overrides(args.overrides))
     run_pipeline(cfg, start=args.start, until=args.until, fresh=args.fresh)
-    print(f"run folder: {cfg.run_dir}")
+    if torchrun_env()[0] == 0:  # under torchrun, the other ranks have nothing more to say
+        print(f"run folder: {cfg.run_dir}")
     return 0
 
 

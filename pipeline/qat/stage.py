@@ -16,41 +16,43 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.distill.kd import kd_loss
-from pipeline.distill.trainer import freeze
+from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, prepare_qat
 from pipeline.target import TARGETS
 from pipeline.train.data import training_data, val_or_test
-from pipeline.train.loop import evaluate, fit, predict
+from pipeline.train.distributed import current
+from pipeline.train.loop import evaluate, fit, predict, predict_with_labels
 
 
 def run(ctx) -> dict:
     cfg = ctx.cfg.qat
     source = ctx.input("distill") / "student.pt"
     student, meta = load_checkpoint(source)
-    data = training_data(ctx.input("data"))
-    fp32_acc = evaluate(student, *data.test)
+    device = current().device
+    student.to(device)
+    data = training_data(ctx.input("data"), ctx.cfg.data)
+    fp32_acc = evaluate(student, data.test)
     if not cfg.enabled or cfg.epochs == 0:
         shutil.copyfile(source, ctx.out / "student.pt")
-        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test[0]))
+        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test))
         return {"enabled": False, "fp32_acc": fp32_acc}
 
     rules = TARGETS[ctx.cfg.target.name]
     teacher, _ = load_checkpoint(ctx.input("teacher") / "teacher.pt")
-    freeze(teacher)
+    supervisor, teacher_run, teacher_record = supervising_teacher(freeze(teacher).to(device), cfg)
     torch.manual_seed(ctx.cfg.data.seed)
-    qat_model = prepare_qat(student, rules, torch.from_numpy(data.train[0][:2]))
+    qat_model = prepare_qat(student, rules, data.example(2).to(device)).to(device)
 
     def step(x, y):
         logits = qat_model(x)
         loss = F.cross_entropy(logits, y)
         if cfg.kd:
-            with torch.no_grad():
-                t_logits = teacher(x)
+            t_logits = teacher_run(supervisor, x).float()
             loss = cfg.w_ce * loss + cfg.w_kd * kd_loss(logits, t_logits, cfg.temperature)
         return loss, logits
 
-    def on_epoch_start(epoch: int) -> None:
+    def on_epoch_start(epoch: int, optimizer: torch.optim.Optimizer) -> None:
         if cfg.freeze_bn_epoch is not None and epoch >= cfg.freeze_bn_epoch:
             freeze_bn_stats(qat_model)
         if epoch >= cfg.freeze_observer_epoch:
@@ -62,20 +64,20 @@ def run(ctx) -> dict:
         train=data.train,
         cfg=cfg,
         batch_size=ctx.cfg.data.batch_size,
-        augment=data.augment(ctx.cfg.data.augment),
+        augment=data.batch_augment,
         seed=ctx.cfg.data.seed,
         desc="qat",
-        evaluate_fn=lambda: evaluate(qat_model, *val_or_test(data)),
+        evaluate_fn=lambda: evaluate(qat_model, val_or_test(data)),
         on_epoch_start=on_epoch_start,
     )
     qat_model.eval()
-    fq_logits = predict(qat_model, data.test[0])
+    fq_logits, test_labels = predict_with_labels(qat_model, data.test)
     np.save(ctx.out / "fakequant_test_logits.npy", fq_logits)
-    fq_acc = float((fq_logits.argmax(1) == data.test[1]).mean())
+    fq_acc = float((fq_logits.argmax(1) == test_labels).mean())
 
     copy_back(qat_model, student)
     student.eval()
-    qat_fp32_acc = evaluate(student, *data.test)
+    qat_fp32_acc = evaluate(student, data.test)
     blob = read_checkpoint(source)
     save_checkpoint(
         ctx.out / "student.pt",
@@ -89,8 +91,9 @@ def run(ctx) -> dict:
         "fp32_acc_before": fp32_acc,
         "fakequant_accuracy": fq_acc,
         "fp32_acc_after": qat_fp32_acc,
-        "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test[0]).argmax(1)).mean()),
+        "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test).argmax(1)).mean()),
         "per_channel": rules.per_channel,
         "kd": cfg.kd,
         "seconds_per_epoch": result["seconds_per_epoch"],
+        **(teacher_record if cfg.kd else {}),
     }

@@ -14,6 +14,7 @@ from pipeline.artifacts import sha256_file
 from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from pipeline.train.data import training_data, val_or_test
+from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit
 
 
@@ -25,7 +26,7 @@ def classifier_weight(model: nn.Module) -> torch.Tensor:
 
 def run(ctx) -> dict:
     cfg = ctx.cfg.teacher
-    data = training_data(ctx.input("data"))
+    data = training_data(ctx.input("data"), ctx.cfg.data)
     c, _, _ = data.input_shape
     metrics: dict = {}
     if cfg.checkpoint:
@@ -35,7 +36,7 @@ def run(ctx) -> dict:
         metrics["source_checkpoint_sha256"] = sha256_file(cfg.checkpoint)
     else:
         torch.manual_seed(ctx.cfg.data.seed)
-        model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args)
+        model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args).to(current().device)
         arch, arch_args = cfg.arch, cfg.arch_args
         icc_term = None
         if cfg.regularizer == "icc":
@@ -56,17 +57,18 @@ def run(ctx) -> dict:
             train=data.train,
             cfg=cfg,
             batch_size=ctx.cfg.data.batch_size,
-            augment=data.augment(ctx.cfg.data.augment),
+            augment=data.batch_augment,
             seed=ctx.cfg.data.seed,
             desc="teacher",
-            evaluate_fn=lambda: evaluate(model, *val_or_test(data)),
+            evaluate_fn=lambda: evaluate(model, val_or_test(data)),
         )
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
+        metrics["ms_per_step"] = round(result["ms_per_step"], 3)
         metrics["history"] = result["history"]
-    model.eval()
+    model.to(current().device).eval()
     metrics = {
-        "test_acc": evaluate(model, *data.test),
-        "val_acc": evaluate(model, *val_or_test(data)),
+        "test_acc": evaluate(model, data.test),
+        "val_acc": evaluate(model, val_or_test(data)),
         "params": count_parameters(model),
         "arch": arch,
         "regularizer": cfg.regularizer,
