@@ -277,7 +277,7 @@ def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5) -> dict:
     import torch
 
     from pipeline.distill.stage import setup_seed
-    from pipeline.distill.trainer import freeze
+    from pipeline.distill.trainer import freeze, supervising_teacher
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.train.data import training_data
     from pipeline.train.loop import make_optimizer
@@ -288,13 +288,15 @@ def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5) -> dict:
     raw["teacher"] = {"checkpoint": checkpoint}
     cfg = validate_config(raw, source=f"distill_methods.py row {row}")
     run_pipeline(cfg, until="data")
-    data = training_data(stage_dir(cfg, "data"))
+    data = training_data(stage_dir(cfg, "data"), cfg.data)
     teacher, _ = load_checkpoint(Path(checkpoint))
     freeze(teacher)
-    setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache")
-    opt = make_optimizer([*setup.student.parameters(), *setup.criterion.parameters()], cfg.distill)
+    supervisor, teacher_run, _ = supervising_teacher(teacher, cfg.distill)  # the teacher forward the stage runs
+    setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
+    params = [*setup.student.parameters(), *setup.criterion.parameters()]
+    opt = make_optimizer(params, cfg.distill)
     bs = cfg.data.batch_size
-    x_all, y_all = (torch.from_numpy(a) for a in data.train)
+    x_all, y_all = data.train.tensors
     setup.student.train()
     setup.criterion.train()
     times = []

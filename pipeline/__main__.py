@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in HOST_MODULES:
@@ -104,14 +105,18 @@ def cmd_run(args) -> int:
     from pipeline.run import run_pipeline
     from pipeline.run_folder import choose_run_dir
 
+    from pipeline.train.distributed import torchrun_env
+
     overrides = _overrides(args.overrides)
     if args.name is not None:
         overrides["name"] = args.name
+    # under torchrun every rank chooses alike: a folder holding this config, or the first free NAME-k
     cfg, note = choose_run_dir(load_config(args.recipe, overrides), overwrite=args.overwrite)
-    if note:
+    if note and torchrun_env()[0] == 0:
         print(note, file=sys.stderr)
     run_pipeline(cfg, start=args.start, until=args.until, fresh=args.fresh)
-    print(f"run folder: {cfg.run_dir}")
+    if torchrun_env()[0] == 0:  # under torchrun, the other ranks have nothing more to say
+        print(f"run folder: {cfg.run_dir}")
     return 0
 
 

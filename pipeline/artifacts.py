@@ -4,7 +4,8 @@ A stage writes into ``runs/<name>/<NN_stage>.partial/``; only after its manifest
 is that folder renamed to ``<NN_stage>/``. So a folder without ``.partial`` is always a
 finished stage, and a stage killed half-way leaves only a ``.partial`` that the next run
 deletes. ``manifest.json`` records the cache key (hash of the stage's config sections, its
-inputs' hashes and the package version), inputs, outputs with sha256, metrics and tool versions.
+inputs' hashes and the package version), inputs, outputs with sha256, metrics, tool versions
+and, for a training stage, where it ran (world size, backend, device, precision).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     started: float = 0.0
     seconds: float = 0.0
+    placement: dict[str, Any] = field(default_factory=dict)  # training stages: world size, backend, device, precision
 
     @property
     def digest(self) -> str:

@@ -8,8 +8,9 @@ file, the key path and what is allowed, e.g.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +24,11 @@ NonNegative = Annotated[int, Field(ge=0)]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # keys that decide where or how fast a stage runs, not what it computes: kept out of cache keys
+    not_in_cache_key: ClassVar[frozenset[str]] = frozenset()
+
+    def cache_fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self.not_in_cache_key))
 
 
 class DataConfig(Section):
@@ -40,16 +46,18 @@ class DataConfig(Section):
     max_test: int | None = Field(None, gt=0)
     calibration_size: int = Field(256, gt=0)
     augment: list[Literal["crop", "flip"]] = ["crop"]
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0)  # the global batch: under torchrun each of N processes takes batch_size / N
+    workers: int = Field(0, ge=0)  # DataLoader processes decoding image files (image_folder); 0 = in the training process
     seed: int = 0
+    not_in_cache_key = frozenset({"workers"})  # augmentation is seeded per image, so results do not depend on it
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from pipeline.data.sources import SOURCES
+        from pipeline.data.sources import DATASETS
 
-        if v not in SOURCES:
-            raise ValueError(_unknown(v, SOURCES))
+        if v not in DATASETS:
+            raise ValueError(_unknown(v, DATASETS))
         return v
 
     @field_validator("channels")
@@ -61,6 +69,28 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
+    """Where and in what precision every training stage (teacher, distill, QAT) runs.
+
+    The same recipe runs in one process or under ``torchrun --nproc_per_node=N`` (data-parallel,
+    see pipeline/train/distributed.py). The device and the process-group timeout decide where,
+    not what: they stay out of cache keys, as does the world size.
+    """
+
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast for the training steps; fp16 adds a gradient scaler
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
+    timeout_s: float = Field(1800.0, gt=0)  # a rank waiting longer than this on the others fails the run
+    not_in_cache_key = frozenset({"device", "timeout_s"})
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"'{v}' is not a device (auto, cpu, cuda or cuda:N)")
+        return v
+
+
+class ScheduleConfig(Section):
     """Optimiser and schedule, shared by the teacher, distill and QAT stages."""
 
     epochs: int = Field(30, ge=0)
@@ -107,7 +137,19 @@ class ICCRegularizer(Section):
     warmup_fraction: float = Field(0.0, ge=0, lt=1)
 
 
-class TeacherConfig(ModelSpec, TrainConfig):
+class FrozenTeacherConfig(Section):
+    """How the frozen teacher's forward runs while it supervises (distill, QAT): cheaper, same answers.
+
+    Measured in benchmarks/train_throughput.py (issue 17): conv-BN folding, channels-last and bf16
+    autocast make the teacher's forward several times cheaper with top-1 unchanged within noise.
+    """
+
+    teacher_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32
+    teacher_channels_last: bool = True
+    teacher_fold_bn: bool = True  # fold each conv's BatchNorm into its weights (the teacher is frozen, in eval mode)
+
+
+class TeacherConfig(ModelSpec, ScheduleConfig):
     """Trained from scratch, or loaded from ``checkpoint``: used as is, fine-tuned when ``epochs`` is set > 0."""
 
     arch: str = "resnet20"
@@ -126,7 +168,7 @@ class StudentConfig(ModelSpec):
     arch: str = "resnet8"
 
 
-class DistillConfig(TrainConfig):
+class DistillConfig(ScheduleConfig, FrozenTeacherConfig):
     method: str = "kd"
     options: dict[str, Any] = {}  # method-specific, validated by the method's own Options
     w_ce: float | None = None  # None = the method's default (filled in by validate_config)
@@ -152,7 +194,7 @@ class DistillConfig(TrainConfig):
         return v
 
 
-class QATConfig(TrainConfig):
+class QATConfig(ScheduleConfig, FrozenTeacherConfig):
     enabled: bool = True
     epochs: int = Field(3, ge=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -253,6 +295,7 @@ class Config(Section):
     name: str = "run"
     runs_dir: str = "runs"
     data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()

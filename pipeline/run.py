@@ -4,12 +4,21 @@ Every stage is a function ``run(ctx: StageContext) -> dict`` (its metrics) in
 ``pipeline/<stage>/stage.py``. It reads its config section(s) and the folders of earlier
 stages, writes files only into ``ctx.out``, and never hands in-memory objects on. The loop
 below decides, from each stage's cache key, whether to reuse its folder or run it again.
+
+Under ``torchrun`` (pipeline/train/distributed.py) every process runs this same loop. Rank 0
+decides what is cached and alone writes stage folders and manifests; the stages that train run
+on every rank (the others write into a scratch folder that is thrown away, so stage code has no
+rank logic); the others run on rank 0 while the rest wait, and after the last training stage the
+other ranks stop. World size, device and process-group timeout are not in any cache key, so a
+result trained by N processes is a cache hit for one process later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +41,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 class Stage:
     name: str
     sections: tuple[str, ...]  # config sections that shape this stage's outputs
+    trains: bool = False  # runs on every rank under torchrun (the others run on rank 0 alone)
 
     @property
     def folder(self) -> str:
@@ -43,9 +53,9 @@ class Stage:
 
 STAGES: list[Stage] = [
     Stage("data", ("data",)),
-    Stage("teacher", ("teacher",)),
-    Stage("distill", ("student", "distill")),
-    Stage("qat", ("qat", "target")),
+    Stage("teacher", ("teacher", "train"), trains=True),
+    Stage("distill", ("student", "distill", "train"), trains=True),
+    Stage("qat", ("qat", "target", "train"), trains=True),
     Stage("export", ("export", "target")),
     Stage("target", ("target",)),
     Stage("benchmark", ("benchmark", "target")),
@@ -71,9 +81,10 @@ def stage_dir(cfg: Config, stage: str) -> Path:
 
 def cache_key(cfg: Config, stage: Stage, inputs: dict[str, str]) -> str:
     """Hash of the config sections of this stage and every earlier one (a stage may read them, e.g. the teacher
-    reads data.batch_size), the upstream outputs' hashes, what it reads from outside the run, and the version."""
+    reads data.batch_size), the upstream outputs' hashes, what it reads from outside the run, and the version.
+    Keys that decide only where a stage runs (``Section.not_in_cache_key``) are left out."""
     upstream = STAGES[: STAGES.index(stage) + 1]
-    sections = {name: getattr(cfg, name).model_dump(mode="json") for s in upstream for name in s.sections}
+    sections = {name: getattr(cfg, name).cache_fields() for s in upstream for name in s.sections}
     external = external_inputs(cfg, stage.name)
     return hash_json({"stage": stage.name, "sections": sections, "inputs": inputs, "external": external,
                       "version": pipeline.__version__})
@@ -96,64 +107,108 @@ def run_pipeline(
             raise PipelineError(f"{flag}: unknown stage '{value}' (stages: {', '.join(STAGE_NAMES)})")
     if start and until and STAGE_NAMES.index(start) > STAGE_NAMES.index(until):
         raise PipelineError(f"--from {start} comes after --until {until}: nothing would run (stages: {', '.join(STAGE_NAMES)})")
-    with run_lock(cfg.run_dir), stage_write_errors(cfg.run_dir):
-        return _run_stages(cfg, start=start, until=until, fresh=fresh)
+    from pipeline.train import distributed  # torch: imported when a run starts, not with the console
+
+    with distributed.session(cfg.train) as place:
+        # rank 0 holds the run folder's lock for all ranks (the others only write into scratch folders)
+        with run_lock(cfg.run_dir) if place.is_main else contextlib.nullcontext(), stage_write_errors(cfg.run_dir):
+            return _run_stages(cfg, place, start=start, until=until, fresh=fresh)
 
 
-def _run_stages(cfg: Config, *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
+def _run_stages(cfg: Config, place, *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
+    from pipeline.train import distributed
+
     last = STAGE_NAMES.index(until) if until else len(STAGES) - 1
     forced = STAGE_NAMES.index(start) if start else (0 if fresh else len(STAGES))
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "cache").mkdir(exist_ok=True)
-    record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
-    for stale in (run_dir / "cache").glob("*.partial"):  # a killed check's work folder: no other run uses it (lock)
-        shutil.rmtree(stale, ignore_errors=True)
-
+    if place.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "cache").mkdir(exist_ok=True)
+        record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
+        for stale in (run_dir / "cache").glob("*.partial"):  # a killed check's work folder: no other run uses it (lock)
+            shutil.rmtree(stale, ignore_errors=True)
+    stages = STAGES[: last + 1]
+    shared = max((i + 1 for i, s in enumerate(stages) if s.trains), default=0)  # stages every rank runs
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
-    for i, stage in enumerate(STAGES[: last + 1]):
-        folder = run_dir / stage.folder
-        key = cache_key(cfg, stage, {name: m.digest for name, m in manifests.items()})
-        old = Manifest.read(folder)
-        if i < forced and old is not None and old.cache_key == key and verify_outputs(folder, old):
-            console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
-        else:
-            if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
-                _precheck(cfg)  # cached by student spec, so the second call is free
-            with stage_write_errors(folder.with_name(folder.name + ".partial")):
-                old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
+    for i, stage in enumerate(stages):
+        if i >= shared and not place.is_main:
+            break  # the other ranks are done once training is; rank 0 goes on alone
+        with distributed.alone() if i >= shared else contextlib.nullcontext():
+            folder = run_dir / stage.folder
+            key = cache_key(cfg, stage, {name: m.digest for name, m in manifests.items()})
+            old = distributed.on_main(lambda: _reusable(folder, key) if i < forced else None)
+            if old is not None:
+                console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
+            else:
+                if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
+                    distributed.on_main(lambda: _precheck(cfg))  # cached by student spec, so the second call is free
+                with stage_write_errors(folder.with_name(folder.name + ".partial")):
+                    old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
         manifests[stage.name] = old
         inputs[stage.name] = folder
-    _raise_on_failed_gates(manifests)
+    if place.is_main:
+        _raise_on_failed_gates(manifests)
     return manifests
 
 
+def _reusable(folder: Path, key: str) -> Manifest | None:
+    """The finished stage in ``folder`` if its key matches and its outputs are unchanged."""
+    old = Manifest.read(folder)
+    return old if old is not None and old.cache_key == key and verify_outputs(folder, old) else None
+
+
 def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str, Path], upstream: dict[str, Manifest]) -> Manifest:
+    """Run one stage into ``NN_stage.partial/`` and rename it when complete; rank 0's folder is the
+    one kept. Every rank gets the finished stage's manifest."""
+    from pipeline.train import distributed
+
+    place = distributed.current()
     partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    console.print(f"[bold]▶ {stage.folder}[/bold]")
+
+    def start() -> None:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        console.print(f"[bold]▶ {stage.folder}[/bold]")
+
+    def finish(metrics: dict[str, Any], started: float) -> Manifest:
+        manifest = Manifest(
+            stage=stage.name,
+            cache_key=key,
+            inputs={name: m.digest for name, m in upstream.items()},
+            outputs=hash_outputs(partial),
+            metrics=metrics,
+            tools=tool_versions(),
+            started=started,
+            seconds=round(now() - started, 3),
+            placement=place.record() if stage.trains else {},
+        )
+        manifest.write(partial)
+        # swap in the finished folder: the old one is removed only once the new one is complete
+        if folder.exists():
+            shutil.rmtree(folder)
+        partial.rename(folder)
+        console.print(f"[green]✓ {stage.folder}[/green] in {manifest.seconds:.1f}s ({_summary(metrics)})")
+        return manifest
+
+    def run_in(out: Path) -> dict[str, Any]:
+        ctx = StageContext(cfg=cfg, out=out, inputs=inputs, cache=cfg.run_dir / "cache")
+        return stage.function()(ctx) or {}
+
+    def run_here() -> Manifest:
+        start()
+        return finish(run_in(partial), started)
+
     started = now()
-    ctx = StageContext(cfg=cfg, out=partial, inputs=inputs, cache=cfg.run_dir / "cache")
-    metrics = stage.function()(ctx) or {}
-    manifest = Manifest(
-        stage=stage.name,
-        cache_key=key,
-        inputs={name: m.digest for name, m in upstream.items()},
-        outputs=hash_outputs(partial),
-        metrics=metrics,
-        tools=tool_versions(),
-        started=started,
-        seconds=round(now() - started, 3),
-    )
-    manifest.write(partial)
-    # swap in the finished folder: the old one is removed only once the new one is complete
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
-    console.print(f"[green]✓ {stage.folder}[/green] in {manifest.seconds:.1f}s ({_summary(metrics)})")
-    return manifest
+    if not stage.trains:
+        return distributed.on_main(run_here)
+    distributed.on_main(start)
+    if place.is_main:
+        metrics = run_in(partial)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"{stage.folder}-rank{place.rank}-") as scratch:
+            metrics = run_in(Path(scratch))
+    return distributed.on_main(lambda: finish(metrics, started))
 
 
 def _precheck(cfg: Config) -> None:

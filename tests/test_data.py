@@ -103,19 +103,6 @@ def test_mnist_from_the_classic_pickle(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_image_folder(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for cls, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (12, 12), colour).save(tmp_path / split / cls / f"{i}.png")
-    raw = SOURCES["image_folder"](tmp_path)
-    assert raw.images.shape == (12, 12, 12, 3) and raw.class_names == ("cat", "dog") and raw.test_start == 6
-    assert raw.images[0, 0, 0].tolist() == [255, 0, 0] and raw.labels[3] == 1
-
-
 def test_split_is_deterministic_and_disjoint():
     raw = load_raw("digits", None)
     a = split_indices(raw, seed=3, val_fraction=0.1, test_fraction=0.2, max_train=None, max_test=None, calibration_size=64)

@@ -2,8 +2,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.data import ArrayDataset
 from pipeline.errors import PipelineError
-from pipeline.train.loop import Augment, evaluate, fit
+from pipeline.train.data import Augment
+from pipeline.train.loop import evaluate, fit
 
 
 def test_crop_shifts_content_within_padding_and_pads_with_black():
@@ -31,6 +33,7 @@ def test_fit_learns_a_separable_problem_and_is_deterministic():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 1, 2, 2)).astype(np.float32)
     y = (x.reshape(256, -1).sum(1) > 0).astype(np.int64)
+    data = ArrayDataset(torch.from_numpy(x), torch.from_numpy(y))
     cfg = type("C", (), {"epochs": 5, "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
                          "schedule": "cosine", "milestones": [], "gamma": 0.1})()
 
@@ -38,11 +41,11 @@ def test_fit_learns_a_separable_problem_and_is_deterministic():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         result = fit(modules=[model], step=lambda a, b: (nn.functional.cross_entropy(model(a), b), model(a)),
-                     train=(x, y), cfg=cfg, batch_size=32, augment=None, seed=0, desc="t")
+                     train=data, cfg=cfg, batch_size=32, augment=None, seed=0, desc="t")
         return model, result
 
     model, result = train_once()
-    assert evaluate(model, x, y) > 0.95 and len(result["history"]) == 5
+    assert evaluate(model, data) > 0.95 and len(result["history"]) == 5
     again, _ = train_once()
     assert torch.equal(model[1].weight, again[1].weight)
 
@@ -51,9 +54,9 @@ def test_non_finite_loss_stops_with_a_clear_error():
     cfg = type("C", (), {"epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
                          "schedule": "constant", "milestones": [], "gamma": 0.1})()
     model = nn.Linear(1, 2)
-    x, y = np.ones((4, 1), np.float32), np.zeros(4, np.int64)
+    data = ArrayDataset(torch.ones(4, 1), torch.zeros(4, dtype=torch.long))
     try:
-        fit(modules=[model], step=lambda a, b: (model(a).sum() * float("nan"), model(a)), train=(x, y), cfg=cfg,
+        fit(modules=[model], step=lambda a, b: (model(a).sum() * float("nan"), model(a)), train=data, cfg=cfg,
             batch_size=4, augment=None, seed=0, desc="boom")
     except PipelineError as exc:
         assert "boom: loss became nan" in str(exc)

@@ -1,4 +1,5 @@
-"""Where images come from: one loader per dataset format, all returning the same ``RawDataset``.
+"""Where images come from: one loader per in-memory dataset format, all returning the same ``RawDataset``
+(image folders are not loaded whole: they stream, ``pipeline/data/folder.py``).
 
 Everything here reads local files; nothing downloads (there may be no network on the build
 host or the board). A missing dataset raises one line saying where it looked and how to get it.
@@ -190,39 +191,6 @@ def _unpickle(path: Path) -> dict:
         return load_pickle(f, path)
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
-def load_image_folder(root: Path | None) -> RawDataset:
-    """One sub-folder per class (torchvision's ImageFolder layout); ``train/`` and ``test/`` sub-folders,
-    when both exist, give an official test split. Images are converted to RGB at their first image's size."""
-    from PIL import Image
-
-    if root is None:
-        raise PipelineError("data.root: image_folder needs a folder with one sub-folder per class")
-    folder = Path(root)
-    splits = [folder / "train", folder / "test"] if (folder / "train").is_dir() and (folder / "test").is_dir() else [folder]
-    classes = sorted(p.name for p in splits[0].iterdir() if p.is_dir()) if splits[0].is_dir() else []
-    if not classes:
-        raise PipelineError(f"data.root: no class sub-folders in {splits[0]}")
-    images, labels, sizes, size = [], [], [], None
-    for split in splits:
-        n_before = len(images)
-        for label, name in enumerate(classes):
-            for path in sorted((split / name).glob("*")):
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                img = Image.open(path).convert("RGB")
-                size = size or img.size
-                images.append(np.asarray(img.resize(size, Image.BILINEAR) if img.size != size else img, dtype=np.uint8))
-                labels.append(label)
-        sizes.append(len(images) - n_before)
-    if not images:
-        raise PipelineError(f"data.root: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    test_start = sizes[0] if len(splits) == 2 else None
-    return RawDataset(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes), test_start)
-
-
 FASHION_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 SOURCES: dict[str, Callable[[Path | None], RawDataset]] = {
     "digits": load_digits,
@@ -232,8 +200,10 @@ SOURCES: dict[str, Callable[[Path | None], RawDataset]] = {
     "mnist": load_mnist,
     "cifar10": lambda root: load_cifar(root, fine=False),
     "cifar100": lambda root: load_cifar(root, fine=True),
-    "image_folder": load_image_folder,
 }
+# datasets read file by file while training instead of into one array (pipeline/data/folder.py)
+STREAMED = ("image_folder",)
+DATASETS = (*SOURCES, *STREAMED)
 
 
 def _folder_files(root: Path | None) -> list[Path]:
@@ -255,7 +225,7 @@ SOURCE_FILES: dict[str, Callable[[Path | None], list[Path]]] = {
 def load_raw(dataset: str, root: str | None) -> RawDataset:
     """The dataset, read once per process while its files are unchanged (a file rewritten since is read again)."""
     if dataset not in SOURCES:
-        raise PipelineError(f"data.dataset: unknown '{dataset}' (known: {', '.join(sorted(SOURCES))})")
+        raise PipelineError(f"data.dataset: unknown in-memory dataset '{dataset}' (known: {', '.join(sorted(SOURCES))})")
     folder = Path(root).expanduser() if root else None
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in SOURCE_FILES[dataset](folder))
     return _load_raw(dataset, root, stamp)

@@ -41,7 +41,7 @@ from torch import nn
 
 from pipeline.distill.base import DistillLoss
 from pipeline.distill.teacher_side import (
-    accuracies, cache_key, load_cached, ordered, reseeded, reset_parameters, save_cached, train_with_ce,
+    accuracies, cache_key, cached_phase, ordered, reseeded, reset_parameters, train_with_ce,
 )
 from pipeline.errors import PipelineError
 from pipeline.models.taps import ModelIO
@@ -217,13 +217,7 @@ class AMALoss(DistillLoss):
         key = cache_key(self.name, self.options.model_dump(mode="json"), teacher, train_loader,
                         student_stage=self.student_info.stage_shapes[self.m], teacher_stages=self.teacher_info.stage_shapes)
         path = Path(cache_dir) / self.name / f"{key[:20]}.pt"
-        metrics = load_cached(path, self.adapted)
-        if metrics is None:
-            metrics = self._adapt(teacher, train_loader)
-            save_cached(path, self.adapted, metrics)
-            metrics["cached"] = False
-        else:
-            metrics["cached"] = True
+        metrics = cached_phase(path, self.adapted, lambda: self._adapt(teacher, train_loader))
         for p in self.adapted.parameters():
             p.requires_grad_(False)
         self._frozen = True

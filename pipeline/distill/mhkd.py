@@ -29,7 +29,7 @@ from torch import nn
 from pipeline.distill.base import DistillLoss
 from pipeline.distill.kd import kd_loss
 from pipeline.distill.teacher_side import (
-    accuracies, cache_key, load_cached, ordered, reseeded, reset_parameters, save_cached, train_with_ce,
+    accuracies, cache_key, cached_phase, ordered, reseeded, reset_parameters, train_with_ce,
 )
 from pipeline.errors import PipelineError
 
@@ -121,13 +121,7 @@ class MHKDLoss(DistillLoss):
         key = cache_key(self.name, phase_options, teacher, train_loader,  # β, T only weigh the student's loss
                         teacher_stages=[t for _, t in self.pairs], teacher_shapes=self.teacher_info.stage_shapes)
         path = Path(cache_dir) / self.name / f"{key[:20]}.pt"
-        metrics = load_cached(path, self.teacher_heads)
-        if metrics is None:
-            metrics = self._train_teacher_heads(teacher, teacher_taps, train_loader)
-            save_cached(path, self.teacher_heads, metrics)
-            metrics["cached"] = False
-        else:
-            metrics["cached"] = True
+        metrics = cached_phase(path, self.teacher_heads, lambda: self._train_teacher_heads(teacher, teacher_taps, train_loader))
         self.teacher_heads.requires_grad_(False)
         self.teacher_heads.eval()
         self._frozen = True

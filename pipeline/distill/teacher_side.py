@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from pipeline.artifacts import atomic_write_bytes, hash_json
+from pipeline.train.data import make_loader
+from pipeline.train.distributed import current, on_main
 
 
 def fingerprint_module(module: nn.Module) -> str:
@@ -40,6 +42,8 @@ def fingerprint_module(module: nn.Module) -> str:
 def fingerprint_data(loader: DataLoader) -> str:
     """sha256 of the dataset behind a loader (order-free: the dataset, not the batches)."""
     ds = loader.dataset
+    if hasattr(ds, "fingerprint"):  # a streamed folder: its files' recorded hashes, not a decoding pass
+        return ds.fingerprint()
     h = hashlib.sha256()
     tensors = ds.tensors if isinstance(ds, TensorDataset) else (t for i in range(len(ds)) for t in ds[i])
     for t in tensors:
@@ -76,18 +80,39 @@ def load_cached(path: Path, module: nn.Module) -> dict[str, Any] | None:
 
 def save_cached(path: Path, module: nn.Module, metrics: dict[str, Any]) -> None:
     buf = io.BytesIO()
-    torch.save({"state": module.state_dict(), "metrics": json.dumps(metrics)}, buf)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    torch.save({"state": state, "metrics": json.dumps(metrics)}, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def cached_phase(path: Path, module: nn.Module, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Load ``module``'s phase from ``path``, or ``compute()`` it (training ``module``) and cache it.
+
+    Under torchrun rank 0 alone loads or computes and writes; the other ranks wait for it, then load
+    the same file, so every rank supervises with identical modules. Returns the phase's metrics,
+    with ``cached`` saying whether it was reused."""
+
+    def load_or_compute() -> dict[str, Any]:
+        metrics = load_cached(path, module)
+        if metrics is not None:
+            return {**metrics, "cached": True}
+        metrics = compute()
+        save_cached(path, module, metrics)
+        return {**metrics, "cached": False}
+
+    metrics = on_main(load_or_compute)
+    if not current().is_main and load_cached(path, module) is None:
+        raise RuntimeError(f"{path}: rank 0 cached this phase, yet it does not load here")
+    return metrics
 
 
 def reseeded(loader: DataLoader, seed: int) -> DataLoader:
     """The same data and batch size, shuffled by the phase's own seed (not the student's)."""
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=True, generator=gen)
+    return make_loader(loader.dataset, loader.batch_size or 64, shuffle=True, seed=seed, shard=False)
 
 
 def ordered(loader: DataLoader) -> DataLoader:
-    return DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=False)
+    return make_loader(loader.dataset, loader.batch_size or 64, shuffle=False, shard=False)
 
 
 def reset_parameters(module: nn.Module, seed: int) -> None:
@@ -117,13 +142,14 @@ def train_with_ce(
         return 0.0
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
+    device = current().device
     t0 = time.perf_counter()
     for epoch in range(epochs):
         for m in modules:
             m.train()
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=None, dynamic_ncols=True)
         for x, y in bar:
-            loss = losses(x, y)
+            loss = losses(x.to(device), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -140,7 +166,9 @@ def accuracies(predict: Callable[[torch.Tensor], list[torch.Tensor]], loader: Da
     """Top-1 of each of the logits ``predict(x)`` returns, over the whole loader (callers set eval mode)."""
     correct: list[int] = []
     seen = 0
+    device = current().device
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         outs = predict(x)
         correct = correct or [0] * len(outs)
         for i, z in enumerate(outs):

@@ -85,7 +85,7 @@ def run(ctx) -> dict:
     input_shape = tuple(int(d) for d in info["input_shape"])
     calibration, calib_path = load_calibration(data_dir, input_shape)
     source, source_stage, source_reason = source_checkpoint(ctx)
-    console.print(f"  exporting the {source_reason}")
+    console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
                   fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])

@@ -22,7 +22,8 @@ REQUIRED = ("arch", "arch_args", "num_classes", "in_channels", "state_dict")
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """``meta`` needs arch, arch_args, num_classes, in_channels; may add preprocess, class_names, config, metrics…"""
-    blob = {**meta, "state_dict": model.state_dict(), "pipeline_version": pipeline.__version__}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # device-free: loads on any machine
+    blob = {**meta, "state_dict": state, "pipeline_version": pipeline.__version__}
     blob.setdefault("stage_names", list(getattr(model, "stage_names", [])))
     buf = io.BytesIO()
     torch.save(blob, buf)

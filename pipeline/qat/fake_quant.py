@@ -107,6 +107,8 @@ def post_training_quantized(model: nn.Module, rules: TargetRules, calibration: t
     """``model`` as the export path will quantise it (eval mode): BN folded with its running statistics,
     the target's weight scheme, activation ranges = min/max over the calibration images. What the
     converters do to the float weights, simulated in PyTorch so the QAT guard can compare weight sets."""
+    param = next(model.parameters(), None)
+    calibration = calibration.to(param.device) if param is not None else calibration
     q = prepare_qat(model, rules, calibration[:2], calibrate=True).eval()  # eval: fused BN uses running stats
     q.apply(torch.ao.quantization.disable_fake_quant)
     for i in range(0, len(calibration), batch_size):

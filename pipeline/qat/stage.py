@@ -29,16 +29,18 @@ import shutil
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.distill.kd import kd_loss
-from pipeline.distill.trainer import freeze
+from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
-from pipeline.train.loop import evaluate, fit, predict
+from pipeline.train.distributed import current
+from pipeline.train.loop import evaluate, fit, predict, predict_with_labels
 
 GUARD_FILE = "guard.json"
 
@@ -47,28 +49,29 @@ def run(ctx) -> dict:
     cfg = ctx.cfg.qat
     source = ctx.input("distill") / "student.pt"
     student, meta = load_checkpoint(source)
-    data = training_data(ctx.input("data"))
-    fp32_acc = evaluate(student, *data.test)
+    device = current().device
+    student.to(device)
+    data = training_data(ctx.input("data"), ctx.cfg.data)
+    fp32_acc = evaluate(student, data.test)
     if not cfg.enabled or cfg.epochs == 0:
         shutil.copyfile(source, ctx.out / "student.pt")
-        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test[0]))
+        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test))
         guard = {"export": "distill", "reason": "QAT is off (qat.enabled: false or qat.epochs: 0): the distilled weights"}
         atomic_write_json(ctx.out / GUARD_FILE, guard)
         return {"enabled": False, "fp32_acc": fp32_acc, "guard": guard}
 
     rules = TARGETS[ctx.cfg.target.name]
     teacher, _ = load_checkpoint(ctx.input("teacher") / "teacher.pt")
-    freeze(teacher)
-    distilled = load_checkpoint(source)[0]
+    supervisor, teacher_run, teacher_record = supervising_teacher(freeze(teacher).to(device), cfg)
+    distilled = load_checkpoint(source)[0].to(device)
     torch.manual_seed(ctx.cfg.data.seed)
-    qat_model = prepare_qat(student, rules, torch.from_numpy(data.train[0][:2]))
+    qat_model = prepare_qat(student, rules, data.example(2).to(device)).to(device)
 
     def step(x, y):
         logits = qat_model(x)
         loss = F.cross_entropy(logits, y)
         if cfg.kd:
-            with torch.no_grad():
-                t_logits = teacher(x)
+            t_logits = teacher_run(supervisor, x).float()
             loss = cfg.w_ce * loss + cfg.w_kd * kd_loss(logits, t_logits, cfg.temperature)
         return loss, logits
 
@@ -87,21 +90,21 @@ def run(ctx) -> dict:
         train=data.train,
         cfg=cfg,
         batch_size=ctx.cfg.data.batch_size,
-        augment=data.augment(ctx.cfg.data.augment),
+        augment=data.batch_augment,
         seed=ctx.cfg.data.seed,
         desc="qat",
-        evaluate_fn=lambda: evaluate(qat_model, *val_or_test(data)),
+        evaluate_fn=lambda: evaluate(qat_model, val_or_test(data)),
         on_epoch_start=on_epoch_start,
     )
     qat_model.eval()
-    fq_logits = predict(qat_model, data.test[0])
+    fq_logits, test_labels = predict_with_labels(qat_model, data.test)
     np.save(ctx.out / "fakequant_test_logits.npy", fq_logits)
-    fq_acc = float((fq_logits.argmax(1) == data.test[1]).mean())
+    fq_acc = float((fq_logits.argmax(1) == test_labels).mean())
 
     copy_back(qat_model, student)
-    bn = recalibrate_bn(student, cfg.recalibrate_bn, trained=True, images=data.train[0], batch_size=ctx.cfg.data.batch_size,
-                        evaluate=lambda: evaluate(student, *val_or_test(data)))
-    qat_fp32_acc = evaluate(student, *data.test)
+    bn = recalibrate_bn(student, cfg.recalibrate_bn, trained=True, images=data.train_plain, batch_size=ctx.cfg.data.batch_size,
+                        evaluate=lambda: evaluate(student, val_or_test(data)))
+    qat_fp32_acc = evaluate(student, data.test)
     calibration = torch.from_numpy(np.load(ctx.input("data") / "calibration.npy"))
     guard = decide(
         {"distill": distilled, "qat": student}, qat_model, calibration, val_or_test(data), rules, cfg.guard_tolerance,
@@ -126,35 +129,35 @@ def run(ctx) -> dict:
         "fp32_acc_before": fp32_acc,
         "fakequant_accuracy": fq_acc,
         "fp32_acc_after": qat_fp32_acc,
-        "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test[0]).argmax(1)).mean()),
+        "agreement_fakequant_vs_fp32": float((fq_logits.argmax(1) == predict(student, data.test).argmax(1)).mean()),
         "per_channel": rules.per_channel,
         "kd": cfg.kd,
         "bn_recalibration": bn,
         "seconds_per_epoch": result["seconds_per_epoch"],
         "history": result["history"],
         "guard": guard,
+        **(teacher_record if cfg.kd else {}),
     }
 
 
-def decide(weights: dict, qat_model, calibration: torch.Tensor, val: tuple[np.ndarray, np.ndarray], rules, tolerance: float) -> dict:
+def decide(weights: dict, qat_model, calibration: torch.Tensor, val: Dataset, rules, tolerance: float) -> dict:
     """Validation top-1 (%) of each weight set in fp32 and as the export path quantises it; which to export, and why.
 
     QAT is kept unless its int8 trails PTQ int8 of the distilled weights by more than
     ``tolerance`` points, and by more than one image (a one-image difference is noise)."""
-    x, y = val
-    pct = lambda model: round(100.0 * evaluate(model, x, y), 4)  # noqa: E731
+    pct = lambda model: round(100.0 * evaluate(model, val), 4)  # noqa: E731
     numbers = {
-        "val_images": int(len(y)),
+        "val_images": len(val),
         "distill_fp32": pct(weights["distill"]),
         "distill_int8": pct(post_training_quantized(weights["distill"], rules, calibration)),
         "qat_fakequant": pct(qat_model),
         "qat_fp32": pct(weights["qat"]),
         "qat_int8": pct(post_training_quantized(weights["qat"], rules, calibration)),
     }
-    margin = max(tolerance, 100.0 / max(len(y), 1))
+    margin = max(tolerance, 100.0 / max(len(val), 1))
     loss = numbers["distill_int8"] - numbers["qat_int8"]
     keep_qat = loss <= margin
-    said = (f"int8 on {len(y)} validation images: QAT weights {numbers['qat_int8']:.2f} %, "
+    said = (f"int8 on {len(val)} validation images: QAT weights {numbers['qat_int8']:.2f} %, "
             f"PTQ of the distilled weights {numbers['distill_int8']:.2f} % (fp32 {numbers['distill_fp32']:.2f} %)")
     if keep_qat:
         reason = f"QAT weights: {said}"

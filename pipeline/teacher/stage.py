@@ -19,6 +19,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.weights import model_from_checkpoint
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
+from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit
 
 
@@ -30,7 +31,7 @@ def classifier_weight(model: nn.Module) -> torch.Tensor:
 
 def run(ctx) -> dict:
     cfg = ctx.cfg.teacher
-    data = training_data(ctx.input("data"))
+    data = training_data(ctx.input("data"), ctx.cfg.data)
     c, _, _ = data.input_shape
     metrics: dict = {}
     torch.manual_seed(ctx.cfg.data.seed)
@@ -39,10 +40,11 @@ def run(ctx) -> dict:
         arch, arch_args = source["arch"], source["arch_args"]
         metrics["source_checkpoint"] = source
         metrics["source_checkpoint_sha256"] = source["sha256"]
+        model = model.to(current().device)
         if cfg.epochs:
-            metrics["loaded_test_acc"] = evaluate(model, *data.test)
+            metrics["loaded_test_acc"] = evaluate(model, data.test)
     else:
-        model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args)
+        model = build_model(cfg.arch, data.num_classes, c, cfg.arch_args).to(current().device)
         arch, arch_args = cfg.arch, cfg.arch_args
     if cfg.epochs:  # from scratch, or fine-tuning the loaded checkpoint
         from pipeline.distill.icc import icc_teacher_term, icc_teacher_weight
@@ -67,21 +69,22 @@ def run(ctx) -> dict:
             train=data.train,
             cfg=cfg,
             batch_size=ctx.cfg.data.batch_size,
-            augment=data.augment(ctx.cfg.data.augment),
+            augment=data.batch_augment,
             seed=ctx.cfg.data.seed,
             desc="teacher",
-            evaluate_fn=lambda: evaluate(model, *val_or_test(data)),
+            evaluate_fn=lambda: evaluate(model, val_or_test(data)),
             on_epoch_start=on_epoch_start,
         )
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
+        metrics["ms_per_step"] = round(result["ms_per_step"], 3)
         metrics["history"] = result["history"]
-    metrics["bn_recalibration"] = recalibrate_bn(model, cfg.recalibrate_bn, trained=cfg.epochs > 0, images=data.train[0],
+    metrics["bn_recalibration"] = recalibrate_bn(model, cfg.recalibrate_bn, trained=cfg.epochs > 0, images=data.train_plain,
                                                  batch_size=ctx.cfg.data.batch_size,
-                                                 evaluate=lambda: evaluate(model, *val_or_test(data)))
+                                                 evaluate=lambda: evaluate(model, val_or_test(data)))
     model.eval()
     metrics = {
-        "test_acc": evaluate(model, *data.test),
-        "val_acc": evaluate(model, *val_or_test(data)),
+        "test_acc": evaluate(model, data.test),
+        "val_acc": evaluate(model, val_or_test(data)),
         "params": count_parameters(model),
         "arch": arch,
         "regularizer": cfg.regularizer,

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 LOW_MOMENTUM = 0.1  # PyTorch's default; an average slower than this lags the weights of a short schedule
 MAX_IMAGES = 4096  # the cumulative average settles long before this; bounds the cost on large datasets
@@ -53,16 +54,25 @@ def decide(model: nn.Module, setting: str, trained: bool) -> tuple[bool, str]:
     return False, f"auto: BN momentum {low} >= {LOW_MOMENTUM}"
 
 
-def recalibrate(model: nn.Module, images: np.ndarray, batch_size: int) -> int:
-    """Reset and re-estimate every BN layer's statistics on (at most ``MAX_IMAGES`` of) ``images``; returns how many."""
+def recalibrate(model: nn.Module, images: np.ndarray | Dataset, batch_size: int) -> int:
+    """Reset and re-estimate every BN layer's statistics on (at most ``MAX_IMAGES`` of) ``images`` (an array,
+    or a dataset of (image, label) such as a split that streams from files); returns how many."""
     from torch.optim.swa_utils import update_bn
 
-    x = torch.from_numpy(np.ascontiguousarray(images[:MAX_IMAGES]))
-    update_bn((x[i : i + batch_size] for i in range(0, len(x), batch_size)), model)
-    return int(len(x))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else None
+    if isinstance(images, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(images[:MAX_IMAGES]))
+        update_bn((x[i : i + batch_size] for i in range(0, len(x), batch_size)), model, device=device)
+        return int(len(x))
+    n = min(len(images), MAX_IMAGES)  # the first images, in order: every rank under torchrun computes the same statistics
+    loader = DataLoader(Subset(images, range(n)), batch_size=batch_size, shuffle=False,
+                        num_workers=getattr(images, "workers", 0))
+    update_bn(loader, model, device=device)  # update_bn takes the image of each (image, label) batch
+    return n
 
 
-def recalibrate_bn(model: nn.Module, setting: str, *, trained: bool, images: np.ndarray, batch_size: int,
+def recalibrate_bn(model: nn.Module, setting: str, *, trained: bool, images: np.ndarray | Dataset, batch_size: int,
                    evaluate: Callable[[], float] | None = None) -> dict:
     """``decide``, then ``recalibrate``; the record says what was done, with ``evaluate()`` (validation
     accuracy) before and after when given. The model is left in eval mode."""

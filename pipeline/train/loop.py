@@ -1,7 +1,10 @@
 """One training loop for every stage that trains: optimiser, schedule, epochs, progress, evaluation.
 
 The caller supplies ``step(x, y) -> (loss, logits)``; the loop owns everything else, so the
-teacher, distill and QAT stages differ only in what a step computes.
+teacher, distill and QAT stages differ only in what a step computes. Where the step runs (device,
+precision, how many processes) comes from ``pipeline.train.distributed.current()``: under
+torchrun the modules train as one DistributedDataParallel module, each rank on its shard of the
+data, and evaluation gathers every rank's predictions so it equals one process's exactly.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
+from pipeline.train.data import Augment, Loader, make_loader, set_epoch, shard_record
+from pipeline.train.distributed import Placement, all_gather, all_sum, current
+
+EVAL_BATCH = 256
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -34,58 +41,98 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
-class Augment:
-    """Random crop with zero-pixel padding (size/8, 4 px at 32×32) and horizontal flip, on normalised tensors."""
-
-    def __init__(self, kinds: list[str], pad_value: torch.Tensor):
-        self.crop = "crop" in kinds
-        self.flip = "flip" in kinds
-        self.pad_value = pad_value.view(1, -1, 1, 1)  # the normalised value of a black pixel
-
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if self.crop:
-            pad = max(1, h // 8)
-            padded = self.pad_value.expand(b, c, h + 2 * pad, w + 2 * pad).clone()
-            padded[:, :, pad : pad + h, pad : pad + w] = x
-            dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-            dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-            rows = (dy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
-            x = padded.gather(2, rows)
-            cols = (dx.view(b, 1) + torch.arange(w)).view(b, 1, 1, w).expand(b, c, h, w)
-            x = x.gather(3, cols)
-        if self.flip:
-            mask = torch.rand(b, generator=gen) < 0.5
-            x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
-        return x
-
-
-def loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    ds = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=False)
+def device_of(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    return tensor.device if tensor is not None else current().device
 
 
 @torch.no_grad()
-def predict(model: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for a whole array, in order (model in eval mode is the caller's job)."""
-    out = [model(torch.from_numpy(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+def predict_with_labels(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset,
+                        batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for a whole dataset, in order (model in eval mode is the caller's job).
+
+    The batches are the ones one process would run; under torchrun rank r runs batches r, r+N, …
+    and the logits are gathered, so no image is dropped or counted twice and every logit is
+    computed exactly as in one process.
+    """
+    place = current()
+    n = len(dataset)
+    batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    mine = list(range(place.rank, len(batches), place.world_size))
+    loader = Loader(dataset, batch_sampler=[batches[b] for b in mine], num_workers=getattr(dataset, "workers", 0),
+                    generator=torch.Generator())  # not the global RNG: evaluating must not change training's draws
+    device = device_of(model) if isinstance(model, nn.Module) else place.device
+    done = {b: (model(x.to(device)).float().cpu(), y) for b, (x, y) in zip(mine, loader)}
+    merged = {b: out for part in all_gather(done) for b, out in part.items()}
+    if not batches:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
+    logits = torch.cat([merged[b][0] for b in range(len(batches))]).numpy()
+    labels = torch.cat([torch.as_tensor(merged[b][1]) for b in range(len(batches))]).numpy()
+    return logits, labels
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def predict(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Logits for a whole dataset, in order (see ``predict_with_labels``)."""
+    return predict_with_labels(model, dataset, batch_size)[0]
+
+
+def evaluate(model: nn.Module, dataset: Dataset) -> float:
+    """Top-1 accuracy on ``dataset`` in eval mode and fp32, the same on every rank."""
     was = model.training
     model.eval()
-    acc = float((predict(model, x).argmax(1) == y).mean()) if len(y) else float("nan")
+    logits, labels = predict_with_labels(model, dataset)
     model.train(was)
-    return acc
+    return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+class _Trainable(nn.Module):
+    """The modules a step trains, as one module whose forward is the step: what DDP wraps."""
+
+    def __init__(self, modules: list[nn.Module], step: Callable):
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        self.step = step
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        return self.step(x, y)
+
+
+def _data_parallel(modules: list[nn.Module], step: Callable, place: Placement) -> Callable:
+    """The step itself in one process; under torchrun, the step inside DistributedDataParallel.
+
+    ``static_graph``: a step uses the same parameters every time, though not always all of them
+    (a loss's own modules are idle at ``w_feat: 0``); DDP learns which in the first step.
+    """
+    if not place.distributed:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    if place.sync_bn:
+        for m in modules:
+            nn.SyncBatchNorm.convert_sync_batchnorm(m)
+    return DistributedDataParallel(_Trainable(modules, step), device_ids=[place.device] if place.device.type == "cuda" else None,
+                                   static_graph=True)
+
+
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm → BatchNorm2d with the same state, in place: what is saved and exported is plain BN."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats,
+                                device=child.weight.device if child.affine else None)
+            bn.load_state_dict(child.state_dict())
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            revert_sync_batchnorm(child)
+    return module
 
 
 def fit(
     *,
     modules: list[nn.Module],
     step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    train: tuple[np.ndarray, np.ndarray],
+    train: Dataset,
     cfg,
     batch_size: int,
     augment: Augment | None,
@@ -93,21 +140,34 @@ def fit(
     desc: str,
     evaluate_fn: Callable[[], float] | None = None,
     on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
+    precision: str | None = None,
 ) -> dict:
-    """Train the parameters of ``modules`` with ``step``; returns per-epoch history and wall time.
+    """Train the parameters of ``modules`` with ``step``; returns per-epoch history and timings.
 
+    ``modules`` must already be on the placement's device. ``batch_size`` is the global batch.
+    ``augment`` (in-memory data) runs per batch on the CPU with a generator seeded from ``seed``
+    (+ the rank). ``precision`` overrides ``train.precision`` (a stage that must stay fp32).
     ``evaluate_fn`` (validation accuracy) runs after every epoch when given; ``on_epoch_start(epoch, optimizer)``
-    may change the model's mode or scale the learning rate (the schedulers continue from the scaled rate). A non-finite loss
-    stops training with a clear error instead of writing a NaN checkpoint.
+    may change the model's mode or scale the learning rate (the schedulers continue from the scaled
+    rate). A non-finite loss stops training with a clear error instead of writing a NaN checkpoint.
     """
+    place = current()
+    precision = precision or place.precision
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    data = loader(*train, batch_size=batch_size, shuffle=True, seed=seed)
+    gen = torch.Generator().manual_seed(seed + place.rank)  # rank 0 draws what one process draws
+    data = make_loader(train, batch_size, shuffle=True, seed=seed)
     params = [p for m in modules for p in m.parameters()]
+    run_step = _data_parallel(modules, step, place)
     opt = make_optimizer(params, cfg)
     sched = make_scheduler(opt, cfg, len(data))
+    scaler = place.grad_scaler(precision)
     history: list[dict] = []
+    shards: dict = {}
+    step_seconds, steps = 0.0, 0
     for epoch in range(cfg.epochs):
+        set_epoch(data, epoch)
+        if epoch == 0:
+            shards = shard_record(data)
         if on_epoch_start:
             on_epoch_start(epoch, opt)
         for m in modules:
@@ -117,22 +177,33 @@ def fit(
         for xb, yb in bar:
             if augment is not None:
                 xb = augment(xb, gen)
-            loss, logits = step(xb, yb)
+            xb, yb = xb.to(place.device, non_blocking=True), yb.to(place.device, non_blocking=True)
+            t_step = time.perf_counter()
+            with place.autocast(precision):
+                loss, logits = run_step(xb, yb)
             if not torch.isfinite(loss):
                 raise PipelineError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             seen += len(yb)
             correct += int((logits.detach().argmax(1) == yb).sum())
-            total_loss += float(loss.detach()) * len(yb)
+            total_loss += float(loss.detach()) * len(yb)  # waits for the device: the step time below is real
+            step_seconds += time.perf_counter() - t_step
+            steps += 1
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        seen, correct, total_loss = all_sum([seen, correct, total_loss])
         row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1), "seconds": time.perf_counter() - t0}
         if evaluate_fn is not None:
             row["val_acc"] = evaluate_fn()
         history.append(row)
         tqdm.write(f"  {desc} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f} train {row['train_acc']:.3f}"
                    + (f" val {row['val_acc']:.3f}" if "val_acc" in row else "") + f" ({row['seconds']:.1f}s)")
+    if place.sync_bn and place.distributed:
+        for m in modules:
+            revert_sync_batchnorm(m)
     epoch_s = [r["seconds"] for r in history]
-    return {"history": history, "seconds_per_epoch": float(np.mean(epoch_s)) if epoch_s else 0.0}
+    return {"history": history, "seconds_per_epoch": float(np.mean(epoch_s)) if epoch_s else 0.0,
+            "ms_per_step": 1000.0 * step_seconds / max(steps, 1), "shards": shards}
