@@ -48,7 +48,7 @@ def list_folder(root: str | Path | None, warn=print) -> FileIndex:
     fewer than two classes is one error line."""
     if root is None:
         raise PipelineError("data.root: image_folder needs a folder with one sub-folder per class")
-    folder = Path(root).expanduser()
+    folder = Path(root).expanduser().resolve()  # recorded: later stages read the files from any working folder
     splits = [folder / "train", folder / "test"] if (folder / "train").is_dir() and (folder / "test").is_dir() else [folder]
     if not splits[0].is_dir():
         raise PipelineError(f"data.root: {folder} is not a folder")
