@@ -409,7 +409,7 @@ def setup_stub_run(tmp, mp):
 def setup_bad_device_rows(tmp, mp):
     _stub_run(tmp, mp)
     bad = device_results()
-    bad["rows"][0]["latency_ms"]["p50"] = "fast"
+    bad["rows"][1]["latency_ms"]["p50"] = "fast"  # rows[1]: the CPU row (the Edge TPU row failed, without latency)
     (tmp / "board.json").write_text(json.dumps(bad))
 
 
@@ -581,7 +581,7 @@ CASES = [
     Case("bundle for another target (warning)", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}/rpi4.tar"),
          "built for target edge_tpu", code=0, warning=True, setup=setup_stub_run),
     Case("--device-results: malformed row", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),
-         "rows[0].latency_ms", setup=setup_bad_device_rows, check=not_kept("board.json")),
+         "rows[1].latency_ms", setup=setup_bad_device_rows, check=not_kept("board.json")),
     Case("report --baseline missing", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/nosuch"), "runs/nosuch",
          setup=setup_stub_run, check=report_untouched),
 ]

@@ -140,7 +140,8 @@ def test_runner_exit_1_still_fetches_and_merges_then_names_the_failed_rows(tmp_p
     results = tmp_path / "run" / "device" / "pi4.json"
     assert merged == [[results]] and err.value.exit_code == 1
     assert str(err.value) == (f"{results}: 1 of 2 rows failed on the board (tflite_edgetpu threads=4: PipelineError: "
-                              "no Edge TPU found); the other rows are merged into the report")
+                              "Edge TPU delegate libedgetpu.so.1: failed to load; no Edge TPU visible); the other rows are merged "
+                              "into the report")
 
 
 def test_a_bad_remote_dir_fails_before_the_bundle_is_built(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from report_fakes import FIDELITY_MISS, HOST, device_results, export_metrics, ma
 
 from pipeline.report.build import RunRecords, build_report
 from pipeline.report.model import json_schema, validate_report
+from pipeline.report.markdown import escape
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_VERSION, sample_key
 from pipeline.report.stats import wilson_interval
 from pipeline.report.write import FILES, write_report
@@ -163,7 +164,7 @@ def test_an_export_fidelity_failure_is_in_the_report_with_its_message(tmp_path, 
     assert miss == {"kind": "export fidelity", "subject": "openvino_int8", "status": "FAIL", "deploy": False, "message": FIDELITY_MISS}
     assert report["verdict"]["status"] == "NOT MEASURED"  # not the Edge TPU's deploy artifact: shown, not fatal
     write_report(report, tmp_path, ["md", "html"])
-    assert f"| export fidelity | openvino_int8 | FAIL | no | {FIDELITY_MISS} |" in (tmp_path / "report.md").read_text()
+    assert f"| export fidelity | openvino_int8 | FAIL | no | {escape(FIDELITY_MISS)} |" in (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
     assert '<td>export fidelity</td><td>openvino_int8</td><td><span class="fail">FAIL</span></td>' in page
     assert html.escape(FIDELITY_MISS) in page

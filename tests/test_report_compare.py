@@ -25,7 +25,7 @@ def runs(tmp_path):
 def test_comparison_labels_runs_shows_the_config_difference_and_signs_worse_as_positive(runs):
     run, base = runs
     comp = comparison(run, base)
-    assert comp["run"]["label"] == f"demo ({run}, config {comp['run']['config_hash']})" and len(comp["run"]["config_hash"]) == 12
+    assert comp["run"]["label"] == f"edge_tpu ({run}, config {comp['run']['config_hash']})" and len(comp["run"]["config_hash"]) == 12
     assert comp["run"]["config_hash"] != comp["baseline"]["config_hash"]
     assert comp["config_diff"] == [{"key": "distill.method", "run": "at", "baseline": "kd"}]
     int8 = next(r for r in comp["accuracy"] if r["stage"] == "tflite_int8")

@@ -24,7 +24,7 @@ def test_a_copied_run_folder_reports_its_own_name(tmp_path):
     shutil.copytree(first, copy)
     report_command(copy)
     assert json.loads((copy / "report.json").read_text())["run"]["name"] == "demo-copy"
-    assert (copy / "report.md").read_text().splitlines()[0] == "# Benchmark report: demo-copy"
+    assert (copy / "report.md").read_text().splitlines()[0] == "# Benchmark report: demo-copy: NOT MEASURED"
 
 
 def test_run_and_device_names_are_literal_markdown(tmp_path):
@@ -33,7 +33,7 @@ def test_run_and_device_names_are_literal_markdown(tmp_path):
     (tmp_path / "board.json").write_text(json.dumps(board))
     report_command(run, device_results=[tmp_path / "board.json"])
     md = (run / "report.md").read_text()
-    assert md.splitlines()[0] == r"# Benchmark report: a\*b\*_\[x\](evil)"
+    assert md.splitlines()[0] == r"# Benchmark report: a\*b\*_\[x\](evil): FAIL"
     assert "<img" not in md and r"&lt;img src=x onerror=alert(1)&gt;\|pi" in md
     cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731  cells between unescaped pipes
     lines = md.splitlines()

@@ -25,8 +25,10 @@ def test_a_changed_config_goes_to_name_2_and_the_same_config_resumes_in_place(ti
     other = load_config(tiny_recipe, {"distill.method": "at"})
     moved, note = choose_run_dir(other)
     assert moved.name == "tiny-2" and moved.run_dir == cfg.run_dir.with_name("tiny-2")
-    assert note == (f"{cfg.run_dir} holds a finished run of another config (distill.method: kd → at; distill.options.pairs: "
-                    f"None → all); this run goes to {moved.run_dir} (--name NAME picks the folder, --overwrite replaces {cfg.run_dir})")
+    said, _, where = note.partition("); ")
+    assert said.startswith(f"{cfg.run_dir} holds a finished run of another config (distill.method: kd → at; ")
+    assert "distill.w_ce: 0.1 → 1.0" in said  # the method's default weights are part of the config (validate_config)
+    assert where == f"this run goes to {moved.run_dir} (--name NAME picks the folder, --overwrite replaces {cfg.run_dir})"
     finish(moved)
     again, _ = choose_run_dir(other)
     assert again.run_dir == moved.run_dir  # the diverted run resumes in its own folder, no tiny-3

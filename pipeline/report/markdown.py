@@ -76,13 +76,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_MARKUP = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_MARKUP = str.maketrans({c: "\\" + c for c in "\\`*|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_BRACKETS = str.maketrans({"[": "\\[", "]": "\\]"})
 
 
 def escape(text) -> str:
     """Text from a run or a board (run, target and device names, CPU strings) as literal Markdown: no HTML,
-    no links, no emphasis, no table breaks, one line."""
-    return " ".join(str(text).split()).translate(_MARKUP)
+    no links, no emphasis, no table breaks, one line. Brackets are escaped where they could open a link
+    (``](`` or ``]:``); elsewhere they stay as written (``93.0 % [86.3–96.6]``)."""
+    text = " ".join(str(text).split()).translate(_MARKUP)
+    return text.translate(_BRACKETS) if "](" in text or "]:" in text else text
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
