@@ -40,7 +40,7 @@ def test_two_processes_train_through_distill_once_and_one_process_reuses_it(tiny
     assert done.stdout.count("run folder:") == 1  # rank 1 is quiet
     cfg = load_config(tiny_recipe)
     # one set of artifacts: no .partial or per-rank folders left behind
-    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["01_data", "02_teacher", "03_distill", "cache"]
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == [".lock", "01_data", "02_teacher", "03_distill", "cache", "config.json"]
     distill = Manifest.read(stage_dir(cfg, "distill"))
     assert distill.placement == {"world_size": 2, "backend": "gloo", "device": "cpu", "precision": "fp32", "sync_bn": False}
     assert Manifest.read(stage_dir(cfg, "teacher")).placement["world_size"] == 2
