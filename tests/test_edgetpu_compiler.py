@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import textwrap
+from pathlib import Path
 
 from pipeline.target.edgetpu_compiler import NOT_FOUND, compile_edgetpu, parse_compiler_log, parse_size
 
@@ -160,3 +161,16 @@ def test_missing_compiler_says_so(tmp_path, monkeypatch):
     r = compile_edgetpu(tmp_path / "m.tflite", tmp_path / "out")
     assert r == {"status": NOT_FOUND, "compiled": False}
     assert NOT_FOUND == "not compiled: edgetpu_compiler not found"
+
+
+def test_relative_paths_work_although_the_compiler_runs_in_its_output_folder(tmp_path, monkeypatch):
+    """A relative runs_dir (the default "runs") gives relative paths; the compiler's cwd is out_dir."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_compiler(bin_dir, FULL_STDOUT)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    Path("run").mkdir()
+    Path("run/student_int8.tflite").write_bytes(b"TFL3 stand-in")
+    r = compile_edgetpu(Path("run/student_int8.tflite"), Path("run/out"))
+    assert r["compiled"] and (tmp_path / "run" / "out" / "student_int8_edgetpu.tflite").read_bytes() == b"TFL3 stand-in"

@@ -8,6 +8,9 @@ and C ≠ H tells the layouts apart.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -250,3 +253,13 @@ def test_torch_runtime_gives_the_thread_count_back_on_close(tmp_path):
     with TorchRuntime(tmp_path / "unused.pt", threads=wanted, model=TinyConvNet()):
         assert torch.get_num_threads() == wanted
     assert torch.get_num_threads() == before
+
+
+def test_onnx2tf_converts_from_relative_paths(exported, tmp_path, monkeypatch):
+    """The default runs_dir is relative ("runs"); onnx2tf runs in its own work folder, so paths must not stay relative."""
+    from pipeline.export.onnx2tflite import onnx2tflite
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(exported["paths"]["onnx"], tmp_path / "tiny.onnx")
+    paths = onnx2tflite(Path("tiny.onnx"), Path("out"), _sample(8, seed=3), io_dtype="int8", per_channel=True)
+    assert (tmp_path / "out" / "tiny_int8.tflite").is_file() and paths["tflite_int8"].is_absolute()

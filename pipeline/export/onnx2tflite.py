@@ -66,7 +66,8 @@ def onnx2tflite(
     any deviation from full-integer (float op, DEQUANTIZE, Flex op, wrong I/O dtype) raises,
     otherwise the caller reads ``full_integer_problems`` itself and reports it.
     """
-    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    # absolute: the converter runs in its own work folder (cwd), where a relative runs_dir means nothing
+    onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
     if io_dtype not in ("int8", "uint8", "float32"):
         raise PipelineError(f"export: io_dtype must be int8, uint8 or float32 (int8 inside, float I/O), got {io_dtype!r}")
     if not onnx_path.is_file():

@@ -123,7 +123,7 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> dict:
     exe = find_compiler()
     if exe is None:
         return {"status": NOT_FOUND, "compiled": False}
-    model, out_dir = Path(model), Path(out_dir)
+    model, out_dir = Path(model).resolve(), Path(out_dir).resolve()  # absolute: the compiler runs in out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         proc = run_child([exe, "-s", "-o", str(out_dir), str(model)], cwd=out_dir, stdout=subprocess.PIPE,
