@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|check|show|report|bundle|device …``. Thin: parses, then calls the package.
+"""Command line: ``python -m pipeline run|check|export|benchmark|show|report|bundle|device …``. Thin: parses, then calls the package.
 
 A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
 is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
@@ -33,6 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    p = sub.add_parser("export", help="export, check and benchmark a model you already have as the student (no teacher, no training)")
+    p.add_argument("model", type=Path, help="a checkpoint (the pipeline's, a state_dict, a training script's dict, .safetensors) "
+                                            "or an .onnx file")
+    p.add_argument("recipe", nargs="?", default=DEFAULT_RECIPE,
+                   help=f"data, export formats, target and gates (default: {DEFAULT_RECIPE}); its teacher/student/distill/qat are not used")
+    p.add_argument("--arch", help="the architecture of a state_dict, e.g. torchvision:mobilenet_v2 (sets student.arch)")
+    p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("benchmark", help="measure .onnx/.tflite/OpenVINO .xml files on a recipe's test data, with the run's table and report")
+    p.add_argument("files", nargs="+", metavar="ARTIFACT… [RECIPE.yaml]",
+                   help=f"artifacts to measure, then optionally a recipe for the data, target and gates (default: {DEFAULT_RECIPE})")
+    p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     p = sub.add_parser("show", help="print the validated config, or a run's stages and metrics")
     p.add_argument("what", help="a recipe, or a run folder (runs/<name>)")
 
@@ -60,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.device.__main__ import main as device_main
 
         return device_main(["remote", *argv[1:]])
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `export MODEL --arch A RECIPE`: a positional after an option (argparse stops at the first option)
+        if args.command == "benchmark" and not any(e.startswith("-") for e in extra):
+            args.files += extra
+        elif args.command == "export" and len(extra) == 1 and not extra[0].startswith("-") and args.recipe == DEFAULT_RECIPE:
+            args.recipe = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
@@ -77,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished stages are kept; the next run resumes from the interrupted stage", file=sys.stderr)
         return 130
 
+
+DEFAULT_RECIPE = "edge_tpu.yaml"  # export/benchmark without a recipe: the default target's (targets/)
 
 # import names of the `host` extra (pyproject.toml): missing on a board-style install
 HOST_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf",
@@ -128,6 +152,66 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """The model as the student of the recipe's export → target → benchmark → report, in a run folder of its own.
+
+    The recipe's student section describes the student it would train, not this model: it is replaced
+    by one holding only the model file, ``--arch`` and any ``--set student.…``."""
+    from pipeline.config import load_config
+    from pipeline.run import export_plan, run_pipeline
+    from pipeline.run_folder import choose_run_dir
+    from pipeline.student.stage import SUFFIXES
+
+    model = Path(args.model).expanduser()
+    if not model.is_file():
+        raise PipelineError(f"{args.model}: no such file (a checkpoint or an .onnx file)")
+    if model.suffix.lower() not in SUFFIXES:
+        raise PipelineError(f"{args.model}: not a model file this command reads (known: {', '.join(SUFFIXES)}); "
+                            "an exported .tflite or OpenVINO .xml goes to python -m pipeline benchmark")
+    overrides = _overrides(args.overrides)
+    student = {k.removeprefix("student."): overrides.pop(k) for k in [k for k in overrides if k.startswith("student.")]}
+    student["checkpoint"] = str(model.resolve())
+    if args.arch:
+        student["arch"] = args.arch
+    overrides["student"] = student
+    cfg = _own_folder(load_config(args.recipe, overrides), overrides, f"export-{model.stem}")
+    cfg, note = choose_run_dir(cfg)
+    if note:
+        print(note, file=sys.stderr)
+    run_pipeline(cfg, plan=export_plan(), fresh=args.fresh)
+    print(f"run folder: {cfg.run_dir}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    """The given artifacts measured on the recipe's test data: data → artifacts → (target) → benchmark → report."""
+    from pipeline.benchmark.given import formats_of
+    from pipeline.config import load_config
+    from pipeline.run import benchmark_plan, run_pipeline
+    from pipeline.run_folder import choose_run_dir
+    from pipeline.target import TARGETS
+
+    files = list(args.files)
+    recipe = files.pop() if files[-1].endswith((".yaml", ".yml")) else DEFAULT_RECIPE
+    if not files:
+        raise PipelineError("benchmark: no artifacts given (python -m pipeline benchmark MODEL.tflite [MODEL.onnx …] [RECIPE.yaml])")
+    formats = formats_of(files)
+    overrides = _overrides(args.overrides)
+    overrides["benchmark.artifacts"] = [str(Path(f).expanduser().resolve()) for f in files]
+    cfg, note = choose_run_dir(_own_folder(load_config(recipe, overrides), overrides, f"benchmark-{Path(files[0]).stem}"))
+    if note:
+        print(note, file=sys.stderr)
+    with_target = TARGETS[cfg.target.name].deploy_artifact in formats  # the target checks its deploy artifact only
+    run_pipeline(cfg, plan=benchmark_plan(with_target), fresh=args.fresh)
+    print(f"run folder: {cfg.run_dir}")
+    return 0
+
+
+def _own_folder(cfg, overrides: dict, suffix: str):
+    """``cfg`` named ``<recipe name>-<suffix>`` unless --set name=… was given: never the training run's folder."""
+    return cfg if "name" in overrides else cfg.model_copy(update={"name": f"{cfg.name}-{suffix}"})
+
+
 def cmd_show(args) -> int:
     import json
 
@@ -166,7 +250,8 @@ def cmd_bundle(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "show": cmd_show, "report": cmd_report, "bundle": cmd_bundle}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
+            "report": cmd_report, "bundle": cmd_bundle}
 
 if __name__ == "__main__":
     sys.exit(main())

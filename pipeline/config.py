@@ -285,6 +285,8 @@ class BenchmarkConfig(Section):
     min_seconds: float = Field(1.0, ge=0)
     max_images: int | None = Field(None, gt=0)  # accuracy on at most this many test images
     gates: Gates = Gates()
+    # files to measure instead of a run's own exports (.onnx, .tflite, OpenVINO .xml): python -m pipeline benchmark
+    artifacts: list[str] = []
 
 
 class ReportConfig(Section):

@@ -45,10 +45,27 @@ def dataset_fingerprint(data) -> dict[str, Any]:
     return {"files": len(files), "fingerprint": files_fingerprint(files)}
 
 
+def artifacts_fingerprint(paths: list[str]) -> list[dict[str, Any]]:
+    """The files ``python -m pipeline benchmark`` was given, an OpenVINO IR with its weights (.bin)."""
+    out = []
+    for p in paths:
+        out.append(file_fingerprint(p))
+        if Path(p).suffix.lower() == ".xml":
+            out.append(file_fingerprint(Path(p).expanduser().with_suffix(".bin")))
+    return out
+
+
+def _student_checkpoint(cfg) -> dict[str, Any]:
+    return {"checkpoint": file_fingerprint(cfg.student.checkpoint)} if cfg.student.checkpoint else {}
+
+
 # stage -> what it reads from outside the run folder (config is already in every key)
 EXTERNAL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "data": lambda cfg: {"dataset": dataset_fingerprint(cfg.data)},
     "teacher": lambda cfg: {"checkpoint": file_fingerprint(cfg.teacher.checkpoint)} if cfg.teacher.checkpoint else {},
+    "distill": _student_checkpoint,
+    "student": _student_checkpoint,  # python -m pipeline export MODEL
+    "artifacts": lambda cfg: {"artifacts": artifacts_fingerprint(cfg.benchmark.artifacts)},  # python -m pipeline benchmark
     "report": lambda cfg: {"run_name": cfg.run_dir.name},  # the report names its run folder (a copied run is renamed)
 }
 

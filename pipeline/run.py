@@ -11,6 +11,10 @@ on every rank (the others write into a scratch folder that is thrown away, so st
 rank logic); the others run on rank 0 while the rest wait, and after the last training stage the
 other ranks stop. World size, device and process-group timeout are not in any cache key, so a
 result trained by N processes is a cache hit for one process later.
+
+``python -m pipeline export MODEL`` and ``python -m pipeline benchmark ARTIFACT…`` run the same loop
+over a shorter plan (``export_plan``, ``benchmark_plan``): a stage standing in for a training stage
+takes its number and the name later stages read it by (``03_student`` is read as ``distill``).
 """
 
 from __future__ import annotations
@@ -42,13 +46,20 @@ class Stage:
     name: str
     sections: tuple[str, ...]  # config sections that shape this stage's outputs
     trains: bool = False  # runs on every rank under torchrun (the others run on rank 0 alone)
+    replaces: str | None = None  # (export/benchmark commands) the training stage whose number and input name it takes
+    module: str | None = None  # where its run() lives; default pipeline.<name>.stage
 
     @property
     def folder(self) -> str:
-        return f"{STAGES.index(self) + 1:02d}_{self.name}"
+        return f"{STAGE_NAMES.index(self.provides) + 1:02d}_{self.name}"
+
+    @property
+    def provides(self) -> str:
+        """The name later stages read this stage's folder by (``ctx.input(...)``)."""
+        return self.replaces or self.name
 
     def function(self) -> Callable[[StageContext], dict[str, Any]]:
-        return importlib.import_module(f"pipeline.{self.name}.stage").run
+        return importlib.import_module(self.module or f"pipeline.{self.name}.stage").run
 
 
 STAGES: list[Stage] = [
@@ -62,6 +73,21 @@ STAGES: list[Stage] = [
     Stage("report", ("report",)),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+
+# `python -m pipeline export MODEL`: the user's model is the student; nothing is trained (no teacher, no QAT)
+GIVEN_STUDENT = Stage("student", ("student",), replaces="distill")
+# `python -m pipeline benchmark ARTIFACT…`: the user's files stand in for the export stage's
+GIVEN_ARTIFACTS = Stage("artifacts", ("benchmark",), replaces="export", module="pipeline.benchmark.given")
+
+
+def export_plan() -> list[Stage]:
+    """data → student (the given model) → export → target → benchmark → report."""
+    return [STAGES[0], GIVEN_STUDENT, *STAGES[4:]]
+
+
+def benchmark_plan(with_target: bool) -> list[Stage]:
+    """data → artifacts → (target, when the target's deploy format is among them) → benchmark → report."""
+    return [STAGES[0], GIVEN_ARTIFACTS, *(s for s in STAGES[5:] if with_target or s.name != "target")]
 
 
 @dataclass
@@ -79,11 +105,12 @@ def stage_dir(cfg: Config, stage: str) -> Path:
     return cfg.run_dir / next(s for s in STAGES if s.name == stage).folder
 
 
-def cache_key(cfg: Config, stage: Stage, inputs: dict[str, str]) -> str:
-    """Hash of the config sections of this stage and every earlier one (a stage may read them, e.g. the teacher
-    reads data.batch_size), the upstream outputs' hashes, what it reads from outside the run, and the version.
-    Keys that decide only where a stage runs (``Section.not_in_cache_key``) are left out."""
-    upstream = STAGES[: STAGES.index(stage) + 1]
+def cache_key(cfg: Config, stage: Stage, inputs: dict[str, str], plan: list[Stage] | None = None) -> str:
+    """Hash of the config sections of this stage and every earlier one of ``plan`` (a stage may read them, e.g.
+    the teacher reads data.batch_size), the upstream outputs' hashes, what it reads from outside the run, and
+    the version. Keys that decide only where a stage runs (``Section.not_in_cache_key``) are left out."""
+    plan = plan or STAGES
+    upstream = plan[: plan.index(stage) + 1]
     sections = {name: getattr(cfg, name).cache_fields() for s in upstream for name in s.sections}
     external = external_inputs(cfg, stage.name)
     return hash_json({"stage": stage.name, "sections": sections, "inputs": inputs, "external": external,
@@ -96,30 +123,35 @@ def run_pipeline(
     start: str | None = None,
     until: str | None = None,
     fresh: bool = False,
+    plan: list[Stage] | None = None,
 ) -> dict[str, Manifest]:
     """Run stages in order, reusing every finished stage whose cache key still matches.
 
     ``start`` forces that stage (and so everything after it) to re-run; ``until`` stops after
     that stage; ``fresh`` ignores every cache. One run at a time per run folder (``pipeline.lock``).
+    ``plan`` replaces the training sequence (``export_plan``, ``benchmark_plan``).
     """
+    plan = plan or STAGES
+    names = [s.name for s in plan]
     for flag, value in (("--from", start), ("--until", until)):
-        if value is not None and value not in STAGE_NAMES:
-            raise PipelineError(f"{flag}: unknown stage '{value}' (stages: {', '.join(STAGE_NAMES)})")
-    if start and until and STAGE_NAMES.index(start) > STAGE_NAMES.index(until):
-        raise PipelineError(f"--from {start} comes after --until {until}: nothing would run (stages: {', '.join(STAGE_NAMES)})")
+        if value is not None and value not in names:
+            raise PipelineError(f"{flag}: unknown stage '{value}' (stages: {', '.join(names)})")
+    if start and until and names.index(start) > names.index(until):
+        raise PipelineError(f"--from {start} comes after --until {until}: nothing would run (stages: {', '.join(names)})")
     from pipeline.train import distributed  # torch: imported when a run starts, not with the console
 
     with distributed.session(cfg.train) as place:
         # rank 0 holds the run folder's lock for all ranks (the others only write into scratch folders)
         with run_lock(cfg.run_dir) if place.is_main else contextlib.nullcontext(), stage_write_errors(cfg.run_dir):
-            return _run_stages(cfg, place, start=start, until=until, fresh=fresh)
+            return _run_stages(cfg, place, plan, start=start, until=until, fresh=fresh)
 
 
-def _run_stages(cfg: Config, place, *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
+def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
     from pipeline.train import distributed
 
-    last = STAGE_NAMES.index(until) if until else len(STAGES) - 1
-    forced = STAGE_NAMES.index(start) if start else (0 if fresh else len(STAGES))
+    names = [s.name for s in plan]
+    last = names.index(until) if until else len(plan) - 1
+    forced = names.index(start) if start else (0 if fresh else len(plan))
     run_dir = cfg.run_dir
     if place.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +159,7 @@ def _run_stages(cfg: Config, place, *, start: str | None, until: str | None, fre
         record_config(cfg)  # what this folder now holds: the next run of another config goes elsewhere (run_folder.py)
         for stale in (run_dir / "cache").glob("*.partial"):  # a killed check's work folder: no other run uses it (lock)
             shutil.rmtree(stale, ignore_errors=True)
-    stages = STAGES[: last + 1]
+    stages = plan[: last + 1]
     shared = max((i + 1 for i, s in enumerate(stages) if s.trains), default=0)  # stages every rank runs
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
@@ -136,7 +168,7 @@ def _run_stages(cfg: Config, place, *, start: str | None, until: str | None, fre
             break  # the other ranks are done once training is; rank 0 goes on alone
         with distributed.alone() if i >= shared else contextlib.nullcontext():
             folder = run_dir / stage.folder
-            key = cache_key(cfg, stage, {name: m.digest for name, m in manifests.items()})
+            key = cache_key(cfg, stage, {name: m.digest for name, m in manifests.items()}, plan)
             old = distributed.on_main(lambda: _reusable(folder, key) if i < forced else None)
             if old is not None:
                 console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
@@ -146,7 +178,7 @@ def _run_stages(cfg: Config, place, *, start: str | None, until: str | None, fre
                 with stage_write_errors(folder.with_name(folder.name + ".partial")):
                     old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
         manifests[stage.name] = old
-        inputs[stage.name] = folder
+        inputs[stage.provides] = folder
     if place.is_main:
         _raise_on_failed_gates(manifests)
     return manifests

@@ -274,3 +274,27 @@ def test_rpi4_checker_rejects_wrong_io_dtype_and_float_models(conv_tflite, tmp_p
     r = TARGETS["rpi4"].checker(float_model, TARGETS["rpi4"])
     assert not r["passed"] and not r["full_integer"] and "float op" in r["summary"]
     assert "error" not in r  # it loads and runs; it just is not the int8 model the Pi recipe deploys
+
+
+def test_a_hard_swish_student_is_refused_in_one_line_naming_the_op_and_the_minimal_variant():
+    """MobileNetV3's HARD_SWISH is not in Coral's table (the compiler leaves it on the CPU): the precheck's line
+    names the op, why, and the Edge-TPU-friendly variant (ReLU, no squeeze-excite) to train instead."""
+    from pipeline.export.tflite_graph import TFLiteGraph
+    from pipeline.target import TARGETS
+    from pipeline.target.check import failure_message
+    from pipeline.target.edgetpu_check import judge
+
+    w = _t("w", (4, 3, 3, 4), constant=True)
+    m, a = _t("m", (1, 4)), _t("a", (2,), "int32", True, index=3)
+    ops = [TFLiteOp(0, "CONV_2D", [X, w], [X]), TFLiteOp(1, "HARD_SWISH", [X], [X]), TFLiteOp(2, "MEAN", [X, a], [m])]
+    graph = TFLiteGraph(path=None, ops=ops, inputs=[X], outputs=[m], tensors=[X, w, m, a])
+    views = [E.OpView(ops[0]), E.OpView(ops[1]), E.OpView(ops[2], {}, {3: np.array([1, 2])})]
+    report = judge(graph, views)
+    assert report["verdict"] == PARTIALLY and report["first_unmapped"]["op"] == "HARD_SWISH"
+    for arch in ("timm:mobilenetv3_small_100", "torchvision:mobilenet_v3_small"):
+        line = failure_message(report, "edge_tpu", arch)
+        assert "\n" not in line and "#1 HARD_SWISH" in line and "edgetpu#272" in line
+        assert "try student.arch: timm:tf_mobilenetv3_small_minimal_100" in line, line
+    assert TARGETS["edge_tpu"].friendly_alternative("timm:mobilenetv3_large_100") == "timm:tf_mobilenetv3_large_minimal_100"
+    assert TARGETS["edge_tpu"].friendly_alternative("timm:tf_mobilenetv3_small_minimal_100") is None  # already friendly
+    assert TARGETS["edge_tpu"].friendly_alternative("resnet8") is None

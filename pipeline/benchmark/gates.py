@@ -22,6 +22,10 @@ and say "host CPU, not the target"; for a target with an accelerator (Edge TPU, 
 CPU latency says nothing about it, so those gates are NOT MEASURED (they do not fail the run;
 the report says so at the top).
 
+Runs of ``python -m pipeline export`` (a given model, nothing trained) and ``python -m pipeline
+benchmark`` (given artifacts) have no teacher and no distilled student: the gates that compare with
+them are NOT MEASURED there, with the reason (``NOT_APPLICABLE``), and never fail the run.
+
 Each gate gives ``{name, limit, value, status, passed, where, device, message}``: ``status`` is
 PASS / FAIL / NOT MEASURED, ``passed`` true / false / null. A gate whose numbers are missing on
 the machine it reads (the artifact failed there) fails and says why.
@@ -43,6 +47,14 @@ ACCURACY_GATES = {
     "max_conversion_drop": (None, "fp32 of the same weights"),
 }
 LATENCY_GATES = ("max_p90_latency_ms", "min_speedup_vs_teacher")
+_NO_TEACHER = "no teacher in this run (python -m pipeline {0} trains none)"
+_NOT_DISTILLED = "nothing was distilled (python -m pipeline {0}); max_conversion_drop compares with the given fp32 model"
+# command (RunInfo.command) -> gate -> why it cannot be measured in such a run
+NOT_APPLICABLE: dict[str, dict[str, str]] = {
+    command: {"max_drop_vs_teacher": _NO_TEACHER.format(command), "min_speedup_vs_teacher": _NO_TEACHER.format(command),
+              "max_drop_vs_distilled_fp32": _NOT_DISTILLED.format(command)}
+    for command in ("export", "benchmark")
+}
 
 
 def teacher_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -73,8 +85,11 @@ def device_threads(rows: list[dict[str, Any]], target_threads: int) -> int | Non
 
 
 def export_source_stage(accuracy: list[dict[str, Any]]) -> str:
-    """The accuracy stage of the PyTorch weights that were exported: QAT's when that row exists, else the distilled."""
-    return "student_qat_fp32" if any(r["stage"] == "student_qat_fp32" and r.get("top1") is not None for r in accuracy) else "student_fp32"
+    """The accuracy stage of the fp32 weights that were exported: QAT's when that row exists, else the distilled
+    (or given) PyTorch student; the ONNX model where there is no PyTorch student row at all (a given .onnx)."""
+    if any(r["stage"] == "student_qat_fp32" and r.get("top1") is not None for r in accuracy):
+        return "student_qat_fp32"
+    return "student_fp32" if any(r["stage"] == "student_fp32" for r in accuracy) else "onnx"
 
 
 def evaluate_gates(
@@ -87,19 +102,22 @@ def evaluate_gates(
     target_devices: tuple[str, ...] | list[str] = (),
     target_threads: int = 0,
     accelerator: str | None = None,
+    command: str = "run",
 ) -> list[dict[str, Any]]:
     """One result per gate that has a limit; ``accuracy``/``latency`` are report rows.
 
     ``threads``: the host thread setting read (``gate_threads``); ``target_devices``: names of
     the devices whose rows came from this target's bundle; ``accelerator``: the target's (None
-    for a CPU target).
+    for a CPU target); ``command``: the run's (``NOT_APPLICABLE``).
     """
     ctx = _Readings(accuracy, latency, deploy_artifact, threads, tuple(target_devices), target_threads, accelerator)
     results = []
     for name, limit in gates.items():
         if limit is None:
             continue
-        if name in ACCURACY_GATES:
+        if why := NOT_APPLICABLE.get(command, {}).get(name):
+            status, value, where, device, what = NOT_MEASURED, None, None, None, why
+        elif name in ACCURACY_GATES:
             status, value, where, device, what = ctx.accuracy_gate(name, float(limit))
         elif name in LATENCY_GATES:
             status, value, where, device, what = ctx.latency_gate(name, float(limit))

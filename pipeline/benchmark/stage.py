@@ -66,8 +66,9 @@ def run(ctx) -> dict:
     if len(y) == 0:
         raise PipelineError("data: the test split is empty; set data.test_fraction > 0")
 
+    command = run_command(ctx)
     subjects, errors = collect_subjects(ctx)
-    export_source = "student_qat_fp32" if any(s.stage == "student_qat_fp32" for s in subjects) else "student_fp32"
+    export_source = next((s.stage for s in subjects if s.stage in ("student_qat_fp32", "student_fp32")), "onnx")
     preds: dict[str, np.ndarray] = {}
     engines: dict[str, str] = {}
     infos: dict[str, dict] = {}
@@ -111,6 +112,9 @@ def run(ctx) -> dict:
         preds["student_fakequant"] = fq
         engines["student_fakequant"] = "PyTorch fake-quant (QAT stage)"
     acc = accuracy_rows(preds, y, engines=engines, errors=errors, export_source=export_source)
+    for r in acc:
+        if command != "run" and r["stage"] == "student_fp32":  # the user's model, not a distilled one
+            r["label"] = "student fp32 as given (PyTorch)"
     top1 = {(r["model"], r["artifact"]): r["top1"] for r in acc if r["stage"] != "student_qat_fp32" and r["stage"] != "student_fakequant"}
     for row in rows:
         row["accuracy"] = top1.get((row["model"], row["artifact"]))
@@ -118,13 +122,14 @@ def run(ctx) -> dict:
 
     threads = gate_threads(list(bench.threads), rules.threads)
     gates = evaluate_gates(bench.gates.model_dump(), accuracy=acc, latency=rows, deploy_artifact=rules.deploy_artifact,
-                           threads=threads, target_threads=rules.threads, accelerator=rules.accelerator)
+                           threads=threads, target_threads=rules.threads, accelerator=rules.accelerator, command=command)
     results = {
         "kind": RESULTS_KIND,
         "version": 1,
         "pipeline_version": pipeline.__version__,
         "run": {
             "name": cfg.name,
+            "command": command,
             "target": rules.name,
             "deploy_artifact": rules.deploy_artifact,
             "export_source": export_source_of(ctx)[0],
@@ -160,12 +165,24 @@ def run(ctx) -> dict:
     return stage_metrics(results)
 
 
+def run_command(ctx) -> str:
+    """Which command's stages these are: "run" (trained here), "export" (a given student: no teacher, nothing
+    trained) or "benchmark" (given artifacts only); ``pipeline.benchmark.gates.NOT_APPLICABLE`` reads it."""
+    if "teacher" in ctx.inputs:
+        return "run"
+    return "export" if "distill" in ctx.inputs else "benchmark"
+
+
 def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
-    """Checkpoints and exported artifacts to score, and an error for each format asked for but absent."""
-    subjects = [
-        Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / "teacher.pt"),
-        Subject("student_fp32", "student", "pytorch", ctx.input("distill") / "student.pt"),
-    ]
+    """Checkpoints and exported artifacts to score, and an error for each format asked for but absent.
+
+    ``python -m pipeline export`` runs have no teacher and no QAT stage (and no PyTorch student when the
+    model came as ONNX); ``python -m pipeline benchmark`` runs have only the given artifacts."""
+    subjects = []
+    if "teacher" in ctx.inputs:
+        subjects.append(Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / "teacher.pt"))
+    if "distill" in ctx.inputs and (run_command(ctx) == "run" or (ctx.input("distill") / "student.pt").is_file()):
+        subjects.append(Subject("student_fp32", "student", "pytorch", ctx.input("distill") / "student.pt"))
     teacher_onnx = ctx.input("export") / TEACHER_ONNX
     if teacher_onnx.is_file():
         subjects.append(Subject("teacher_onnx", "teacher", "onnx", teacher_onnx))
@@ -176,13 +193,14 @@ def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
         raise PipelineError(f"{listing}: missing; re-run the export stage (python -m pipeline run <recipe> --from export)")
     exported = read_json(listing)
     errors: dict[str, str] = {}
-    for key in ctx.cfg.export.formats:
+    wanted = list(exported) if run_command(ctx) == "benchmark" else ctx.cfg.export.formats  # benchmark: what was given
+    for key in wanted:
         if key in exported:
             subjects.append(Subject(key, "student", key, ctx.input("export") / exported[key]))
         else:
             errors[key] = f"not exported (see {ctx.input('export').name}/manifest.json)"
     for key, rel in exported.items():  # exported under a key the config does not list (kept, not hidden)
-        if key not in ctx.cfg.export.formats:
+        if key not in wanted:
             subjects.append(Subject(key, "student", key, ctx.input("export") / rel))
     return subjects, errors
 
@@ -195,6 +213,8 @@ def export_source_of(ctx) -> tuple[str, str]:
 
 def fakequant_predictions(ctx, n: int) -> np.ndarray | str | None:
     """Top-1 of the QAT fake-quant model on the first ``n`` test images; an error string if unusable."""
+    if "qat" not in ctx.inputs:
+        return None  # export/benchmark commands: no QAT stage
     path = ctx.input("qat") / "fakequant_test_logits.npy"
     qat = Manifest.read(ctx.input("qat"))
     if qat is not None and qat.metrics.get("enabled") is False:
@@ -211,11 +231,13 @@ def model_summaries(ctx, input_shape: tuple[int, ...]) -> dict[str, dict]:
     """Params and MACs of teacher and student (exported artifacts inherit the student's)."""
     from pipeline.benchmark.complexity import checkpoint_summary
 
-    source = ctx.input("qat") / "student.pt" if ctx.cfg.export.source == "qat" else ctx.input("distill") / "student.pt"
-    if not source.is_file():
-        source = ctx.input("distill") / "student.pt"
+    stages = ("qat", "distill") if ctx.cfg.export.source == "qat" else ("distill",)
+    source = next((p for s in stages if s in ctx.inputs and (p := ctx.input(s) / "student.pt").is_file()), None)
+    checkpoints = {"teacher": ctx.input("teacher") / "teacher.pt"} if "teacher" in ctx.inputs else {}
+    if source is not None or run_command(ctx) == "run":  # a given ONNX model has no checkpoint to summarise
+        checkpoints["student"] = source or ctx.input("distill") / "student.pt"
     out = {}
-    for name, path in (("teacher", ctx.input("teacher") / "teacher.pt"), ("student", source)):
+    for name, path in checkpoints.items():
         try:
             out[name] = checkpoint_summary(path, input_shape)
         except Exception as exc:

@@ -1,7 +1,8 @@
 """Export stage: the student as ONNX, TFLite fp32/int8 and OpenVINO fp32/fp16/int8, each checked against PyTorch.
 
 Reads ``04_qat/student.pt`` (``export.source: qat``; plain float weights learned under
-fake-quant) or ``03_distill/student.pt``, and ``01_data/calibration.npy`` for int8
+fake-quant) or ``03_distill/student.pt`` (``03_student/student.pt`` or ``student.onnx``, the
+given model of ``python -m pipeline export``), and ``01_data/calibration.npy`` for int8
 calibration. Writes the artifacts with their sidecars and ``artifacts.json``
 ({format: relative path}, what the benchmark and target stages read). Every artifact is run
 on the whole test split by its runtime; a fidelity miss is printed loudly and recorded
@@ -38,6 +39,10 @@ def source_checkpoint(ctx) -> tuple[Path, str, str]:
     """The student weights to export, the stage they come from, and why (one sentence for the report)."""
     from pipeline.qat.stage import GUARD_FILE
 
+    folder = Path(ctx.inputs["distill"])
+    if folder.name.endswith("_student"):  # python -m pipeline export MODEL: the user's model, as given (03_student)
+        given = folder / "student.pt" if (folder / "student.pt").is_file() else folder / "student.onnx"
+        return given, "student", f"the given model ({ctx.cfg.student.checkpoint}): python -m pipeline export, nothing trained"
     choice = ctx.cfg.export.source
     qat = Path(ctx.inputs["qat"]) if ctx.inputs.get("qat") is not None else None
     guard = read_json(qat / GUARD_FILE) if qat is not None and (qat / GUARD_FILE).is_file() else None
@@ -52,7 +57,7 @@ def source_checkpoint(ctx) -> tuple[Path, str, str]:
         if qat is None or not (qat / "student.pt").is_file():
             raise PipelineError("export.source: qat, but the QAT stage wrote no student.pt; re-run it (--from qat)")
         return qat / "student.pt", "qat", reason
-    path = Path(ctx.inputs["distill"]) / "student.pt"
+    path = folder / "student.pt"
     if not path.is_file():
         raise PipelineError(f"export: {path} missing; re-run the distill stage (python -m pipeline run <recipe> --from distill)")
     return path, "distill", reason
@@ -164,13 +169,24 @@ class _Export:
         from pipeline.export.torch2onnx import torch2onnx
         from pipeline.models.checkpoint import load_checkpoint
 
+        if self.source.suffix == ".onnx":  # the user's own ONNX (export command): every format converts from it as given
+            import shutil
+
+            import onnx
+
+            path = self.out / FORMAT_FILES["onnx"]
+            shutil.copyfile(self.source, path)
+            graph = onnx.load(str(path), load_external_data=False).graph
+            self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes, graph.input[0].name, graph.output[0].name),
+                          {"given": True})
+            return
         model, meta = load_checkpoint(self.source)
         self.class_names = meta.get("class_names") or self.class_names
         self.dead_channels = neutralize_dead_channels(model.eval())
         if self.dead_channels:
             self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
                                f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
-        t = self._step(f"ONNX (opset {opset}) from {source_stage}/student.pt")
+        t = self._step(f"ONNX (opset {opset}) from {source_stage}/{self.source.name}")
         path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset,
                           check_inputs=self.check_images, rtol=self.fp32_rtol)
         self._done("onnx", t)

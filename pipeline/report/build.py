@@ -106,6 +106,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         gate_limits(results["gates"]), accuracy=report["accuracy"], latency=report["latency"],
         deploy_artifact=run["deploy_artifact"], threads=run.get("gate_threads"), target_devices=devices,
         target_threads=rules.threads if rules else 0, accelerator=rules.accelerator if rules else None,
+        command=run.get("command") or "run",
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
     report["headline"] = headline(report, devices, rules)

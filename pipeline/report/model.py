@@ -37,6 +37,8 @@ class Closed(BaseModel):
 
 class RunInfo(Closed):
     name: str
+    command: Literal["run", "export", "benchmark"] = Field(
+        "run", description="run: trained here; export: a given model, no teacher, nothing trained; benchmark: given artifacts")
     folder: str | None = Field(None, description="the run folder, as the report was written from it")
     config_hash: str | None = Field(None, description="first 12 hex digits of the hash of the resolved config without name and runs_dir")
     target: str

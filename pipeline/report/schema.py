@@ -8,8 +8,8 @@ validates every report as it is built and generates the JSON Schema written besi
 ``report.json`` (``schema_version`` 2)::
 
     $schema, schema, schema_version, created, pipeline_version
-    run          {name, folder, config_hash, target, accelerator, deploy_artifact, export_source,
-                  export_source_reason, gate_threads}
+    run          {name, command (run | export | benchmark), folder, config_hash, target, accelerator, deploy_artifact,
+                  export_source, export_source_reason, gate_threads}
     config       the resolved config the run ran with (pipeline.config.Config), or null
     verdict      {status: PASS | FAIL | NOT MEASURED, failures, not_measured}
     headline     {artifact, size_bytes, top1 + top1_ci95, p50_ms + where it was measured, compiler, …}

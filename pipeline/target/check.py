@@ -118,5 +118,9 @@ def failure_message(report: dict, target: str, arch: str) -> str:
             why += f" (ops from #{report['cpu_from']} on would fall back to the CPU)"
     else:
         why = "; ".join(report.get("problems") or [report.get("summary", "")])
+    from pipeline.target import TARGETS
+
+    variant = TARGETS[target].friendly_alternative(arch) if target in TARGETS else None
+    instead = f"try student.arch: {variant}, which {target} runs fully, or change" if variant else "change"
     return (f"precheck: student '{arch}' cannot run fully on target {target} ({report.get('verdict')}): {why}; "
-            "change student.arch/arch_args, or set target.check_before_training: false to train anyway")
+            f"{instead} student.arch/arch_args, or set target.check_before_training: false to train anyway")

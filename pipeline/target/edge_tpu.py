@@ -21,4 +21,13 @@ RULES = TargetRules(
     accelerator="Edge TPU",
     checker=check_edgetpu,
     compiler="edgetpu_compiler",
+    # hard-swish and squeeze-excite models -> their Edge TPU variants (ReLU, no SE; benchmarks/edgetpu_models.py)
+    friendly_archs={
+        "timm:mobilenetv3_small": "timm:tf_mobilenetv3_small_minimal_100",
+        "timm:tf_mobilenetv3_small": "timm:tf_mobilenetv3_small_minimal_100",
+        "timm:mobilenetv3_large": "timm:tf_mobilenetv3_large_minimal_100",
+        "timm:tf_mobilenetv3_large": "timm:tf_mobilenetv3_large_minimal_100",
+        "torchvision:mobilenet_v3_small": "timm:tf_mobilenetv3_small_minimal_100",
+        "torchvision:mobilenet_v3_large": "timm:tf_mobilenetv3_large_minimal_100",
+    },
 )

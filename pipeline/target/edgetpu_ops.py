@@ -223,6 +223,17 @@ SUPPORTED_OPS: dict[str, OpSupport] = {
     "TRANSPOSE_CONV": OpSupport("TransposeConv"),
 }
 
+# Ops outside the table that common architectures bring, with what users of the real compiler report
+# and do instead; the refusal carries it, so the user learns the fix with the op's name.
+UNMAPPED_ADVICE: dict[str, str] = {
+    "HARD_SWISH": "MobileNetV3's hard-swish, which the compiler leaves on the CPU (google-coral/edgetpu#272, #353); "
+                  "the *_minimal variants replace it with ReLU",
+    "RELU_0_TO_1": "hard-sigmoid (MobileNetV3's squeeze-excite gate) as TFLite >= 2.13 writes it, newer than Edge TPU "
+                   "Compiler 16; the *_minimal variants have no squeeze-excite",
+    "LEAKY_RELU": "not mapped (google-coral/edgetpu#165, #272); use ReLU",
+    "GELU": "not mapped; use ReLU (or ReLU6)",
+}
+
 # The compiler's own status strings (its operation log), reused so the two tables read alike.
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"
@@ -240,7 +251,8 @@ def op_problem(v: OpView) -> tuple[str, str] | None:
         return NOT_SUPPORTED, f"{op.opcode_name}: {kind}"
     spec = SUPPORTED_OPS.get(op.opcode_name)
     if spec is None:
-        return NOT_SUPPORTED, f"{op.opcode_name} is not in the Edge TPU's supported operations"
+        advice = UNMAPPED_ADVICE.get(op.opcode_name)
+        return NOT_SUPPORTED, f"{op.opcode_name} is not in the Edge TPU's supported operations" + (f" ({advice})" if advice else "")
     for t in (*op.inputs, *op.outputs):
         if t.is_constant:
             if t.is_float:

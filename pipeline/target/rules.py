@@ -36,3 +36,11 @@ class TargetRules:
     compiler: str | None = None  # vendor compiler called when on PATH (edgetpu_compiler)
     # the recipe to run instead when ``device`` is absent here (OpenVINO NPU -> openvino_cpu.yaml)
     alternative: str | None = None
+    # arch prefix -> a variant this target runs fully, suggested when a model is refused
+    friendly_archs: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def friendly_alternative(self, arch: str) -> str | None:
+        """The variant to suggest for ``arch`` (longest matching prefix), None when there is none or it is itself."""
+        prefix = max((p for p in self.friendly_archs if arch.startswith(p)), key=len, default=None)
+        suggestion = self.friendly_archs.get(prefix) if prefix else None
+        return suggestion if suggestion and suggestion != arch else None

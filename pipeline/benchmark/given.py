@@ -1,0 +1,98 @@
+"""Artifacts stage, for ``python -m pipeline benchmark ARTIFACT… [RECIPE]``: the user's files in the export stage's place.
+
+Each file of ``benchmark.artifacts`` (``.onnx``, ``.tflite``, OpenVINO ``.xml`` with its ``.bin``)
+gets its format key (its sidecar's; else read from the file: int8 or float tensors, FakeQuantize
+nodes), is copied under the export stage's file name (``student_int8.tflite``, ``openvino_int8/student.xml``…)
+with its sidecar, and is run once on a calibration image, so a file that does not take the recipe's
+images fails here in one line rather than as an error row. ``artifacts.json`` lists them as the
+export stage's does; the target, benchmark and report stages then run unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pipeline.artifacts import atomic_write_json
+from pipeline.errors import PipelineError
+
+SUFFIXES = (".onnx", ".tflite", ".xml")
+
+
+def detect_format(path: Path) -> str:
+    """The export format key of a file: its sidecar's when it has one, else what the file itself says."""
+    from pipeline.export.sidecar import read_sidecar
+    from pipeline.export.stage import FORMAT_FILES
+
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise PipelineError(f"{path}: not an artifact the benchmark can run (known: {', '.join(SUFFIXES)}; a checkpoint goes to "
+                            "python -m pipeline export)")
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such file")
+    sidecar = read_sidecar(path)
+    if sidecar and sidecar.get("format") in FORMAT_FILES:
+        return sidecar["format"]
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".tflite":
+        from pipeline.export.tflite_graph import read_tflite
+
+        graph = read_tflite(path)  # full-integer: activations are int8 (int8 weights alone = dynamic-range, a float model)
+        integer = [t for t in graph.tensors if not t.is_constant and t.dtype in ("int8", "uint8")]
+        return "tflite_int8" if integer else "tflite_fp32"
+    if not path.with_suffix(".bin").is_file():
+        raise PipelineError(f"{path}: its weights {path.with_suffix('.bin').name} are not beside it (an OpenVINO IR is .xml + .bin)")
+    text = path.read_text(errors="replace")
+    if 'type="FakeQuantize"' in text:
+        return "openvino_int8"
+    return "openvino_fp16" if 'element_type="f16"' in text else "openvino_fp32"
+
+
+def formats_of(paths: list[str]) -> dict[str, Path]:
+    """format key -> file, one file per format (the report's rows are keyed by format)."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        key = detect_format(Path(p).expanduser())
+        if key in out:
+            raise PipelineError(f"benchmark: {out[key]} and {p} are both {key}; benchmark one file per format in a run "
+                                "(--set name=… for another run)")
+        out[key] = Path(p).expanduser()
+    return out
+
+
+def run(ctx) -> dict:
+    from pipeline.export.sidecar import sidecar_path
+    from pipeline.export.stage import FORMAT_FILES, load_calibration
+    from pipeline.data import read_split_info
+    from pipeline.runtimes import load
+
+    given = formats_of(ctx.cfg.benchmark.artifacts)
+    if not given:
+        raise PipelineError("benchmark.artifacts: no files (python -m pipeline benchmark ARTIFACT… sets them)")
+    info = read_split_info(ctx.input("data"))
+    calibration, _ = load_calibration(ctx.input("data"), tuple(info["input_shape"]))
+    listed = {}
+    for key, src in given.items():
+        dst = ctx.out / FORMAT_FILES[key]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        if src.suffix.lower() == ".xml":
+            shutil.copyfile(src.with_suffix(".bin"), dst.with_suffix(".bin"))
+        if sidecar_path(src).is_file():
+            shutil.copyfile(sidecar_path(src), sidecar_path(dst))
+        try:
+            with load(dst) as rt:
+                logits = rt.predict(calibration[:1])
+        except PipelineError as exc:  # the runtime names the copy; the user knows their file by its own path
+            reason = str(exc).removeprefix(f"{dst.name}: ")
+            raise PipelineError(f"benchmark.artifacts: {src}: {reason}; set data.image_size/data.channels (and mean/std) "
+                                "to what it was exported for") from None
+        if logits.shape != (1, info["num_classes"]):
+            raise PipelineError(f"benchmark.artifacts: {src}: answers with {logits.shape[1:]} logits per image, "
+                                f"the data has {info['num_classes']} classes")
+        listed[key] = FORMAT_FILES[key]
+    atomic_write_json(ctx.out / "artifacts.json", listed)
+    return {"artifacts": len(listed), "formats": sorted(listed), "files": {k: str(p) for k, p in given.items()},
+            "source": "given", "source_reason": "the given files (python -m pipeline benchmark)"}

@@ -1,0 +1,1 @@
+"""The given-student stage of ``python -m pipeline export MODEL`` (no teacher, no training)."""
