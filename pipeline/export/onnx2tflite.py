@@ -66,8 +66,7 @@ def onnx2tflite(
     any deviation from full-integer (float op, DEQUANTIZE, Flex op, wrong I/O dtype) raises,
     otherwise the caller reads ``full_integer_problems`` itself and reports it.
     """
-    # absolute: the converter runs in its own work folder (cwd), where a relative runs_dir means nothing
-    onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if io_dtype not in ("int8", "uint8", "float32"):
         raise PipelineError(f"export: io_dtype must be int8, uint8 or float32 (int8 inside, float I/O), got {io_dtype!r}")
     if not onnx_path.is_file():
@@ -79,7 +78,7 @@ def onnx2tflite(
     channels = calibration.shape[1]
 
     with tempfile.TemporaryDirectory(prefix=".onnx2tf-", dir=out_dir) as tmp:
-        work = Path(tmp)
+        work = Path(tmp).resolve()  # absolute: the converter runs in it (cwd), where a relative runs_dir means nothing
         source = work / onnx_path.name  # onnx2tf rewrites its input in place (onnxsim): convert a copy
         shutil.copyfile(onnx_path, source)
         np.save(work / "calibration_nhwc.npy", np.ascontiguousarray(calibration.transpose(0, 2, 3, 1)))
