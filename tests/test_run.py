@@ -88,11 +88,15 @@ def test_corrupt_teacher_checkpoint_is_one_line(tiny_recipe, tmp_path, capsys):
 
 
 def test_cli_end_to_end_in_a_subprocess(tiny_recipe):
-    cmd = [sys.executable, "-m", "pipeline", "run", str(tiny_recipe), "--until", "qat"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    """As a user runs it: from the recipe's folder, with a relative runs_dir (the default is "runs"), through the
+    precheck, whose converters run in work folders of their own."""
+    cmd = [sys.executable, "-m", "pipeline", "run", tiny_recipe.name, "--until", "qat", "--set", "runs_dir=runs",
+           "--set", "target.check_before_training=true"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tiny_recipe.parent)
     assert out.returncode == 0, out.stderr[-2000:]
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and again.stderr.count("cached") == 4
+    assert (tiny_recipe.parent / "runs" / "tiny" / "04_qat" / "manifest.json").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tiny_recipe.parent)
+    assert again.returncode == 0 and again.stderr.count("✓") >= 4 and "▶" not in again.stderr, again.stderr[-2000:]
 
 
 def test_missing_host_toolchain_is_one_line_naming_the_extra(monkeypatch, capsys):
