@@ -55,7 +55,7 @@ def export_metrics(failing: dict[str, str] | None = None) -> dict:
 
     fidelity = {"onnx": row("onnx", "fp32"), "tflite_int8": row("tflite_int8", "int8"), "openvino_int8": row("openvino_int8", "int8")}
     return {"source_accuracy": 0.95, "artifacts": 3, "failed": len(failing), "passed": not failing, "failed_artifacts": list(failing),
-            "source": "qat", "source_reason": "QAT kept 95.00% validation top-1 against the distilled 95.50% (guard: 1 pt)",
+            "source": "qat", "source_reason": "QAT weights: QAT kept 95.00% validation top-1 against the distilled 95.50% (guard: 1 pt)",
             "fidelity": fidelity}
 
 
