@@ -157,7 +157,9 @@ class ImageFiles(Dataset):
                                 "re-run the data stage (--from data)") from None
         if self.random:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                # the CPU generator alone (what the transforms draw from): torch.manual_seed also reseeds every
+                # accelerator's and costs ~0.1 ms, which measured as a 0.8× loader against torchvision's
+                torch.default_generator.manual_seed(seed)
                 x = self.transform(image)
         else:
             x = self.transform(image)
