@@ -75,7 +75,8 @@ def ensure_teacher(runs: Path) -> Path:
 
 
 def student_config(runs: Path, teacher: Path, name: str, distill: dict, seeds=(0,)) -> dict:
-    return config(runs, name, teacher={"checkpoint": str(teacher)}, distill={**distill, "seeds": list(seeds)})
+    # epochs 0: the trained teacher as is (a checkpoint with teacher.epochs > 0 would be fine-tuned)
+    return config(runs, name, teacher={"checkpoint": str(teacher), "epochs": 0}, distill={**distill, "seeds": list(seeds)})
 
 
 def interleaved(calls: dict, rounds: int, warmup: int = 3) -> dict[str, float]:
