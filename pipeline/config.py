@@ -180,10 +180,10 @@ class DistillConfig(ScheduleConfig, FrozenTeacherConfig):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from pipeline.distill import LOSSES
+        from pipeline.distill.methods import METHODS  # names only: no torch
 
-        if v not in LOSSES:
-            raise ValueError(_unknown(v, LOSSES))
+        if v not in METHODS:
+            raise ValueError(_unknown(v, METHODS))
         return v
 
     @field_validator("seeds")
@@ -367,9 +367,10 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
         raise PipelineError(f"{source}: {_one_line(exc, Config)}") from None
-    from pipeline.distill import LOSSES
+    from pipeline.distill.methods import METHODS  # options and default weights: no torch
 
-    options_model = LOSSES[cfg.distill.method].Options
+    method = METHODS[cfg.distill.method]
+    options_model = method.Options
     if cfg.distill.options and not options_model.model_fields:
         raise PipelineError(f"{source}: distill.options: method '{cfg.distill.method}' takes no options "
                             f"(got {', '.join(sorted(cfg.distill.options))}); remove them")
@@ -378,7 +379,7 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
     except ValidationError as exc:
         raise PipelineError(f"{source}: distill.options.{_one_line(exc, options_model)}") from None
     # store every option and loss weight with its default filled in, so a changed default changes the cache key
-    weights = {k: v if (v := getattr(cfg.distill, k)) is not None else LOSSES[cfg.distill.method].defaults[k]
+    weights = {k: v if (v := getattr(cfg.distill, k)) is not None else method.defaults[k]
                for k in ("w_ce", "w_kd", "w_feat")}
     distill = cfg.distill.model_copy(update={"options": options.model_dump(mode="json"), **weights})
     for section in ("teacher", "student"):

@@ -20,74 +20,22 @@ takes its number and the name later stages read it by (``03_student`` is read as
 from __future__ import annotations
 
 import contextlib
-import importlib
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from rich.console import Console
+from typing import Any
 
 import pipeline
 from pipeline.artifacts import Manifest, hash_json, hash_outputs, now, tool_versions, verify_outputs
 from pipeline.config import Config
+from pipeline.console import console
 from pipeline.errors import GateFailure, PipelineError
 from pipeline.fs import stage_write_errors
 from pipeline.inputs import external_inputs
 from pipeline.lock import run_lock
 from pipeline.run_folder import record_config
-
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    sections: tuple[str, ...]  # config sections that shape this stage's outputs
-    trains: bool = False  # runs on every rank under torchrun (the others run on rank 0 alone)
-    replaces: str | None = None  # (export/benchmark commands) the training stage whose number and input name it takes
-    module: str | None = None  # where its run() lives; default pipeline.<name>.stage
-
-    @property
-    def folder(self) -> str:
-        return f"{STAGE_NAMES.index(self.provides) + 1:02d}_{self.name}"
-
-    @property
-    def provides(self) -> str:
-        """The name later stages read this stage's folder by (``ctx.input(...)``)."""
-        return self.replaces or self.name
-
-    def function(self) -> Callable[[StageContext], dict[str, Any]]:
-        return importlib.import_module(self.module or f"pipeline.{self.name}.stage").run
-
-
-STAGES: list[Stage] = [
-    Stage("data", ("data",)),
-    Stage("teacher", ("teacher", "train"), trains=True),
-    Stage("distill", ("student", "distill", "train"), trains=True),
-    Stage("qat", ("qat", "target", "train"), trains=True),
-    Stage("export", ("export", "target")),
-    Stage("target", ("target",)),
-    Stage("benchmark", ("benchmark", "target")),
-    Stage("report", ("report",)),
-]
-STAGE_NAMES = [s.name for s in STAGES]
-
-# `python -m pipeline export MODEL`: the user's model is the student; nothing is trained (no teacher, no QAT)
-GIVEN_STUDENT = Stage("student", ("student",), replaces="distill")
-# `python -m pipeline benchmark ARTIFACT…`: the user's files stand in for the export stage's
-GIVEN_ARTIFACTS = Stage("artifacts", ("benchmark",), replaces="export", module="pipeline.benchmark.given")
-
-
-def export_plan() -> list[Stage]:
-    """data → student (the given model) → export → target → benchmark → report."""
-    return [STAGES[0], GIVEN_STUDENT, *STAGES[4:]]
-
-
-def benchmark_plan(with_target: bool) -> list[Stage]:
-    """data → artifacts → (target, when the target's deploy format is among them) → benchmark → report."""
-    return [STAGES[0], GIVEN_ARTIFACTS, *(s for s in STAGES[5:] if with_target or s.name != "target")]
+from pipeline.stages import STAGES, Stage, benchmark_plan, export_plan  # noqa: F401  (the plans: imported from here by the CLI)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_json, hash_json, read_json
+from pipeline.stages import STAGES
 
 CONFIG_FILE = "config.json"
 NOT_THE_EXPERIMENT = ("name", "runs_dir")  # where a run is kept, not what it computes
@@ -41,8 +42,6 @@ def record_config(cfg) -> None:
 
 def finished(run_dir: Path) -> bool:
     """The folder holds a finished run: its report stage completed (a stage folder exists only once complete)."""
-    from pipeline.run import STAGES
-
     return (Path(run_dir) / STAGES[-1].folder).is_dir()
 
 

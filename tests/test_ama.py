@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.config import validate_config
-from pipeline.distill.ama import ADAPTED, AMALoss, AMAOptions
+from pipeline.distill.ama import ADAPTED, AMALoss
+from pipeline.distill.options import AMAOptions
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model

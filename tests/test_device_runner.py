@@ -27,7 +27,7 @@ from conftest import TINY_RECIPE
 from pipeline.artifacts import read_json
 from pipeline.config import load_config
 from pipeline.device.bundle import make_bundle
-from pipeline.device.merge import read_device_results
+from pipeline.report.device_results import read_device_results
 from pipeline.errors import PipelineError
 from pipeline.report.model import json_schema, validate_report
 from pipeline.run import run_pipeline, stage_dir

@@ -9,12 +9,12 @@ from pydantic import ValidationError
 from pipeline.distill.at import at_distance
 from pipeline.distill.hmat import (
     HMATLoss,
-    HMATOptions,
     attention_distance,
     channel_attention,
     position_attention,
     position_term_saved_bytes,
 )
+from pipeline.distill.options import HMATOptions
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.errors import PipelineError
 from pipeline.models.taps import FeatureTaps, ModelIO, probe

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.distill.icc import ICCLoss, ICCOptions, class_correlation, icc_teacher_term, icc_teacher_weight
+from pipeline.distill.icc import ICCLoss, class_correlation, icc_teacher_term, icc_teacher_weight
+from pipeline.distill.options import ICCOptions
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.models.taps import FeatureTaps, ModelIO, probe
 from pipeline.teacher.stage import classifier_weight

@@ -90,7 +90,8 @@ def test_at_hand_computed():
 
 
 def test_fitnet_hand_computed(tiny_student, tiny_teacher):
-    from pipeline.distill.fitnet import FitNetLoss, FitNetOptions
+    from pipeline.distill.fitnet import FitNetLoss
+    from pipeline.distill.options import FitNetOptions
 
     crit = FitNetLoss(FitNetOptions(), probe(tiny_student, tiny_student.stage_names, SHAPE, 10),
                       probe(tiny_teacher, tiny_teacher.stage_names, SHAPE, 10))

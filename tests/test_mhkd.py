@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.distill.mhkd import MHKDLoss, MHKDOptions
+from pipeline.distill.mhkd import MHKDLoss
+from pipeline.distill.options import MHKDOptions
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, count_parameters

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.distill import LOSSES
-from pipeline.distill.at import ATLoss, ATOptions, PositionsOptions, positions_scale
+from pipeline.distill.at import ATLoss, positions_scale
+from pipeline.distill.options import ATOptions, PositionsOptions
 from pipeline.models.taps import ModelInfo, ModelIO, probe
 
 from conftest import TinyNet

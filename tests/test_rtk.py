@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from pipeline.config import validate_config
 from pipeline.distill import LOSSES
-from pipeline.distill.rtk import RTKLoss, RTKOptions, representative_weights
+from pipeline.distill.options import RTKOptions
+from pipeline.distill.rtk import RTKLoss, representative_weights
 from pipeline.distill.trainer import DistillStep, LossWeights, freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model

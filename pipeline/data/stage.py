@@ -27,7 +27,7 @@ def run(ctx) -> dict:
     if not indices["calibration"]:
         raise PipelineError("data.calibration_size: the calibration subset is empty (no training images)")
     if cfg.calibration_size > len(indices["calibration"]):
-        from pipeline.run import console
+        from pipeline.console import console
 
         console.print(f"[yellow]warning: data.calibration_size {cfg.calibration_size} is more than the "
                       f"{len(indices['train'])} training images: calibrating on all of them[/yellow]")
@@ -85,7 +85,7 @@ def _streamed(cfg) -> tuple[dict, dict]:
     from dataclasses import replace
 
     from pipeline.data.folder import eval_transform, files_hash, first_image_side, list_folder, mean_std, scan, skipped_line
-    from pipeline.run import console
+    from pipeline.console import console
 
     def warn(line: str) -> None:
         console.print(line, style="yellow", markup=False)

@@ -1,32 +1,31 @@
 """Distillation losses by name: ``distill.method`` in the config picks one.
 
-A plain dict (timm's habit): to add a method, write a ``DistillLoss`` subclass in its own
-module and add one line here; the contract tests pick it up with no test edits.
+A plain dict (timm's habit), in two halves: ``methods.METHODS`` names each method's loss class,
+default weights and options without importing torch (config validation reads it); ``LOSSES``
+maps the same names to the loss classes, imported on first use. To add a method, write a
+``DistillLoss`` subclass in its own module and add one line to ``METHODS``; the contract tests
+pick it up with no test edits.
 """
 
-from pipeline.distill.afd import AFDLoss
-from pipeline.distill.ama import AMALoss
-from pipeline.distill.at import ATLoss
-from pipeline.distill.base import DistillLoss
-from pipeline.distill.fitnet import FitNetLoss
-from pipeline.distill.hmat import HMATLoss
-from pipeline.distill.icc import ICCLoss
-from pipeline.distill.kd import KDLoss, NoDistillLoss
-from pipeline.distill.mhkd import MHKDLoss
-from pipeline.distill.rtk import RTKLoss
+from __future__ import annotations
 
-LOSSES: dict[str, type[DistillLoss]] = {
-    cls.name: cls
-    for cls in (
-        NoDistillLoss,
-        KDLoss,
-        ATLoss,
-        FitNetLoss,
-        AMALoss,
-        MHKDLoss,
-        AFDLoss,
-        RTKLoss,
-        HMATLoss,
-        ICCLoss,
-    )
-}
+import importlib
+from typing import Any
+
+from pipeline.distill.methods import METHODS
+
+
+def _loss_classes() -> dict[str, Any]:
+    classes = {}
+    for name, method in METHODS.items():
+        module, _, cls = method.loss.partition(":")
+        classes[name] = getattr(importlib.import_module(module), cls)
+    return classes
+
+
+def __getattr__(name: str) -> Any:
+    """``LOSSES`` (name -> DistillLoss subclass), built when first asked for: it imports torch (PEP 562)."""
+    if name == "LOSSES":
+        globals()["LOSSES"] = losses = _loss_classes()
+        return losses
+    raise AttributeError(f"module 'pipeline.distill' has no attribute '{name}'")

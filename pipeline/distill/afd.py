@@ -24,10 +24,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from pipeline.distill.at import PositionsOptions, positions_scale
+from pipeline.distill.at import positions_scale
 from pipeline.distill.base import DistillLoss
 
 
@@ -68,17 +67,11 @@ def global_pool(feat: torch.Tensor) -> torch.Tensor:
     return feat.mean(dim=(2, 3))
 
 
-class AFDOptions(PositionsOptions):
-    dim: int = Field(128, ge=1)  # query/key width d
-
-
 class AFDLoss(DistillLoss):
     """L_AFD = Σ_n mean_b Σ_m α_{n,m}·mean_hw(v_s^{m→n} − v_t^n)², α = softmax over student stages
     of teacher-query · student-key (module docstring). Defaults w_ce=1, w_kd=0.9, w_feat=200."""
 
     name = "afd"
-    Options = AFDOptions
-    defaults = {"w_ce": 1.0, "w_kd": 0.9, "w_feat": 200.0}
     zero_when_identical = False  # the attention starts random: off-diagonal pairs carry weight
 
     def __init__(self, options, student, teacher):

@@ -31,12 +31,10 @@ import copy
 import operator
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pipeline.distill.base import DistillLoss
@@ -47,20 +45,6 @@ from pipeline.errors import PipelineError
 from pipeline.models.taps import ModelIO
 
 ADAPTED = "ama"  # the key of A(F_t^k) in the teacher ModelIO
-
-
-class AMAOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    after: int = -2  # k: index into the teacher's stages; the module reads this stage's output
-    replaces: int = Field(1, ge=1)  # r: teacher stages k+1 … k+r the module replaces
-    student_stage: int | None = None  # m: stage A is shaped like; None = aligned from the end with t_{k+r}
-    width: int | None = Field(None, ge=1)  # A's channels; None = the student stage's
-    blocks: int = Field(2, ge=1)  # conv3×3-BN-ReLU blocks in A
-    head: Literal["teacher", "new"] = "teacher"  # classify A's output with the teacher's remaining layers, or a new pool+linear
-    tune_tail: bool = True  # fine-tune (a copy of) the teacher's remaining layers with A
-    epochs: int = Field(3, ge=0)  # adaptation epochs
-    lr: float = Field(0.05, gt=0)
-    seed: int = 0  # the adaptation's own init and batch order (not the student's)
 
 
 class Resize(nn.Module):
@@ -115,8 +99,6 @@ class AMALoss(DistillLoss):
     """
 
     name = "ama"
-    Options = AMAOptions
-    defaults = {"w_ce": 0.1, "w_kd": 0.9, "w_feat": 10.0}
     zero_when_identical = False  # A is a different network from the student's stage
 
     def __init__(self, options, student, teacher):

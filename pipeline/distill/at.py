@@ -18,23 +18,13 @@ smaller stage still weighs more per position, as in RepDistiller's CIFAR setting
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.distill.base import DistillLoss
+from pipeline.distill.options import PositionsOptions
 from pipeline.models.taps import ModelInfo
-
-
-class PositionsOptions(BaseModel):
-    """How a loss over attention maps averages over positions (module docstring); AT, AFD, RTK and
-    HMAT's options extend this."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    positions: Literal["reference", "mean"] = "reference"
-    reference_size: int = Field(32, ge=1)  # the input side the published weights were tuned at
 
 
 def positions_scale(options: PositionsOptions, info: ModelInfo) -> float:
@@ -67,12 +57,6 @@ def at_distance(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     return (attention_map(fs) - attention_map(ft)).pow(2).mean()
 
 
-class ATOptions(PositionsOptions):
-    # "all": every paired stage, as RepDistiller's feat[1:-1] (the residual groups, neither the
-    # stem nor the pooled vector); "middle": all but the deepest pair
-    pairs: Literal["all", "middle"] = "all"
-
-
 class ATLoss(DistillLoss):
     """L_AT = s·Σ_i mean_{b,hw}(a(F_s^i) − a(F_t^i))² over paired stages, s = ``positions_scale``
     (1 with ``positions: mean``, the published formula).
@@ -83,8 +67,6 @@ class ATLoss(DistillLoss):
     """
 
     name = "at"
-    Options = ATOptions
-    defaults = {"w_ce": 1.0, "w_kd": 0.0, "w_feat": 1000.0}
 
     def __init__(self, options, student, teacher):
         super().__init__(options, student, teacher)

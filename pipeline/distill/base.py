@@ -13,20 +13,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import nn
 
+from pipeline.distill.methods import METHODS
+from pipeline.distill.options import NoOptions
 from pipeline.models.taps import FeatureTaps, ModelInfo, ModelIO
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class DistillLoss(nn.Module):
-    """Base class: subclasses set ``name``, ``defaults``, optionally ``Options``, and implement ``forward``.
+    """Base class: subclasses set ``name`` and implement ``forward``.
 
-    ``defaults`` holds the method's published w_ce, w_kd, w_feat; the config may override each.
+    ``defaults`` (the method's published w_ce, w_kd, w_feat; the config may override each) and
+    ``Options`` are read from ``methods.METHODS[name]``, the torch-free table config validation uses.
     ``needs_features`` False means no hooks are built (logit-only methods).
     """
 
@@ -37,6 +36,12 @@ class DistillLoss(nn.Module):
     # False where training-only modules (random at init) make L_method non-zero even for a
     # student identical to its teacher; the contract test checks ≈ 0 only where this is True.
     zero_when_identical: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            method = METHODS[cls.name]
+            cls.Options, cls.defaults = method.Options, method.defaults
 
     def __init__(self, options: BaseModel, student: ModelInfo, teacher: ModelInfo):
         super().__init__()

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from pipeline.distill.base import DistillLoss
-
-
-class FitNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    student_stage: int = -2  # index into the student's stages (the hint layer)
-    teacher_stage: int = -2  # index into the teacher's stages (the guided layer)
 
 
 def regressor(c_in: int, c_out: int) -> nn.Sequential:
@@ -25,8 +18,6 @@ class FitNetLoss(DistillLoss):
     resized to the teacher's H×W when they differ. Default w_feat=100 (RepDistiller), w_ce=1."""
 
     name = "fitnet"
-    Options = FitNetOptions
-    defaults = {"w_ce": 1.0, "w_kd": 0.0, "w_feat": 100.0}
     zero_when_identical = False  # the regressor starts random
 
     def __init__(self, options, student, teacher):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.distill.base import DistillLoss
 
@@ -66,12 +65,6 @@ def icc_teacher_term(logits: torch.Tensor, classifier_weight: torch.Tensor, temp
     return correlation_distance(class_correlation(logits, temperature), class_similarity_target(classifier_weight))
 
 
-class ICCOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lambda_s: float = Field(1.0, ge=0)  # weight of the correlation-matching term
-    temperature: float = Field(4.0, gt=0)  # T of P = softmax(z/T)
-
-
 class ICCLoss(DistillLoss):
     """L_method = λ_s·‖C_s − C_t‖²_F / K² on top of the trainer's KD (Tan, Liu, Zhang 2021; our
     reading, see the module docstring). Works with any teacher; pair it with
@@ -79,8 +72,6 @@ class ICCLoss(DistillLoss):
     Defaults: KD's w_ce=0.1, w_kd=0.9 (T=4), w_feat=1, λ_s=1, T=4."""
 
     name = "icc"
-    Options = ICCOptions
-    defaults = {"w_ce": 0.1, "w_kd": 0.9, "w_feat": 1.0}
     needs_features = False
 
     def forward(self, student, teacher, targets):

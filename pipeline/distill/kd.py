@@ -26,7 +26,6 @@ class KDLoss(DistillLoss):
     """
 
     name = "kd"
-    defaults = {"w_ce": 0.1, "w_kd": 0.9, "w_feat": 0.0}
     needs_features = False
 
     def forward(self, student, teacher, targets):
@@ -37,7 +36,6 @@ class NoDistillLoss(DistillLoss):
     """The student trained alone on labels (the baseline every method must beat)."""
 
     name = "none"
-    defaults = {"w_ce": 1.0, "w_kd": 0.0, "w_feat": 0.0}
     needs_features = False
 
     def forward(self, student, teacher, targets):

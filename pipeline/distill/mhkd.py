@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from pipeline.distill.base import DistillLoss
@@ -32,30 +31,6 @@ from pipeline.distill.teacher_side import (
     accuracies, cache_key, cached_phase, ordered, reseeded, reset_parameters, train_with_ce,
 )
 from pipeline.errors import PipelineError
-
-
-class MHKDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    beta: float = Field(0.5, ge=0)  # weight of each head's KD + CE
-    temperature: float = Field(4.0, gt=0)  # T of the heads' KD
-    student_stages: list[int] | None = None  # indices of student stages with a head; None = all but the last
-    teacher_stages: list[int] | None = None  # the teacher stage paired with each; None = aligned from the end
-    width: int | None = Field(None, ge=1)  # conv channels of every head; None = its stage's channels
-    hidden: int = Field(128, ge=1)  # FC hidden units of every head
-    epochs: int = Field(3, ge=0)  # teacher-head training epochs
-    lr: float = Field(0.05, gt=0)
-    seed: int = 0  # the teacher phase's own init and batch order (not the student's)
-
-    @model_validator(mode="after")
-    def _pairs(self) -> MHKDOptions:
-        for key in ("student_stages", "teacher_stages"):
-            v = getattr(self, key)
-            if v is not None and (not v or len(set(v)) != len(v)):
-                raise ValueError(f"{key}: needs at least one stage and no repeats, got {v}")
-        s, t = self.student_stages, self.teacher_stages
-        if s is not None and t is not None and len(s) != len(t):
-            raise ValueError(f"student_stages {s} and teacher_stages {t} pair one to one: give lists of equal length")
-        return self
 
 
 def aux_head(c_in: int, width: int, hidden: int, num_classes: int) -> nn.Sequential:
@@ -84,8 +59,6 @@ class MHKDLoss(DistillLoss):
     """
 
     name = "mhkd"
-    Options = MHKDOptions
-    defaults = {"w_ce": 0.0, "w_kd": 1.0, "w_feat": 1.0}
     zero_when_identical = False  # the heads' CE term is never 0, and student heads start random
 
     def __init__(self, options, student, teacher):

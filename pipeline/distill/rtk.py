@@ -30,25 +30,15 @@ so pooling costs one channel. Defaults w_ce=1, w_kd=0.9 (T=4), w_feat=200, as AF
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from pipeline.distill.afd import energy_map, global_pool, pooled_attention, projection
-from pipeline.distill.at import PositionsOptions, positions_scale
+from pipeline.distill.at import positions_scale
 from pipeline.distill.base import DistillLoss
 from pipeline.errors import PipelineError
-
-
-class RTKOptions(PositionsOptions):
-    form: Literal["learned", "cosine"] = "learned"
-    k: int | None = Field(2, ge=1)  # keep at most k keys per query; None = no cap
-    tau: float | None = Field(None, gt=0, le=1)  # and only keys with α ≥ τ; None = no threshold
-    dim: int = Field(128, ge=1)  # learned form: query/key width d
-    cosine_temperature: float = Field(0.1, gt=0)  # cosine form: α = softmax_n(cos / t)
 
 
 def representative_weights(scores: torch.Tensor, k: int | None, tau: float | None) -> torch.Tensor:
@@ -87,8 +77,6 @@ class RTKLoss(DistillLoss):
     w_ce=1, w_kd=0.9, w_feat=200; options form (learned | cosine), k=2, tau=None."""
 
     name = "rtk"
-    Options = RTKOptions
-    defaults = {"w_ce": 1.0, "w_kd": 0.9, "w_feat": 200.0}
     # D_{m,n} > 0 off the diagonal even for identical models; only k=1 with the cosine form
     # (whose best key for stage m is stage m itself) gives exactly 0
     zero_when_identical = False

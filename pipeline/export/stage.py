@@ -82,7 +82,7 @@ def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.n
 
 def run(ctx) -> dict:
     from pipeline.data import load_split, read_split_info
-    from pipeline.run import console
+    from pipeline.console import console
 
     cfg = ctx.cfg.export
     data_dir = Path(ctx.inputs["data"])

@@ -9,43 +9,49 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from functools import partial
 from types import ModuleType
-from typing import Any, Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.errors import PipelineError
-from pipeline.models.mobilenetv2 import mobilenetv2
-from pipeline.models.resnet import resnet
-from pipeline.models.shufflenetv2 import shufflenetv2
-from pipeline.models.vgg import vgg
-from pipeline.models.wrn import wrn
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _builder(module: str, *args: Any, **kwargs: Any) -> Callable[..., nn.Module]:
+    """``pipeline.models.<module>.<module>(*args, **kwargs, ...)``, imported when called: the zoo's names
+    (what config validation checks) need no torch."""
+
+    def build(**more: Any) -> nn.Module:
+        return getattr(importlib.import_module(f"pipeline.models.{module}"), module)(*args, **kwargs, **more)
+
+    return build
+
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
-    "resnet8": partial(resnet, 8),
-    "resnet14": partial(resnet, 14),
-    "resnet20": partial(resnet, 20),
-    "resnet32": partial(resnet, 32),
-    "resnet44": partial(resnet, 44),
-    "resnet56": partial(resnet, 56),
-    "resnet110": partial(resnet, 110),
-    "resnet8x4": partial(resnet, 8, width=4),
-    "resnet32x4": partial(resnet, 32, width=4),
-    "wrn_16_1": partial(wrn, 16, 1),
-    "wrn_16_2": partial(wrn, 16, 2),
-    "wrn_40_1": partial(wrn, 40, 1),
-    "wrn_40_2": partial(wrn, 40, 2),
-    "mobilenetv2": mobilenetv2,  # arch_args: width_mult (1.0), expand_ratio (6)
-    "mobile_half": partial(mobilenetv2, 0.5),  # RepDistiller's "MobileNetV2"
-    "shufflenetv2": shufflenetv2,  # arch_args: net_size 0.5 / 1.0 / 1.5 / 2.0
-    "shufflenetv2_0_5": partial(shufflenetv2, 0.5),
-    "shufflenetv2_1_0": partial(shufflenetv2, 1.0),
-    "vgg8": partial(vgg, 8),
-    "vgg11": partial(vgg, 11),
-    "vgg13": partial(vgg, 13),
-    "vgg16": partial(vgg, 16),
-    "vgg19": partial(vgg, 19),
+    "resnet8": _builder("resnet", 8),
+    "resnet14": _builder("resnet", 14),
+    "resnet20": _builder("resnet", 20),
+    "resnet32": _builder("resnet", 32),
+    "resnet44": _builder("resnet", 44),
+    "resnet56": _builder("resnet", 56),
+    "resnet110": _builder("resnet", 110),
+    "resnet8x4": _builder("resnet", 8, width=4),
+    "resnet32x4": _builder("resnet", 32, width=4),
+    "wrn_16_1": _builder("wrn", 16, 1),
+    "wrn_16_2": _builder("wrn", 16, 2),
+    "wrn_40_1": _builder("wrn", 40, 1),
+    "wrn_40_2": _builder("wrn", 40, 2),
+    "mobilenetv2": _builder("mobilenetv2"),  # arch_args: width_mult (1.0), expand_ratio (6)
+    "mobile_half": _builder("mobilenetv2", 0.5),  # RepDistiller's "MobileNetV2"
+    "shufflenetv2": _builder("shufflenetv2"),  # arch_args: net_size 0.5 / 1.0 / 1.5 / 2.0
+    "shufflenetv2_0_5": _builder("shufflenetv2", 0.5),
+    "shufflenetv2_1_0": _builder("shufflenetv2", 1.0),
+    "vgg8": _builder("vgg", 8),
+    "vgg11": _builder("vgg", 11),
+    "vgg13": _builder("vgg", 13),
+    "vgg16": _builder("vgg", 16),
+    "vgg19": _builder("vgg", 19),
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 import pipeline
 from pipeline.artifacts import atomic_write_bytes
 from pipeline.errors import PipelineError
+from pipeline.models.safe_load import torch_load
 
 REQUIRED = ("arch", "arch_args", "num_classes", "in_channels", "state_dict")
 
@@ -31,9 +32,7 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A pipeline checkpoint's dict (weights and provenance); any other file is one line (``weights.torch_load``)."""
-    from pipeline.models.weights import torch_load
-
+    """A pipeline checkpoint's dict (weights and provenance); any other file is one line (``safe_load.torch_load``)."""
     path = Path(path)
     blob = torch_load(path, "checkpoint")
     missing = [k for k in REQUIRED if not isinstance(blob, dict) or k not in blob]

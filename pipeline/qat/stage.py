@@ -113,7 +113,7 @@ def run(ctx) -> dict:
     if guard["export"] != "qat":
         from rich.markup import escape
 
-        from pipeline.run import console
+        from pipeline.console import console
 
         console.print(f"[bold yellow]⚠ qat guard: {escape(guard['reason'])}[/bold yellow]")
     blob = read_checkpoint(source)

@@ -23,7 +23,6 @@ The dict is validated by ``pipeline.report.model.Report`` before it is returned.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,30 +354,3 @@ def _rules(target: str):
     from pipeline.target import TARGETS
 
     return TARGETS.get(target)
-
-
-def discover_device_results(run_dir: Path) -> list[Path]:
-    """Device results files kept in ``RUN/device/`` (where ``pipeline.device`` remote runs put them)."""
-    folder = Path(run_dir) / "device"
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            if json.loads(path.read_text()).get("kind") == "device-results":
-                found.append(path)
-        except (ValueError, OSError, AttributeError):
-            continue
-    return found
-
-
-def read_device_files(paths: list[Path]) -> list[dict[str, Any]]:
-    """Parse and check results files (``pipeline.device.merge.read_device_results``), tagging each with its path."""
-    from pipeline.device.merge import read_device_results
-
-    out = []
-    for path in paths:
-        data = read_device_results(Path(path))
-        data["results_file"] = Path(path).name
-        out.append(data)
-    return out

@@ -17,8 +17,9 @@ from pipeline.artifacts import atomic_write_bytes, atomic_write_json, read_json
 from pipeline.errors import GateFailure, PipelineError
 from pipeline.lock import run_lock
 from pipeline.report import compare
-from pipeline.report.build import build_report, discover_device_results, read_device_files, read_records
+from pipeline.report.build import build_report, read_records
 from pipeline.report.console import print_summary, summary_console
+from pipeline.report.device_results import discover_device_results, read_device_files
 from pipeline.report.stage import RESULTS_FILE, SAMPLES_FILE, readable_device_results
 from pipeline.report.write import FILES, load_samples, write_report
 

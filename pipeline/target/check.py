@@ -34,7 +34,7 @@ def precheck(cfg, force: bool = False) -> dict:
     from rich.markup import escape
 
     from pipeline.data import dataset_shape
-    from pipeline.run import console
+    from pipeline.console import console
     from pipeline.target import TARGETS
     from pipeline.target.device import device_status
 

@@ -24,7 +24,7 @@ HEADLINE = ("verdict", "summary", "ops_total", "ops_mapped", "ops_cpu", "cpu_fro
 def run(ctx) -> dict:
     from rich.markup import escape
 
-    from pipeline.run import console
+    from pipeline.console import console
     from pipeline.target import TARGETS
     from pipeline.target.device import device_status
 

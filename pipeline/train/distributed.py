@@ -164,7 +164,7 @@ def alone() -> Iterator[Placement]:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence a non-main rank's progress bars, console lines and prints (errors still reach stderr)."""
-    from pipeline.run import console
+    from pipeline.console import console
 
     was_quiet, old_env = console.quiet, os.environ.get("TQDM_DISABLE")
     console.quiet, os.environ["TQDM_DISABLE"] = True, "1"
