@@ -112,20 +112,24 @@ def summarise(per_seed: dict[str, dict]) -> dict:
     for variant in QAT_VARIANTS:
         for k in ("fakequant", *INT8):
             s[f"{variant}_{k}"] = stat(lambda r, v=variant, k=k: r[v][k])
+    for k in INT8:  # what export.source: auto ships: the guard's choice between the new QAT weights and PTQ
+        s[f"auto_{k}"] = stat(lambda r, k=k: (r["qat_new"] if r["qat_new"]["guard"]["export"] == "qat" else r["ptq"])[k])
     s["guard_picks_qat"] = sum(r["qat_new"]["guard"]["export"] == "qat" for r in per_seed.values())
     return s
 
 
 def table(data: dict) -> str:
     head = ("| data | student | seeds | fp32 (distilled) | PTQ TFLite | PTQ OpenVINO | old QAT fake-quant | old QAT TFLite "
-            "| old QAT OpenVINO | new QAT fake-quant | new QAT TFLite | new QAT OpenVINO | guard keeps QAT |")
+            "| old QAT OpenVINO | new QAT fake-quant | new QAT TFLite | new QAT OpenVINO | guard keeps QAT "
+            "| shipped (auto) TFLite | shipped (auto) OpenVINO |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     fmt = lambda s: f"{s['mean']:.2f} ± {s['std']:.2f}"  # noqa: E731
     for key, r in sorted(data.get("rows", {}).items()):
-        s, n = r["summary"], len(r["per_seed"])
+        s, n = summarise(r["per_seed"]), len(r["per_seed"])  # from the per-seed numbers: columns added later apply too
         cells = [r["dataset"], r["student"], str(n), fmt(s["fp32"]), fmt(s["ptq_tflite_int8"]), fmt(s["ptq_openvino_int8"])]
         cells += [fmt(s[f"{v}_{k}"]) for v in QAT_VARIANTS for k in ("fakequant", *INT8)]
         cells.append(f"{s['guard_picks_qat']}/{n}")
+        cells += [fmt(s[f"auto_{k}"]) for k in INT8]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
