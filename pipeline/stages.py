@@ -54,7 +54,12 @@ TEACHER_CHECKPOINT = "teacher.pt"  # teacher
 STUDENT_CHECKPOINT = "student.pt"  # distill, qat and student (the given model) all write the student here
 STUDENT_ONNX = "student.onnx"  # student: a given ONNX model
 GUARD_FILE = "guard.json"  # qat: the guard's numbers and which weights to export
+FAKEQUANT_LOGITS = "fakequant_test_logits.npy"  # qat: the fake-quant model's test logits
 ARTIFACTS_FILE = "artifacts.json"  # export (and artifacts): {format key: path inside the folder}
+# export: the teacher in ONNX, beside the student's artifacts but not one of them (artifacts.json lists the student
+# only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares two models in one runtime instead
+# of charging PyTorch's eager batch-1 overhead to the teacher.
+TEACHER_ONNX = "teacher.onnx"
 RESULTS_FILE, SAMPLES_FILE = "benchmark.json", "latency_samples.npz"  # benchmark
 REPORT_FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}  # report (also in the run folder)
 

@@ -26,9 +26,9 @@ from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
 from pipeline.benchmark.gates import evaluate_gates, gate_failed, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
 from pipeline.errors import PipelineError, one_line
-from pipeline.export.stage import TEACHER_ONNX
 from pipeline.report.schema import sample_key
-from pipeline.stages import RESULTS_FILE, SAMPLES_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
+from pipeline.stages import (FAKEQUANT_LOGITS, RESULTS_FILE, SAMPLES_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT,
+                             TEACHER_ONNX)
 
 RESULTS_KIND = "benchmark-results"
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -211,7 +211,7 @@ def fakequant_predictions(ctx, n: int) -> np.ndarray | str | None:
     """Top-1 of the QAT fake-quant model on the first ``n`` test images; an error string if unusable."""
     if "qat" not in ctx.inputs:
         return None  # export/benchmark commands: no QAT stage
-    path = ctx.input("qat") / "fakequant_test_logits.npy"
+    path = ctx.input("qat") / FAKEQUANT_LOGITS
     qat = Manifest.read(ctx.input("qat"))
     if qat is not None and qat.metrics.get("enabled") is False:
         return None  # QAT off: there is no fake-quant model

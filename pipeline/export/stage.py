@@ -18,7 +18,8 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.stages import ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT
+from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
+                             TEACHER_ONNX)
 
 # format key -> file inside the stage folder (an IR's folder also holds its .bin)
 FORMAT_FILES = {
@@ -29,10 +30,6 @@ FORMAT_FILES = {
     "openvino_fp16": "openvino_fp16/student.xml",
     "openvino_int8": "openvino_int8/student.xml",
 }
-# The teacher in ONNX, beside the student's artifacts but not one of them (artifacts.json lists
-# the student only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares
-# two models in one runtime instead of charging PyTorch's eager batch-1 overhead to the teacher.
-TEACHER_ONNX = "teacher.onnx"
 CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)
 
 

@@ -36,7 +36,7 @@ from pipeline.distill.kd import kd_loss
 from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
-from pipeline.stages import CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
+from pipeline.stages import CALIBRATION_FILE, FAKEQUANT_LOGITS, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
@@ -54,7 +54,7 @@ def run(ctx) -> dict:
     fp32_acc = evaluate(student, data.test)
     if not cfg.enabled or cfg.epochs == 0:
         shutil.copyfile(source, ctx.out / STUDENT_CHECKPOINT)
-        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test))
+        np.save(ctx.out / FAKEQUANT_LOGITS, predict(student.eval(), data.test))
         guard = {"export": "distill", "reason": "QAT is off (qat.enabled: false or qat.epochs: 0): the distilled weights"}
         atomic_write_json(ctx.out / GUARD_FILE, guard)
         return {"enabled": False, "fp32_acc": fp32_acc, "guard": guard}
@@ -97,7 +97,7 @@ def run(ctx) -> dict:
     )
     qat_model.eval()
     fq_logits, test_labels = predict_with_labels(qat_model, data.test)
-    np.save(ctx.out / "fakequant_test_logits.npy", fq_logits)
+    np.save(ctx.out / FAKEQUANT_LOGITS, fq_logits)
     fq_acc = float((fq_logits.argmax(1) == test_labels).mean())
 
     copy_back(qat_model, student)
