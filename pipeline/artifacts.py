@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
+from pipeline.errors import PipelineError
+from pipeline.stages import ARTIFACTS_FILE
 
 MANIFEST = "manifest.json"
 
@@ -76,6 +78,18 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+RERUN_EXPORT = "re-run the export stage (python -m pipeline run <recipe> --from export)"
+
+
+def read_artifacts(export_dir: Path, *, remedy: str = RERUN_EXPORT) -> dict[str, str]:
+    """The export stage's artifact list, {format key: path inside ``export_dir``}. ``remedy`` is the advice when
+    it is missing: re-run the stage inside a run (the default), or finish it first for a command reading a run."""
+    listing = Path(export_dir) / ARTIFACTS_FILE
+    if not listing.is_file():
+        raise PipelineError(f"{listing}: missing; {remedy}")
+    return read_json(listing)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -45,6 +46,27 @@ STAGES: list[Stage] = [
     Stage("report", ("report",)),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+STAGE_FOLDERS = {s.name: s.folder for s in STAGES}  # "export" -> "05_export"
+
+# Each stage's output files, by the names later stages and commands read them by (the folder is ``Stage.folder``).
+SPLIT_FILE, CALIBRATION_FILE = "split.json", "calibration.npy"  # data: the split, the int8 calibration images
+TEACHER_CHECKPOINT = "teacher.pt"  # teacher
+STUDENT_CHECKPOINT = "student.pt"  # distill, qat and student (the given model) all write the student here
+STUDENT_ONNX = "student.onnx"  # student: a given ONNX model
+GUARD_FILE = "guard.json"  # qat: the guard's numbers and which weights to export
+FAKEQUANT_LOGITS = "fakequant_test_logits.npy"  # qat: the fake-quant model's test logits
+ARTIFACTS_FILE = "artifacts.json"  # export (and artifacts): {format key: path inside the folder}
+# export: the teacher in ONNX, beside the student's artifacts but not one of them (artifacts.json lists the student
+# only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares two models in one runtime instead
+# of charging PyTorch's eager batch-1 overhead to the teacher.
+TEACHER_ONNX = "teacher.onnx"
+RESULTS_FILE, SAMPLES_FILE = "benchmark.json", "latency_samples.npz"  # benchmark
+REPORT_FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}  # report (also in the run folder)
+
+
+def stage_folder(run_dir: str | Path, name: str) -> Path:
+    """``run_dir/NN_<name>`` for a stage of ``STAGES`` (``stage_folder(run, "export")`` is ``run/05_export``)."""
+    return Path(run_dir) / STAGE_FOLDERS[name]
 
 # `python -m pipeline export MODEL`: the user's model is the student; nothing is trained (no teacher, no QAT)
 GIVEN_STUDENT = Stage("student", ("student",), replaces="distill")

@@ -7,9 +7,10 @@ import stat
 
 import pytest
 
-from pipeline.artifacts import atomic_write_bytes, current_umask
+from pipeline.artifacts import atomic_write_bytes, atomic_write_json, current_umask, read_artifacts
 from pipeline.device.pack import write_bundle
-from pipeline.errors import one_line
+from pipeline.errors import PipelineError, one_line
+from pipeline.stages import ARTIFACTS_FILE, STAGES, stage_folder
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -33,3 +34,19 @@ def test_one_line_collapses_and_cuts_at_a_word_boundary():
     cut = one_line(text, 60)
     assert cut == "RuntimeError: Error(s) in loading state_dict for…" and len(cut) <= 60  # not "CifarResN"
     assert one_line(ValueError()) == "ValueError" and one_line("a" * 50, 10) == "a" * 9 + "…"
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_folder_is_the_stage_table_folder(tmp_path, stage):
+    assert stage_folder(tmp_path, stage.name) == tmp_path / stage.folder
+
+
+def test_read_artifacts_reads_the_list_and_says_how_to_mend_its_absence(tmp_path):
+    export = stage_folder(tmp_path, "export")
+    with pytest.raises(PipelineError, match=f"{ARTIFACTS_FILE}: missing; re-run the export stage"):
+        read_artifacts(export)
+    with pytest.raises(PipelineError, match="missing; finish the export stage first"):
+        read_artifacts(export, remedy="finish the export stage first")
+    export.mkdir()
+    atomic_write_json(export / ARTIFACTS_FILE, {"onnx": "student.onnx"})
+    assert read_artifacts(export) == {"onnx": "student.onnx"}

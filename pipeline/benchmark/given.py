@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
+from pipeline.stages import ARTIFACTS_FILE
 
 SUFFIXES = (".onnx", ".tflite", ".xml")
 
@@ -93,6 +94,6 @@ def run(ctx) -> dict:
             raise PipelineError(f"benchmark.artifacts: {src}: answers with {logits.shape[1:]} logits per image, "
                                 f"the data has {info['num_classes']} classes")
         listed[key] = FORMAT_FILES[key]
-    atomic_write_json(ctx.out / "artifacts.json", listed)
+    atomic_write_json(ctx.out / ARTIFACTS_FILE, listed)
     return {"artifacts": len(listed), "formats": sorted(listed), "files": {k: str(p) for k, p in given.items()},
             "source": "given", "source_reason": "the given files (python -m pipeline benchmark)"}

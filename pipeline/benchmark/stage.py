@@ -21,16 +21,15 @@ import numpy as np
 from rich.console import Console
 
 import pipeline
-from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atomic_write_json, read_artifacts
 from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
 from pipeline.benchmark.gates import evaluate_gates, gate_failed, gate_threads
 from pipeline.benchmark.latency import measure_latency, resolve_threads
 from pipeline.errors import PipelineError, one_line
-from pipeline.export.stage import TEACHER_ONNX
 from pipeline.report.schema import sample_key
+from pipeline.stages import (FAKEQUANT_LOGITS, RESULTS_FILE, SAMPLES_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT,
+                             TEACHER_ONNX)
 
-RESULTS_FILE = "benchmark.json"
-SAMPLES_FILE = "latency_samples.npz"
 RESULTS_KIND = "benchmark-results"
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -180,18 +179,15 @@ def collect_subjects(ctx) -> tuple[list[Subject], dict[str, str]]:
     model came as ONNX); ``python -m pipeline benchmark`` runs have only the given artifacts."""
     subjects = []
     if "teacher" in ctx.inputs:
-        subjects.append(Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / "teacher.pt"))
-    if "distill" in ctx.inputs and (run_command(ctx) == "run" or (ctx.input("distill") / "student.pt").is_file()):
-        subjects.append(Subject("student_fp32", "student", "pytorch", ctx.input("distill") / "student.pt"))
+        subjects.append(Subject("teacher_fp32", "teacher", "pytorch", ctx.input("teacher") / TEACHER_CHECKPOINT))
+    if "distill" in ctx.inputs and (run_command(ctx) == "run" or (ctx.input("distill") / STUDENT_CHECKPOINT).is_file()):
+        subjects.append(Subject("student_fp32", "student", "pytorch", ctx.input("distill") / STUDENT_CHECKPOINT))
     teacher_onnx = ctx.input("export") / TEACHER_ONNX
     if teacher_onnx.is_file():
         subjects.append(Subject("teacher_onnx", "teacher", "onnx", teacher_onnx))
     if export_source_of(ctx)[0] == "qat":
-        subjects.append(Subject("student_qat_fp32", "student", "pytorch", ctx.input("qat") / "student.pt", timed=False))
-    listing = ctx.input("export") / "artifacts.json"
-    if not listing.is_file():
-        raise PipelineError(f"{listing}: missing; re-run the export stage (python -m pipeline run <recipe> --from export)")
-    exported = read_json(listing)
+        subjects.append(Subject("student_qat_fp32", "student", "pytorch", ctx.input("qat") / STUDENT_CHECKPOINT, timed=False))
+    exported = read_artifacts(ctx.input("export"))
     errors: dict[str, str] = {}
     wanted = list(exported) if run_command(ctx) == "benchmark" else ctx.cfg.export.formats  # benchmark: what was given
     for key in wanted:
@@ -215,7 +211,7 @@ def fakequant_predictions(ctx, n: int) -> np.ndarray | str | None:
     """Top-1 of the QAT fake-quant model on the first ``n`` test images; an error string if unusable."""
     if "qat" not in ctx.inputs:
         return None  # export/benchmark commands: no QAT stage
-    path = ctx.input("qat") / "fakequant_test_logits.npy"
+    path = ctx.input("qat") / FAKEQUANT_LOGITS
     qat = Manifest.read(ctx.input("qat"))
     if qat is not None and qat.metrics.get("enabled") is False:
         return None  # QAT off: there is no fake-quant model
@@ -232,10 +228,10 @@ def model_summaries(ctx, input_shape: tuple[int, ...]) -> dict[str, dict]:
     from pipeline.benchmark.complexity import checkpoint_summary
 
     stages = ("qat", "distill") if ctx.cfg.export.source == "qat" else ("distill",)
-    source = next((p for s in stages if s in ctx.inputs and (p := ctx.input(s) / "student.pt").is_file()), None)
-    checkpoints = {"teacher": ctx.input("teacher") / "teacher.pt"} if "teacher" in ctx.inputs else {}
+    source = next((p for s in stages if s in ctx.inputs and (p := ctx.input(s) / STUDENT_CHECKPOINT).is_file()), None)
+    checkpoints = {"teacher": ctx.input("teacher") / TEACHER_CHECKPOINT} if "teacher" in ctx.inputs else {}
     if source is not None or run_command(ctx) == "run":  # a given ONNX model has no checkpoint to summarise
-        checkpoints["student"] = source or ctx.input("distill") / "student.pt"
+        checkpoints["student"] = source or ctx.input("distill") / STUDENT_CHECKPOINT
     out = {}
     for name, path in checkpoints.items():
         try:

@@ -13,8 +13,8 @@ from pipeline.artifacts import read_json
 from pipeline.data.preprocess import Preprocess, normalise, to_unit_nchw
 from pipeline.data.sources import STREAMED, load_raw
 from pipeline.errors import PipelineError
+from pipeline.stages import SPLIT_FILE
 
-SPLIT_FILE = "split.json"
 SPLITS = ("train", "val", "test", "calibration")
 
 

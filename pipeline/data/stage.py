@@ -18,6 +18,7 @@ from pipeline.data.preprocess import Preprocess, channel_stats, to_unit_nchw
 from pipeline.data.sources import STREAMED, load_raw
 from pipeline.data.split import dataset_hash, indices_hash, split_indices
 from pipeline.errors import PipelineError
+from pipeline.stages import CALIBRATION_FILE
 
 
 def run(ctx) -> dict:
@@ -38,7 +39,7 @@ def run(ctx) -> dict:
     info["indices_sha256"] = {k: indices_hash(v) for k, v in indices.items()}
     atomic_write_json(ctx.out / SPLIT_FILE, info)
     calib, _ = load_split(ctx.out, "calibration")
-    atomic_write_bytes(ctx.out / "calibration.npy", _npy_bytes(calib.astype(np.float32)))
+    atomic_write_bytes(ctx.out / CALIBRATION_FILE, _npy_bytes(calib.astype(np.float32)))
     return {
         "dataset": cfg.dataset,
         "train": len(indices["train"]),

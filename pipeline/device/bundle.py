@@ -24,12 +24,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 import pipeline
-from pipeline.artifacts import COMPANIONS, artifact_size, read_json
+from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_json
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError
+from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
-EXPORT_DIR, TARGET_DIR, DATA_DIR, BENCHMARK_DIR = "05_export", "06_target", "01_data", "07_benchmark"
 EDGETPU_KEY = "tflite_edgetpu"  # the compiled model's key in a bundle
 # formats each runtime can execute; a target takes those of its runtime that the run exported
 RUNTIME_FORMATS = {
@@ -54,18 +54,15 @@ def target_rules(target: str):
 def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
     """Format key → artifact file, for the formats ``target``'s runtime executes, deploy artifact first."""
     rules = target_rules(target)
-    export = Path(run_dir) / EXPORT_DIR
-    listing = export / "artifacts.json"
-    if not listing.is_file():
-        raise PipelineError(f"{listing}: missing; finish the export stage first (python -m pipeline run <recipe> --until export)")
-    exported = read_json(listing)
+    export = stage_folder(run_dir, "export")
+    exported = read_artifacts(export, remedy="finish the export stage first (python -m pipeline run <recipe> --until export)")
     wanted = [k for k in RUNTIME_FORMATS.get(rules.runtime, ()) if k in exported]
     if rules.deploy_artifact in exported and rules.deploy_artifact not in wanted:
         wanted.insert(0, rules.deploy_artifact)
     wanted.sort(key=lambda k: k != rules.deploy_artifact)
     if not wanted:
         raise PipelineError(
-            f"{listing}: none of the formats target {target} runs ({', '.join(RUNTIME_FORMATS.get(rules.runtime, ()))}) "
+            f"{export / ARTIFACTS_FILE}: none of the formats target {target} runs ({', '.join(RUNTIME_FORMATS.get(rules.runtime, ()))}) "
             "was exported; add them to export.formats and re-run"
         )
     chosen = {key: export / exported[key] for key in wanted}
@@ -80,7 +77,7 @@ def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
 
 def compiled_edgetpu(run_dir: Path) -> Path | None:
     """The model edgetpu_compiler wrote into 06_target, if it ran (it is absent where no compiler is installed)."""
-    found = sorted((Path(run_dir) / TARGET_DIR).rglob("*_edgetpu.tflite"))
+    found = sorted(stage_folder(run_dir, "target").rglob("*_edgetpu.tflite"))
     return found[0] if found else None
 
 
@@ -107,7 +104,7 @@ def host_predictions(path: Path, x: np.ndarray) -> np.ndarray:
 def benchmark_settings(run_dir: Path, target_threads: int = 0) -> dict:
     """warmup/min_runs/min_seconds/threads the host benchmark used (its results file), else the config defaults;
     the threads follow the target's (``board_threads``)."""
-    results = Path(run_dir) / BENCHMARK_DIR / "benchmark.json"
+    results = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     if results.is_file():
         s = read_json(results).get("settings", {})
     else:
@@ -129,7 +126,7 @@ def board_threads(host: list[int], target: int) -> list[int]:
 
 def built_for(run_dir: Path) -> str | None:
     """The target the run's artifacts were made for (the benchmark stage records it), None if unknown."""
-    results = Path(run_dir) / BENCHMARK_DIR / "benchmark.json"
+    results = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     try:
         return read_json(results)["run"]["target"] if results.is_file() else None
     except (ValueError, KeyError, TypeError):
@@ -157,7 +154,7 @@ def warn_target_mismatch(run_dir: Path, target: str, chosen: dict[str, Path]) ->
 def test_sample(run_dir: Path, samples: int) -> tuple[np.ndarray, np.ndarray]:
     from pipeline.data import load_split
 
-    x, y = load_split(Path(run_dir) / DATA_DIR, "test")
+    x, y = load_split(stage_folder(run_dir, "data"), "test")
     if samples <= 0:
         raise PipelineError(f"--samples {samples}: must be at least 1")
     return np.ascontiguousarray(x[:samples], dtype=np.float32), y[:samples].astype(np.int64)

@@ -21,6 +21,7 @@ from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
 from pipeline.models.weights import model_from_checkpoint
+from pipeline.stages import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import make_loader, training_data, val_or_test
 from pipeline.train.distributed import current
@@ -88,7 +89,7 @@ def run(ctx) -> dict:
     place = current()
     data = training_data(ctx.input("data"), cfg.data)
     c, _, _ = data.input_shape
-    teacher, tmeta = load_checkpoint(ctx.input("teacher") / "teacher.pt")
+    teacher, tmeta = load_checkpoint(ctx.input("teacher") / TEACHER_CHECKPOINT)
     freeze(teacher).to(place.device)
     supervisor, teacher_run, teacher_record = supervising_teacher(teacher, cfg.distill)
 
@@ -128,7 +129,7 @@ def run(ctx) -> dict:
              "metrics": {"test_acc": acc}, **data.checkpoint_meta()},
         )
         print(f"  distill[{cfg.distill.method} seed {seed}]: test accuracy {acc:.4f}")
-    shutil.copyfile(ctx.out / f"student_seed{cfg.distill.seeds[0]}.pt", ctx.out / "student.pt")
+    shutil.copyfile(ctx.out / f"student_seed{cfg.distill.seeds[0]}.pt", ctx.out / STUDENT_CHECKPOINT)
 
     accs = np.array([r["test_acc"] for r in runs])
     mean_of = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731

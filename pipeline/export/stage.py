@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
+from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
+                             TEACHER_ONNX)
 
 # format key -> file inside the stage folder (an IR's folder also holds its .bin)
 FORMAT_FILES = {
@@ -28,20 +30,14 @@ FORMAT_FILES = {
     "openvino_fp16": "openvino_fp16/student.xml",
     "openvino_int8": "openvino_int8/student.xml",
 }
-# The teacher in ONNX, beside the student's artifacts but not one of them (artifacts.json lists
-# the student only): the benchmark times it in ONNX Runtime, so "speed-up vs teacher" compares
-# two models in one runtime instead of charging PyTorch's eager batch-1 overhead to the teacher.
-TEACHER_ONNX = "teacher.onnx"
 CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)
 
 
 def source_checkpoint(ctx) -> tuple[Path, str, str]:
     """The student weights to export, the stage they come from, and why (one sentence for the report)."""
-    from pipeline.qat.stage import GUARD_FILE
-
     folder = Path(ctx.inputs["distill"])
     if folder.name.endswith("_student"):  # python -m pipeline export MODEL: the user's model, as given (03_student)
-        given = folder / "student.pt" if (folder / "student.pt").is_file() else folder / "student.onnx"
+        given = folder / STUDENT_CHECKPOINT if (folder / STUDENT_CHECKPOINT).is_file() else folder / STUDENT_ONNX
         return given, "student", f"the given model ({ctx.cfg.student.checkpoint}): python -m pipeline export, nothing trained"
     choice = ctx.cfg.export.source
     qat = Path(ctx.inputs["qat"]) if ctx.inputs.get("qat") is not None else None
@@ -54,10 +50,10 @@ def source_checkpoint(ctx) -> tuple[Path, str, str]:
     else:
         reason = f"{'QAT' if choice == 'qat' else 'distilled'} weights: export.source: {choice}"
     if choice == "qat":
-        if qat is None or not (qat / "student.pt").is_file():
+        if qat is None or not (qat / STUDENT_CHECKPOINT).is_file():
             raise PipelineError("export.source: qat, but the QAT stage wrote no student.pt; re-run it (--from qat)")
-        return qat / "student.pt", "qat", reason
-    path = folder / "student.pt"
+        return qat / STUDENT_CHECKPOINT, "qat", reason
+    path = folder / STUDENT_CHECKPOINT
     if not path.is_file():
         raise PipelineError(f"export: {path} missing; re-run the distill stage (python -m pipeline run <recipe> --from distill)")
     return path, "distill", reason
@@ -65,7 +61,7 @@ def source_checkpoint(ctx) -> tuple[Path, str, str]:
 
 def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, Path]:
     """The data stage's calibration subset (float32 N×C×H×W, normalised); missing or empty is the user's to fix."""
-    path = Path(data_dir) / "calibration.npy"
+    path = Path(data_dir) / CALIBRATION_FILE
     fix = "re-run the data stage (python -m pipeline run <recipe> --from data)"
     if not path.is_file() or path.stat().st_size == 0:
         raise PipelineError(f"export: calibration subset {path} is missing/empty: {fix}")
@@ -99,10 +95,10 @@ def run(ctx) -> dict:
     job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
     job.openvino([k for k in ("openvino_fp32", "openvino_fp16", "openvino_int8") if k in cfg.formats])
     listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
-    atomic_write_json(job.out / "artifacts.json", listed)
+    atomic_write_json(job.out / ARTIFACTS_FILE, listed)
 
     rows, source_acc = job.fidelity(listed, x, y)
-    teacher_pt = Path(ctx.inputs["teacher"]) / "teacher.pt" if "teacher" in ctx.inputs else None
+    teacher_pt = Path(ctx.inputs["teacher"]) / TEACHER_CHECKPOINT if "teacher" in ctx.inputs else None
     teacher = job.teacher_onnx(teacher_pt, cfg.opset, x, y) if cfg.teacher_onnx and teacher_pt and teacher_pt.is_file() else None
 
     failed = [k for k, r in rows.items() if not r["passed"]]

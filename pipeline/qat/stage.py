@@ -36,32 +36,31 @@ from pipeline.distill.kd import kd_loss
 from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
+from pipeline.stages import CALIBRATION_FILE, FAKEQUANT_LOGITS, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit, predict, predict_with_labels
 
-GUARD_FILE = "guard.json"
-
 
 def run(ctx) -> dict:
     cfg = ctx.cfg.qat
-    source = ctx.input("distill") / "student.pt"
+    source = ctx.input("distill") / STUDENT_CHECKPOINT
     student, meta = load_checkpoint(source)
     device = current().device
     student.to(device)
     data = training_data(ctx.input("data"), ctx.cfg.data)
     fp32_acc = evaluate(student, data.test)
     if not cfg.enabled or cfg.epochs == 0:
-        shutil.copyfile(source, ctx.out / "student.pt")
-        np.save(ctx.out / "fakequant_test_logits.npy", predict(student.eval(), data.test))
+        shutil.copyfile(source, ctx.out / STUDENT_CHECKPOINT)
+        np.save(ctx.out / FAKEQUANT_LOGITS, predict(student.eval(), data.test))
         guard = {"export": "distill", "reason": "QAT is off (qat.enabled: false or qat.epochs: 0): the distilled weights"}
         atomic_write_json(ctx.out / GUARD_FILE, guard)
         return {"enabled": False, "fp32_acc": fp32_acc, "guard": guard}
 
     rules = TARGETS[ctx.cfg.target.name]
-    teacher, _ = load_checkpoint(ctx.input("teacher") / "teacher.pt")
+    teacher, _ = load_checkpoint(ctx.input("teacher") / TEACHER_CHECKPOINT)
     supervisor, teacher_run, teacher_record = supervising_teacher(freeze(teacher).to(device), cfg)
     distilled = load_checkpoint(source)[0].to(device)
     torch.manual_seed(ctx.cfg.data.seed)
@@ -98,14 +97,14 @@ def run(ctx) -> dict:
     )
     qat_model.eval()
     fq_logits, test_labels = predict_with_labels(qat_model, data.test)
-    np.save(ctx.out / "fakequant_test_logits.npy", fq_logits)
+    np.save(ctx.out / FAKEQUANT_LOGITS, fq_logits)
     fq_acc = float((fq_logits.argmax(1) == test_labels).mean())
 
     copy_back(qat_model, student)
     bn = recalibrate_bn(student, cfg.recalibrate_bn, trained=True, images=data.train_plain, batch_size=ctx.cfg.data.batch_size,
                         evaluate=lambda: evaluate(student, val_or_test(data)))
     qat_fp32_acc = evaluate(student, data.test)
-    calibration = torch.from_numpy(np.load(ctx.input("data") / "calibration.npy"))
+    calibration = torch.from_numpy(np.load(ctx.input("data") / CALIBRATION_FILE))
     guard = decide(
         {"distill": distilled, "qat": student}, qat_model, calibration, val_or_test(data), rules, cfg.guard_tolerance,
     )
@@ -118,7 +117,7 @@ def run(ctx) -> dict:
         console.print(f"[bold yellow]⚠ qat guard: {escape(guard['reason'])}[/bold yellow]")
     blob = read_checkpoint(source)
     save_checkpoint(
-        ctx.out / "student.pt",
+        ctx.out / STUDENT_CHECKPOINT,
         student,
         {**{k: v for k, v in blob.items() if k not in ("state_dict", "pipeline_version")},
          "qat": {"config": cfg.model_dump(mode="json"), "target": rules.name, "per_channel": rules.per_channel},

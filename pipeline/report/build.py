@@ -31,9 +31,9 @@ from typing import Any
 from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, evaluate_gates, teacher_baseline
 from pipeline.report.schema import row_key
 from pipeline.report.stats import accuracy_interval
+from pipeline.stages import RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
 TOP_LEVEL = ("data", "settings", "models")
-EXPORT_DIR, TARGET_DIR = "05_export", "06_target"
 
 
 @dataclass
@@ -52,7 +52,7 @@ def read_records(run_dir: Path) -> RunRecords:
     from pipeline.run_folder import recorded_config
 
     run_dir = Path(run_dir)
-    export, target = Manifest.read(run_dir / EXPORT_DIR), Manifest.read(run_dir / TARGET_DIR)
+    export, target = Manifest.read(stage_folder(run_dir, "export")), Manifest.read(stage_folder(run_dir, "target"))
     return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=export.metrics if export else None,
                       target=target.metrics if target else None)
 
@@ -110,7 +110,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
-    return to_json(report, source=f"{records.folder or '.'}/07_benchmark/benchmark.json (with the run's records)")
+    return to_json(report, source=f"{records.folder or '.'}/{STAGE_FOLDERS['benchmark']}/{RESULTS_FILE} (with the run's records)")
 
 
 def device_row(row: dict[str, Any], device: str, default_threads: Any) -> dict[str, Any]:

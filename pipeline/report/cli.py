@@ -20,17 +20,16 @@ from pipeline.report import compare
 from pipeline.report.build import build_report, read_records
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.device_results import discover_device_results, read_device_files
-from pipeline.report.stage import RESULTS_FILE, SAMPLES_FILE, readable_device_results
+from pipeline.report.stage import readable_device_results
 from pipeline.report.write import FILES, load_samples, write_report
-
-BENCHMARK_DIR = "07_benchmark"
+from pipeline.stages import RESULTS_FILE, SAMPLES_FILE, stage_folder
 
 
 def report_command(run_dir: Path, baseline: Path | None = None, device_results: list[Path] = (), *,
                    fail_on_regression: bool = False, max_accuracy_drop: float = compare.MAX_ACCURACY_DROP,
                    max_latency_increase: float = compare.MAX_LATENCY_INCREASE) -> int:
     run_dir = Path(run_dir)
-    results_path = run_dir / BENCHMARK_DIR / RESULTS_FILE
+    results_path = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     if not results_path.is_file():
         raise PipelineError(f"{results_path}: missing; run the benchmark stage first (python -m pipeline run <recipe> --until benchmark)")
     if fail_on_regression and baseline is None:
@@ -50,7 +49,7 @@ def _rewrite(run_dir: Path, results_path: Path, baseline: Path | None, base_repo
     keep_device_results(run_dir, list(device_results))
     devices = readable_device_results(discover_device_results(run_dir))
     report = build_report(read_json(results_path), devices, records=read_records(run_dir))
-    write_report(report, run_dir, list(FILES), load_samples(run_dir / BENCHMARK_DIR / SAMPLES_FILE))
+    write_report(report, run_dir, list(FILES), load_samples(stage_folder(run_dir, "benchmark") / SAMPLES_FILE))
     console = summary_console()
     print_summary(report, console)
     console.print(f"report: {run_dir / FILES['html']} ({len(devices)} device results merged)")

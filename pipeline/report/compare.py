@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.artifacts import read_json
 from pipeline.errors import PipelineError
 from pipeline.report.markdown import escape, table
+from pipeline.stages import REPORT_FILES, RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
 KIND, VERSION = "comparison", 1
 SIGN = "positive = the run is worse than the baseline (accuracy lost in points; latency and size grown in %)"
@@ -34,15 +35,16 @@ def load_report(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PipelineError(f"{run_dir}: no such run folder")
-    for path in (run_dir / "report.json", run_dir / "08_report" / "report.json"):
+    for path in (run_dir / REPORT_FILES["json"], stage_folder(run_dir, "report") / REPORT_FILES["json"]):
         if path.is_file():
             return read_json(path)
-    bench = run_dir / "07_benchmark" / "benchmark.json"
+    bench = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     if bench.is_file():
         from pipeline.report.build import build_report, read_records
 
         return build_report(read_json(bench), records=read_records(run_dir))
-    raise PipelineError(f"{run_dir}: no report.json or 07_benchmark/benchmark.json; run the pipeline (or its benchmark stage) there first")
+    raise PipelineError(f"{run_dir}: no {REPORT_FILES['json']} or {STAGE_FOLDERS['benchmark']}/{RESULTS_FILE}; "
+                        "run the pipeline (or its benchmark stage) there first")
 
 
 def comparison(run_dir: Path, baseline_dir: Path, *, max_accuracy_drop: float = MAX_ACCURACY_DROP,

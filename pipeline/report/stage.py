@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.artifacts import Manifest, atomic_write_bytes, read_json
-from pipeline.benchmark.stage import RESULTS_FILE, SAMPLES_FILE
 from pipeline.errors import PipelineError
 from pipeline.report.build import RunRecords, build_report
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.device_results import discover_device_results, read_device_files
 from pipeline.report.write import ALL_FILES, load_samples, write_report
+from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
 
 
 def run(ctx) -> dict:

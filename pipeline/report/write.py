@@ -9,8 +9,8 @@ import numpy as np
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json
 from pipeline.report.schema import SCHEMA_FILE
+from pipeline.stages import REPORT_FILES as FILES
 
-FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 ALL_FILES = (*FILES.values(), SCHEMA_FILE)  # everything write_report may leave in a folder
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, one_line
+from pipeline.stages import STUDENT_CHECKPOINT as CHECKPOINT
+from pipeline.stages import STUDENT_ONNX as ONNX
 
-CHECKPOINT, ONNX = "student.pt", "student.onnx"
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx")  # what `export MODEL` takes
 
 

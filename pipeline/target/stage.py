@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import atomic_write_json, read_json
+from pipeline.artifacts import atomic_write_json, read_artifacts
 from pipeline.errors import PipelineError
 
 CHECK_FILE = "check.json"
@@ -63,10 +63,7 @@ def run(ctx) -> dict:
 
 
 def deploy_artifact(export_dir: Path, rules) -> Path:
-    listing = export_dir / "artifacts.json"
-    if not listing.is_file():
-        raise PipelineError(f"{listing}: missing; re-run the export stage (python -m pipeline run <recipe> --from export)")
-    listed = read_json(listing)
+    listed = read_artifacts(export_dir)
     if rules.deploy_artifact not in listed:
         raise PipelineError(f"target {rules.name} deploys '{rules.deploy_artifact}', which export.formats does not list "
                             f"(exported: {', '.join(listed) or 'nothing'}); add it to export.formats and re-run")

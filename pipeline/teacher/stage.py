@@ -17,6 +17,7 @@ from torch import nn
 from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.weights import model_from_checkpoint
+from pipeline.stages import TEACHER_CHECKPOINT
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.distributed import current
@@ -96,7 +97,7 @@ def run(ctx) -> dict:
     if cfg.stages:
         model.stage_names = list(cfg.stages)
     save_checkpoint(
-        ctx.out / "teacher.pt",
+        ctx.out / TEACHER_CHECKPOINT,
         model,
         {"arch": arch, "arch_args": arch_args, "num_classes": data.num_classes, "in_channels": c,
          "config": cfg.model_dump(mode="json"),  # no timings: the same weights give the same bytes, so nothing re-runs
