@@ -67,3 +67,23 @@ def tiny_recipe(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_RECIPE + f"runs_dir: {tmp_path / 'runs'}\n")
     return path
+
+
+def trained_resnet8(x: torch.Tensor, y: torch.Tensor, batch: int) -> nn.Module:
+    """resnet8 (1 channel, 10 classes) after two SGD epochs on ``x``/``y``: int8 of an untrained net would miss
+    the export's fidelity check, so export tests need a model that has learned something."""
+    import torch.nn.functional as F
+
+    from pipeline.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for i in range(0, len(x), batch):
+            loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from conftest import trained_resnet8
 from pipeline.artifacts import sha256_file
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
@@ -37,20 +37,11 @@ def _config(root: Path, **export):
 
 def _train_student(data_dir: Path, out: Path) -> Path:
     from pipeline.data import load_split, read_split_info
-    from pipeline.models import build_model
     from pipeline.models.checkpoint import save_checkpoint
 
     x, y = (torch.from_numpy(a) for a in load_split(data_dir, "train"))
     info = read_split_info(data_dir)
-    torch.manual_seed(0)
-    model = build_model("resnet8", 10, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(2):
-        for i in range(0, len(x), 50):
-            loss = F.cross_entropy(model(x[i : i + 50]), y[i : i + 50])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = trained_resnet8(x, y, batch=50)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"arch": "resnet8", "arch_args": {}, "num_classes": 10, "in_channels": 1,
             "preprocess": info["preprocess"], "class_names": info["class_names"]}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import trained_resnet8
 from pipeline.__main__ import main
-from pipeline.models import build_model
 from pipeline.models.checkpoint import load_checkpoint
 
 RECIPE = """
@@ -58,22 +58,12 @@ def _recipe(folder: Path, target: str = "edge_tpu", formats: str = "[onnx, tflit
 def _state_dict(path: Path) -> torch.nn.Module:
     """resnet8 trained two epochs on digits (normalised by their own statistics, as the data stage does), saved
     as a plain state_dict: int8 of an untrained net would miss the export's fidelity check."""
-    import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.from_numpy(d.images[:, None].astype("float32") / 16.0)
     x = (x - x.mean()) / x.std()
-    y = torch.from_numpy(d.target)
-    torch.manual_seed(0)
-    model = build_model("resnet8", 10, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(2):
-        for i in range(0, len(x), 64):
-            loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = trained_resnet8(x, torch.from_numpy(d.target), batch=64)
     torch.save(model.state_dict(), path)
     return model.eval()
 
