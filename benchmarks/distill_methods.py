@@ -244,9 +244,11 @@ def run_row(dataset: str, row: str, seeds: list[int], runs: Path) -> dict:
     raw["teacher"] = {"checkpoint": checkpoint}
     cfg = validate_config(raw, source=f"distill_methods.py row {row}")
     t0 = time.perf_counter()
-    m = run_pipeline(cfg, until="distill")["distill"].metrics
+    manifest = run_pipeline(cfg, until="distill")["distill"]
+    m = manifest.metrics
     return {
         "method": m["method"],
+        "placement": manifest.placement,
         "overrides": ROWS[row],
         "weights": m["weights"],
         "top1_mean": 100 * m["test_acc_mean"],

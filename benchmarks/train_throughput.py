@@ -12,6 +12,9 @@ otherwise. Four parts, each merged into ``benchmarks/results/train_throughput.js
 * ``processes``: images/s of teacher training and of a KD step through the pipeline's ``fit``,
   1 process × 1 thread, 1 process × 2 threads, ``torchrun`` 2 gloo processes × 1 thread.
 * ``top1``: the distill stage, 3 seeds, with the old fp32 teacher and with the new default.
+* ``steps224``: the same steps at ImageNet size on the device training picks (a GPU where there is
+  one): timm resnet50 → resnet18, 3×224×224, batch 128, student in fp32 and in bf16 autocast.
+  Random images: only the time is measured (no accuracy), so nothing is downloaded.
 
     python benchmarks/train_throughput.py --runs-dir /tmp/tt-runs             # every part
     python benchmarks/train_throughput.py --parts forward steps               # some parts
@@ -38,7 +41,7 @@ from pipeline.artifacts import atomic_write_json, hash_json  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 
 RESULTS = ROOT / "results" / "train_throughput.json"
-PARTS = ("forward", "steps", "processes", "top1")
+PARTS = ("forward", "steps", "processes", "top1", "steps224")
 BATCH = 128
 BUDGET = {
     "data": {"dataset": "fashion_mnist", "image_size": 16, "max_train": 8000, "max_test": 5000, "val_fraction": 0.05,
@@ -188,6 +191,65 @@ def part_steps(runs: Path, steps: int) -> dict:
     return {"rows": rows, "steps": steps, "batch": BATCH, "threads": torch.get_num_threads()}
 
 
+STEPS224 = {"teacher": "timm:resnet50", "student": "timm:resnet18", "shape": (3, 224, 224), "classes": 1000}
+
+
+def part_steps224(steps: int) -> dict:
+    """Student alone vs KD with the old fp32 teacher vs KD with the default teacher, 224 px, on the
+    device ``train.device: auto`` resolves to; the student's own precision fp32 and bf16."""
+    import torch
+    from types import SimpleNamespace
+
+    from pipeline.config import FrozenTeacherConfig, TrainConfig
+    from pipeline.distill import LOSSES
+    from pipeline.distill.trainer import DistillStep, LossWeights, freeze, supervising_teacher
+    from pipeline.models import build_model
+    from pipeline.models.taps import FeatureTaps
+    from pipeline.train.distributed import current, session
+
+    rows, device = {}, None
+    for precision in ("fp32", "bf16"):
+        with session(TrainConfig(device="auto", precision=precision)) as place:
+            device = place.device
+            torch.manual_seed(0)
+            teacher = freeze(build_model(STEPS224["teacher"], STEPS224["classes"], 3)).to(device)
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(BATCH, *STEPS224["shape"], generator=gen).to(device)
+            y = torch.randint(0, STEPS224["classes"], (BATCH,), generator=gen).to(device)
+            calls, steps_of = {}, {}
+            kinds = {"student alone": ("none", None), **{f"KD, teacher {k}": ("kd", v) for k, v in TEACHERS.items()}}
+            for name, (method, teacher_cfg) in kinds.items():
+                student = build_model(STEPS224["student"], STEPS224["classes"], 3).to(device).train()
+                loss_cls = LOSSES[method]
+                criterion = loss_cls(loss_cls.Options(), None, None).to(device)
+                supervisor, run, _ = supervising_teacher(teacher, FrozenTeacherConfig(**(teacher_cfg or {})))
+                weights = LossWeights.resolve(SimpleNamespace(w_ce=None, w_kd=None, w_feat=None, temperature=4.0), loss_cls)
+                step = DistillStep(FeatureTaps(student, []), FeatureTaps(supervisor, []), criterion, weights, run)
+                opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+                scaler = current().grad_scaler()
+
+                def call(step=step, opt=opt, scaler=scaler):
+                    with current().autocast():
+                        loss, _ = step(x, y)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+
+                calls[name], steps_of[name] = call, step
+            ms = interleaved(calls, steps, warmup=5)
+            for name in kinds:
+                rows[f"{name}, student {precision}"] = {
+                    "ms_per_step": ms[name], "ratio_to_student_alone": ms[name] / ms["student alone"],
+                    "images_per_s": BATCH / ms[name] * 1e3, "teacher_ms_per_batch": steps_of[name].teacher_ms_per_batch,
+                    "teacher_precision": steps_of[name].teacher_run.precision}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"rows": rows, "steps": steps, "batch": BATCH, "device": f"{device} ({name})", "torch": torch.__version__,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in STEPS224.items()}}
+
+
 def worker_processes(runs: Path, out: Path, images: int) -> None:
     """One process of the ``processes`` part (run under torchrun or alone): teacher training and KD
     training through ``fit`` on ``images`` training images, 2 epochs; the second epoch is timed."""
@@ -305,6 +367,14 @@ def tables(data: dict) -> str:
         out += [f"| {k} | {r['teacher training']:.0f} | {r['teacher training ×']:.2f} | {r['KD step (default teacher)']:.0f} | "
                 f"{r['KD step (default teacher) ×']:.2f} |" for k, r in p["rows"].items()]
         out.append("")
+    if "steps224" in data:
+        g = data["steps224"]
+        out += [f"Distill step at 224 px, {g['teacher']} → {g['student']}, batch {g['batch']}, on {g['device']} "
+                f"(torch {g['torch']}), median of {g['steps']} interleaved steps, random images:", "",
+                "| step | ms / step | ÷ student alone | images / s | teacher ms / batch |", "|---|---|---|---|---|"]
+        out += [f"| {k} | {r['ms_per_step']:.1f} | {r['ratio_to_student_alone']:.2f} | {r['images_per_s']:.0f} | "
+                f"{r['teacher_ms_per_batch']:.1f} |" for k, r in g["rows"].items()]
+        out.append("")
     if "top1" in data:
         t = data["top1"]
         out += [f"Student top-1 after distillation, seeds {t['seeds']}:", "",
@@ -322,8 +392,11 @@ def merge(part: str, result: dict) -> None:
 
 
 def main() -> int:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:4]),
+                        help="default: the four CPU parts (steps224 is meant for a GPU)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON the parts merge into")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--rounds", type=int, default=20, help="forward: interleaved rounds")
     parser.add_argument("--steps", type=int, default=30, help="steps: interleaved steps per kind")
@@ -333,6 +406,7 @@ def main() -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    RESULTS = args.results
     if args.table:
         print(tables(json.loads(RESULTS.read_text())))
         return 0
@@ -343,7 +417,8 @@ def main() -> int:
         worker_processes(args.runs_dir, args.out, args.images)
         return 0
     run = {"forward": lambda: part_forward(args.runs_dir, args.rounds), "steps": lambda: part_steps(args.runs_dir, args.steps),
-           "processes": lambda: part_processes(args.runs_dir, args.images), "top1": lambda: part_top1(args.runs_dir, args.seeds)}
+           "processes": lambda: part_processes(args.runs_dir, args.images), "top1": lambda: part_top1(args.runs_dir, args.seeds),
+           "steps224": lambda: part_steps224(args.steps)}
     for part in args.parts:
         merge(part, run[part]())
         print(tables({part: json.loads(RESULTS.read_text())[part]}), flush=True)

@@ -25,8 +25,9 @@ TESTS = Path(__file__).resolve().parent
 
 
 def _env(**extra: str) -> dict[str, str]:
+    """Two CPU processes on gloo, also on a machine with a GPU (train.device auto would give each a GPU)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **extra}
 
 
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

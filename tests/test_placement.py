@@ -86,6 +86,18 @@ def test_auto_precision_and_devices():
         validate_config({"train": {"device": "gpu0"}})
 
 
+def test_more_processes_than_gpus_is_one_line_naming_the_fix(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU node: seen on an H200 machine, where auto sent rank 1 to cuda:1."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto", local_rank=0, world_size=2) == torch.device("cuda", 0)
+    with pytest.raises(PipelineError, match=r"train.device: auto: process LOCAL_RANK 1 needs cuda:1, but this node has 1 "
+                                            r"CUDA device\(s\); .*--nproc_per_node.* or set train.device: cpu"):
+        resolve_device("auto", local_rank=1, world_size=2)
+    with pytest.raises(PipelineError, match=r"train.device: cuda:3 asked, but there are 1 CUDA device"):
+        resolve_device("cuda:3")
+
+
 def test_device_and_precision_reach_the_manifest_and_only_precision_reaches_the_cache_key(tiny_recipe):
     cfg = load_config(tiny_recipe, {"train.precision": "bf16", "teacher.epochs": 1, "distill.teacher_precision": "fp32",
                                     "train.device": "cpu"})

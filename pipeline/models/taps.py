@@ -91,7 +91,8 @@ def probe(model: nn.Module, names: list[str], input_shape: tuple[int, ...], num_
     """Run one dummy batch to learn each stage's (C, H, W): losses size their adapters from it."""
     was_training = model.training
     model.eval()
+    param = next(model.parameters(), None)  # the dummy batch goes where the model is (a GPU in training)
     with FeatureTaps(model, names) as taps:
-        io = taps.run(torch.zeros(2, *input_shape))
+        io = taps.run(torch.zeros(2, *input_shape, device=param.device if param is not None else None))
     model.train(was_training)
     return ModelInfo(tuple(names), tuple(tuple(f.shape[1:]) for f in io.stages), num_classes, tuple(input_shape))

@@ -95,6 +95,10 @@ def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch
     else:
         index = local_rank
     if index >= torch.cuda.device_count():
+        if ":" not in spec:  # torchrun started more processes on this node than it has GPUs
+            raise PipelineError(f"train.device: {spec}: process LOCAL_RANK {index} needs cuda:{index}, but this node has "
+                                f"{torch.cuda.device_count()} CUDA device(s); start at most that many "
+                                "(torchrun --nproc_per_node) or set train.device: cpu")
         raise PipelineError(f"train.device: cuda:{index} asked, but there are {torch.cuda.device_count()} CUDA device(s)")
     return torch.device("cuda", index)
 
