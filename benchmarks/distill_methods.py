@@ -80,7 +80,7 @@ EXPRESSIVE = icc_teacher(ICCRegularizer().lambda_t, ICCRegularizer().warmup_frac
 ROWS: dict[str, dict] = {
     "none": method("none", 1.0, 0.0, 0.0),
     "kd": method("kd", 0.1, 0.9, 0.0),  # Hinton's T=4 with RepDistiller's weights
-    "at-b1000": method("at", 1.0, 0.0, 1000.0, positions="reference"),  # published β, ref
+    "at-b1000": method("at", 1.0, 0.0, 1000.0, positions="reference"),  # published β, ref (hurts: the default is β 100)
     "at-b1000-mean": method("at", 1.0, 0.0, 1000.0, positions="mean"),  # published formula: 4× stronger at 16×16
     "at-b100": method("at", 1.0, 0.0, 100.0, positions="reference"),
     "fitnet-w100": method("fitnet", 1.0, 0.0, 100.0),  # published
@@ -104,7 +104,7 @@ NOTES = {  # what a row changes, for the table
 "fitnet-w100": "published", "fitnet-w100-kd": "+ KD 0.9",
     "ama-w10": "w_feat 10", "mhkd-b0.5": "published β 0.5", "mhkd-b0.25": "β 0.25", "afd": "authors' weights, ref",
     "afd-mean": "authors' weights, mean", "rtk-k2": "top-2 keys (filtering)", "rtk-k3": "all 3 keys (no filtering)",
-    "hmat": "β 1000 λp 1000 λc 300, ref", "hmat-x0.1-kd": "all weights ×0.1, + KD 0.9", "icc": "plain teacher",
+    "hmat": "published β 1000 λp 1000 λc 300, ref", "hmat-x0.1-kd": "published weights ×0.1, + KD 0.9", "icc": "plain teacher",
     "kd-expressive": "expressive teacher", "icc-expressive": "expressive teacher",
 }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.distill import LOSSES
+from pipeline.distill.methods import METHODS
 
 _SPEC = importlib.util.spec_from_file_location(
     "distill_methods", Path(__file__).resolve().parent.parent / "benchmarks" / "distill_methods.py")
@@ -31,6 +32,14 @@ def test_every_row_validates_and_sets_its_weights(row):
 def test_each_method_has_one_row_that_runs_its_registry_defaults(name):
     row = dm.default_row(name)
     assert dm.is_default(row) and dm.ROWS[row]["distill.method"] == name
+
+
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.published])
+def test_a_method_whose_default_is_not_the_papers_keeps_a_row_with_the_published_weights(name):
+    """The table must show what the published weights did (the reason the default differs)."""
+    published = {f"distill.{k}": v for k, v in METHODS[name].published.items()}
+    rows = [r for r, o in dm.ROWS.items() if o["distill.method"] == name and published.items() <= o.items()]
+    assert rows and not any(dm.is_default(r) for r in rows)
 
 
 def test_the_expressive_rows_use_the_regularisers_default_teacher():

@@ -84,7 +84,7 @@ def test_attention_distances_hand_computed():
 
 
 def test_default_levels_are_first_middle_last_and_activation_is_at(tiny_student, tiny_teacher):
-    crit = HMATLoss(HMATOptions(position=False, channel=False), *infos(tiny_student, tiny_teacher))
+    crit = HMATLoss(HMATOptions(position=False, channel=False, beta=1000.0), *infos(tiny_student, tiny_teacher))
     assert crit.s_idx == (0, 1, 2) and crit.t_idx == (0, 2, 3)  # 3 student stages, 4 teacher stages
     torch.manual_seed(0)
     s = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4), torch.rand(2, 16, 2, 2)]

@@ -24,7 +24,7 @@ from pipeline.models.taps import FeatureTaps, ModelInfo, ModelIO
 class DistillLoss(nn.Module):
     """Base class: subclasses set ``name`` and implement ``forward``.
 
-    ``defaults`` (the method's published w_ce, w_kd, w_feat; the config may override each) and
+    ``defaults`` (w_ce, w_kd, w_feat: the published ones unless they hurt, ``methods.py``; the config may override each) and
     ``Options`` are read from ``methods.METHODS[name]``, the torch-free table config validation uses.
     ``needs_features`` False means no hooks are built (logit-only methods).
     """
