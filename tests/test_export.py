@@ -19,11 +19,12 @@ from pipeline.artifacts import sha256_file
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.export.fidelity import compare
+from pipeline.export.formats import FORMATS
 from pipeline.export.sidecar import read_sidecar
 from pipeline.export.tflite_graph import full_integer_problems, read_tflite
 from pipeline.run import StageContext
 
-ALL_FORMATS = ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_fp16", "openvino_int8"]
+ALL_FORMATS = list(FORMATS)
 
 
 def _config(root: Path, **export):
@@ -81,7 +82,7 @@ def test_every_format_is_listed_and_has_a_sidecar(run_dir):
             assert path.with_suffix(".bin").is_file() and path.parent.name == key
         side = read_sidecar(path, required=True)
         assert side["format"] == key and side["sha256"] == sha256_file(path)
-        assert side["layout"] == ("NHWC" if key.startswith("tflite") else "NCHW")
+        assert side["layout"] == ("NHWC" if FORMATS[key].family == "tflite" else "NCHW")
         assert side["preprocess"]["image_size"] == 8 and side["preprocess"]["channels"] == 1
         assert len(side["class_names"]) == 10 and side["sources"]["checkpoint"]["sha256"] == checkpoint_hash
         assert "numpy" in side["tools"]
@@ -104,12 +105,12 @@ def test_fidelity_is_measured_on_the_whole_test_split(run_dir):
     assert m["source"] == "distill" and m["test_images"] == 150
     rows = m["fidelity"]
     assert set(rows) == set(ALL_FORMATS)
-    for key in ("onnx", "tflite_fp32", "openvino_fp32"):
+    for key in [k for k, f in FORMATS.items() if f.fidelity == "logits"]:
         assert rows[key]["passed"], rows[key]
         assert rows[key]["agreement"] >= 0.999 and rows[key]["max_abs_logit_diff"] < 1e-3
         assert rows[key]["accuracy"] == pytest.approx(m["source_accuracy"], abs=1 / 150)
     assert m["source_accuracy"] > 0.5  # the student learned something, so int8 agreement means something
-    for key in ("tflite_int8", "openvino_int8"):
+    for key in [k for k, f in FORMATS.items() if f.precision == "int8"]:
         assert rows[key]["agreement"] >= 0.9, rows[key]
         assert rows[key]["accuracy_retained"] == pytest.approx(rows[key]["accuracy"] / m["source_accuracy"])
     assert rows["openvino_fp16"]["agreement"] >= 0.99

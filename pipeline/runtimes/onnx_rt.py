@@ -32,7 +32,9 @@ class OnnxRuntime(Runtime):
         self.info = {"provider": "CPUExecutionProvider", "version": ort.__version__}
 
     def default_format(self) -> str:
-        return "onnx"
+        from pipeline.export.formats import primary
+
+        return primary(precision="fp32", runtime=self.name)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
