@@ -118,6 +118,29 @@ def test_fidelity_is_measured_on_the_whole_test_split(run_dir):
     assert m["passed"] == (m["failed"] == 0) and m["tflite_int8_accuracy"] == rows["tflite_int8"]["accuracy"]
 
 
+def test_onnx_int8_is_qdq_with_per_channel_weights_and_keeps_the_pytorch_top1(run_dir):
+    """ONNX Runtime static quantisation of a model that learned something: int8 weights with one scale per
+    output channel, calibrated on the run's calibration images, and top-1 as PyTorch's on the test split."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = run_dir["out"] / FORMATS["onnx_int8"].file
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops  # QDQ: float ops between Q/DQ pairs
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    scales = [weights[n.input[1]] for n in graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].dtype == np.int8]
+    assert scales and any(s.ndim == 1 and s.size > 1 for s in scales)  # per-channel weight scales
+    side = read_sidecar(path, required=True)
+    assert side["input"]["dtype"] == "float32" and side["layout"] == "NCHW"
+    assert side["quantization"]["format"] == "QDQ" and side["quantization"]["calibration_images"] == 48
+    m = run_dir["metrics"]
+    row = m["fidelity"]["onnx_int8"]
+    assert row["precision"] == "int8" and row["passed"], row
+    assert row["agreement"] >= 0.95 and row["accuracy_retained"] >= 0.99, row
+
+
 def test_int8_op_check_rejects_a_float_model(run_dir):
     problems = full_integer_problems(read_tflite(run_dir["out"] / "student_fp32.tflite"), "uint8")
     assert any("is float32, expected uint8" in p for p in problems)

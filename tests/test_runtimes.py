@@ -1,7 +1,7 @@
 """Round trip per format: export a tiny net, load it with its runtime, compare with PyTorch.
 
-One module-scoped fixture converts once into every format of the table (ONNX → TFLite fp32/int8
-via onnx2tf, → OpenVINO fp32/fp16/int8 via NNCF); the tests then check predictions, layout,
+One module-scoped fixture converts once into every format of the table (ONNX → int8 QDQ ONNX via
+ONNX Runtime, → TFLite fp32/int8 via onnx2tf, → OpenVINO fp32/fp16/int8 via NNCF); the tests then check predictions, layout,
 integer I/O and errors.
 Input is 3×8×8 so the colour path (where onnx2tf would download a sample file) is covered
 and C ≠ H tells the layouts apart.
@@ -52,6 +52,7 @@ def _sample(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from pipeline.export.onnx2openvino import onnx2openvino
+    from pipeline.export.onnx2qdq import onnx2qdq
     from pipeline.export.onnx2tflite import onnx2tflite
     from pipeline.export.torch2onnx import torch2onnx
 
@@ -67,6 +68,7 @@ def exported(tmp_path_factory):
     paths = {"onnx": torch2onnx(model, SHAPE, out / "tiny.onnx")}
     paths |= onnx2tflite(paths["onnx"], out, calibration, io_dtype="int8", per_channel=True)
     paths |= onnx2openvino(paths["onnx"], out, calibration, fp16=True, fp32=True)
+    paths["onnx_int8"] = onnx2qdq(paths["onnx"], out / "tiny_int8.onnx", calibration)
     assert set(paths) == set(FORMATS), "a format of the table that this fixture does not make is untested"
     x = _sample(16, seed=2)
     with torch.no_grad():

@@ -36,7 +36,10 @@ def detect_format(path: Path) -> str:
         return sidecar["format"]
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return primary(precision="fp32", family="onnx")
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        return primary(precision="int8" if "QuantizeLinear" in ops else "fp32", family="onnx")  # QDQ: onnx2qdq
     if suffix == ".tflite":
         from pipeline.export.tflite_graph import read_tflite
 

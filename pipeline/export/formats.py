@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 EXPORT_SOURCE = "export_source"  # ``Format.source`` of a format made from the PyTorch weights themselves
 
-FAMILIES = ("onnx", "tflite", "openvino")  # one converter each: torch2onnx, onnx2tflite, onnx2openvino
+FAMILIES = ("onnx", "tflite", "openvino")  # converters: torch2onnx + onnx2qdq, onnx2tflite, onnx2openvino
 PRECISIONS = ("fp32", "fp16", "int8")
 # fidelity rules (pipeline/export/fidelity.py): logits = top-1 agreement ≥ 99.9 % and logits within fp32_rtol;
 # agreement = top-1 agreement ≥ 99 %; accuracy = int8 accuracy ≥ 99 % of the fp32 student's (MLPerf)
@@ -26,7 +26,7 @@ FIDELITY_RULES = ("logits", "agreement", "accuracy")
 class Format:
     key: str  # what recipes, artifacts.json, sidecars and reports call it
     file: str  # path inside the export stage folder (an OpenVINO IR's folder also holds its .bin)
-    family: str  # the converter that writes it: onnx (torch2onnx), tflite (onnx2tflite), openvino (onnx2openvino)
+    family: str  # the container: onnx (torch2onnx; int8 by onnx2qdq), tflite (onnx2tflite), openvino (onnx2openvino)
     precision: str  # fp32 | fp16 | int8: what the artifact computes in
     runtime: str  # Runtime.name of the engine that executes it (pipeline/runtimes), = a target's ``runtime``
     label: str  # for humans: accuracy chain rows, console
@@ -37,6 +37,8 @@ class Format:
 
 _ROWS = (
     Format("onnx", "student.onnx", "onnx", "fp32", "onnxruntime", "ONNX (ONNX Runtime)", EXPORT_SOURCE, "logits"),
+    # ONNX Runtime static quantisation (QDQ, per-channel int8 weights) of student.onnx: pipeline/export/onnx2qdq.py
+    Format("onnx_int8", "student_int8.onnx", "onnx", "int8", "onnxruntime", "ONNX int8 QDQ (ONNX Runtime)", "onnx", "accuracy"),
     # onnx2tf quantises the float TF graph it also writes as tflite_fp32: the int8 model's parent is that one
     Format("tflite_fp32", "student_fp32.tflite", "tflite", "fp32", "tflite", "TFLite fp32 (LiteRT)", "onnx", "logits"),
     Format("tflite_int8", "student_int8.tflite", "tflite", "int8", "tflite", "TFLite int8 (LiteRT)", "tflite_fp32", "accuracy"),

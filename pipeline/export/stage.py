@@ -1,4 +1,5 @@
-"""Export stage: the student as ONNX, TFLite fp32/int8 and OpenVINO fp32/fp16/int8, each checked against PyTorch.
+"""Export stage: the student in the formats of ``export.formats`` (rows of ``pipeline/export/formats.py``:
+ONNX fp32/int8, TFLite fp32/int8, OpenVINO fp32/fp16/int8), each checked against PyTorch.
 
 Reads ``04_qat/student.pt`` (``export.source: qat``; plain float weights learned under
 fake-quant) or ``03_distill/student.pt`` (``03_student/student.pt`` or ``student.onnx``, the
@@ -84,6 +85,7 @@ def run(ctx) -> dict:
                   fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
+    job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
     for family in ("tflite", "openvino"):  # one converter call per family makes all its requested formats
         getattr(job, family)(format_keys(family=family, among=cfg.formats))
     listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
@@ -181,6 +183,26 @@ class _Export:
         self._done("onnx", t)
         self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes),
                       {"dead_channels_zeroed": self.dead_channels} if self.dead_channels else None)
+
+    def onnx_int8(self, keys: list[str]) -> None:
+        """ONNX Runtime static quantisation of the ONNX model: QDQ, int8 weights per the target's scheme."""
+        if not keys:
+            return
+        import onnx
+
+        from pipeline.export.onnx2qdq import onnx2qdq
+        from pipeline.export.sidecar import nchw_io
+
+        scheme = "per-channel" if self.rules.per_channel else "per-tensor"
+        for key in keys:
+            t = self._step(f"ONNX int8 via onnxruntime quantize_static (QDQ, {scheme} weights, {len(self.calibration)} calibration images)")
+            path = onnx2qdq(self.paths["onnx"], self.out / FORMATS[key].file, self.calibration, per_channel=self.rules.per_channel)
+            self._done(key, t)
+            record = self._calibration_record("onnxruntime.quantization.quantize_static", format="QDQ", scheme=scheme,
+                                              weights="int8 symmetric", activations="uint8 asymmetric (MinMax)")
+            graph = onnx.load(str(path), load_external_data=False).graph
+            io = nchw_io(self.input_shape, self.num_classes, graph.input[0].name, graph.output[0].name)
+            self._sidecar(key, path, io, {"quantization": record})
 
     def tflite(self, keys: list[str]) -> None:
         """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped."""

@@ -34,7 +34,8 @@ class OnnxRuntime(Runtime):
     def default_format(self) -> str:
         from pipeline.export.formats import primary
 
-        return primary(precision="fp32", runtime=self.name)
+        # a QDQ model (onnx2qdq) names QuantizeLinear in its graph; the op type is stored as plain bytes
+        return primary(precision="int8" if b"QuantizeLinear" in self.artifact.read_bytes() else "fp32", runtime=self.name)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]

@@ -100,6 +100,10 @@ def export_untrained(model, input_shape: tuple[int, int, int], rules, workdir: P
     onnx_path = torch2onnx(model, input_shape, workdir / FORMATS["onnx"].file)
     if fmt.family == "onnx" and fmt.precision == "fp32":
         return onnx_path
+    if fmt.family == "onnx" and fmt.precision == "int8":
+        from pipeline.export.onnx2qdq import onnx2qdq
+
+        return onnx2qdq(onnx_path, workdir / fmt.file, calibration, per_channel=rules.per_channel)
     if fmt.family == "tflite":
         from pipeline.export.onnx2tflite import onnx2tflite
 
