@@ -218,13 +218,7 @@ class QATConfig(ScheduleConfig, FrozenTeacherConfig):
 
 
 class ExportConfig(Section):
-    formats: list[Literal["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_fp16", "openvino_int8"]] = [
-        "onnx",
-        "tflite_fp32",
-        "tflite_int8",
-        "openvino_fp32",
-        "openvino_int8",
-    ]
+    formats: list[str] = ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"]  # keys of export.formats.FORMATS
     opset: int = Field(17, ge=13, le=20)
     # which student weights are exported: auto = the QAT stage's guard decides (QAT unless its int8 is
     # worse than PTQ of the distilled weights on the validation split); qat / distill force one
@@ -232,6 +226,16 @@ class ExportConfig(Section):
     # fp32 artifacts must reproduce the PyTorch logits: max |Δlogit| ≤ fp32_rtol × max(1, max |logit|)
     fp32_rtol: float = Field(1e-3, gt=0, lt=1)
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, v: list[str]) -> list[str]:
+        from pipeline.export.formats import FORMATS  # the table of formats: stdlib only
+
+        for key in v:
+            if key not in FORMATS:
+                raise ValueError(_unknown(key, FORMATS))
+        return v
 
 
 class TargetConfig(Section):

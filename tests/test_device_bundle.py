@@ -11,15 +11,10 @@ import pytest
 import pipeline.device.bundle as bundle_mod
 from pipeline.device.bundle import make_bundle, select_artifacts
 from pipeline.errors import PipelineError
+from pipeline.export.formats import FORMATS
 from pipeline.target.rules import TargetRules
 
-EXPORTED = {
-    "onnx": "student.onnx",
-    "tflite_fp32": "student_fp32.tflite",
-    "tflite_int8": "student_int8.tflite",
-    "openvino_fp32": "openvino_fp32/student.xml",
-    "openvino_int8": "openvino_int8/student.xml",
-}
+EXPORTED = {key: FORMATS[key].file for key in ("onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8")}
 
 
 @pytest.fixture

@@ -19,11 +19,12 @@ from pipeline.artifacts import sha256_file
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.export.fidelity import compare
+from pipeline.export.formats import FORMATS
 from pipeline.export.sidecar import read_sidecar
 from pipeline.export.tflite_graph import full_integer_problems, read_tflite
 from pipeline.run import StageContext
 
-ALL_FORMATS = ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_fp16", "openvino_int8"]
+ALL_FORMATS = list(FORMATS)
 
 
 def _config(root: Path, **export):
@@ -81,7 +82,7 @@ def test_every_format_is_listed_and_has_a_sidecar(run_dir):
             assert path.with_suffix(".bin").is_file() and path.parent.name == key
         side = read_sidecar(path, required=True)
         assert side["format"] == key and side["sha256"] == sha256_file(path)
-        assert side["layout"] == ("NHWC" if key.startswith("tflite") else "NCHW")
+        assert side["layout"] == ("NHWC" if FORMATS[key].family == "tflite" else "NCHW")
         assert side["preprocess"]["image_size"] == 8 and side["preprocess"]["channels"] == 1
         assert len(side["class_names"]) == 10 and side["sources"]["checkpoint"]["sha256"] == checkpoint_hash
         assert "numpy" in side["tools"]
@@ -104,17 +105,40 @@ def test_fidelity_is_measured_on_the_whole_test_split(run_dir):
     assert m["source"] == "distill" and m["test_images"] == 150
     rows = m["fidelity"]
     assert set(rows) == set(ALL_FORMATS)
-    for key in ("onnx", "tflite_fp32", "openvino_fp32"):
+    for key in [k for k, f in FORMATS.items() if f.fidelity == "logits"]:
         assert rows[key]["passed"], rows[key]
         assert rows[key]["agreement"] >= 0.999 and rows[key]["max_abs_logit_diff"] < 1e-3
         assert rows[key]["accuracy"] == pytest.approx(m["source_accuracy"], abs=1 / 150)
     assert m["source_accuracy"] > 0.5  # the student learned something, so int8 agreement means something
-    for key in ("tflite_int8", "openvino_int8"):
+    for key in [k for k, f in FORMATS.items() if f.precision == "int8"]:
         assert rows[key]["agreement"] >= 0.9, rows[key]
         assert rows[key]["accuracy_retained"] == pytest.approx(rows[key]["accuracy"] / m["source_accuracy"])
     assert rows["openvino_fp16"]["agreement"] >= 0.99
     assert rows["tflite_int8"]["op_check"]["passed"] and rows["tflite_int8"]["op_check"]["problems"] == []
     assert m["passed"] == (m["failed"] == 0) and m["tflite_int8_accuracy"] == rows["tflite_int8"]["accuracy"]
+
+
+def test_onnx_int8_is_qdq_with_per_channel_weights_and_keeps_the_pytorch_top1(run_dir):
+    """ONNX Runtime static quantisation of a model that learned something: int8 weights with one scale per
+    output channel, calibrated on the run's calibration images, and top-1 as PyTorch's on the test split."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = run_dir["out"] / FORMATS["onnx_int8"].file
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops  # QDQ: float ops between Q/DQ pairs
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    scales = [weights[n.input[1]] for n in graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].dtype == np.int8]
+    assert scales and any(s.ndim == 1 and s.size > 1 for s in scales)  # per-channel weight scales
+    side = read_sidecar(path, required=True)
+    assert side["input"]["dtype"] == "float32" and side["layout"] == "NCHW"
+    assert side["quantization"]["format"] == "QDQ" and side["quantization"]["calibration_images"] == 48
+    m = run_dir["metrics"]
+    row = m["fidelity"]["onnx_int8"]
+    assert row["precision"] == "int8" and row["passed"], row
+    assert row["agreement"] >= 0.95 and row["accuracy_retained"] >= 0.99, row
 
 
 def test_int8_op_check_rejects_a_float_model(run_dir):

@@ -1,7 +1,8 @@
 """Round trip per format: export a tiny net, load it with its runtime, compare with PyTorch.
 
-One module-scoped fixture converts once (ONNX → TFLite fp32/int8 via onnx2tf, → OpenVINO
-fp32/int8 via NNCF); the tests then check predictions, layout, integer I/O and errors.
+One module-scoped fixture converts once into every format of the table (ONNX → int8 QDQ ONNX via
+ONNX Runtime, → TFLite fp32/int8 via onnx2tf, → OpenVINO fp32/fp16/int8 via NNCF); the tests then check predictions, layout,
+integer I/O and errors.
 Input is 3×8×8 so the colour path (where onnx2tf would download a sample file) is covered
 and C ≠ H tells the layouts apart.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.export.formats import FORMATS
 from pipeline.export.sidecar import read_sidecar, tflite_io, write_sidecar
 from pipeline.export.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor, float_ops_between_io, full_integer_problems, read_tflite
 from pipeline.runtimes import all_cores, load
@@ -50,6 +52,7 @@ def _sample(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from pipeline.export.onnx2openvino import onnx2openvino
+    from pipeline.export.onnx2qdq import onnx2qdq
     from pipeline.export.onnx2tflite import onnx2tflite
     from pipeline.export.torch2onnx import torch2onnx
 
@@ -64,14 +67,16 @@ def exported(tmp_path_factory):
     calibration = _sample(64, seed=1)
     paths = {"onnx": torch2onnx(model, SHAPE, out / "tiny.onnx")}
     paths |= onnx2tflite(paths["onnx"], out, calibration, io_dtype="int8", per_channel=True)
-    paths |= onnx2openvino(paths["onnx"], out, calibration)
+    paths |= onnx2openvino(paths["onnx"], out, calibration, fp16=True, fp32=True)
+    paths["onnx_int8"] = onnx2qdq(paths["onnx"], out / "tiny_int8.onnx", calibration)
+    assert set(paths) == set(FORMATS), "a format of the table that this fixture does not make is untested"
     x = _sample(16, seed=2)
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
     return {"model": model, "paths": paths, "x": x, "reference": reference}
 
 
-@pytest.mark.parametrize("key", ["onnx", "tflite_fp32", "openvino_fp32"])
+@pytest.mark.parametrize("key", [k for k, f in FORMATS.items() if f.fidelity == "logits"])
 def test_fp32_round_trip_matches_pytorch(exported, key):
     runtime = load(exported["paths"][key], threads=1)
     logits = runtime.predict(exported["x"])  # batch 16 through a batch-1 model
@@ -81,7 +86,7 @@ def test_fp32_round_trip_matches_pytorch(exported, key):
     runtime.close()
 
 
-@pytest.mark.parametrize("key", ["tflite_int8", "openvino_int8"])
+@pytest.mark.parametrize("key", [k for k, f in FORMATS.items() if f.precision == "int8"])
 def test_int8_round_trip_agrees_with_pytorch(exported, key):
     runtime = load(exported["paths"][key], threads=1)
     logits = runtime.predict(exported["x"])
@@ -221,7 +226,7 @@ def test_torch_runtime_loads_a_pipeline_checkpoint(tmp_path):
     assert runtime.format == "torch" and runtime.name == "torch"
 
 
-@pytest.mark.parametrize("key", ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"])
+@pytest.mark.parametrize("key", list(FORMATS))
 def test_engine_call_on_a_prepared_input_gives_what_predict_gives(exported, key):
     """The latency headline times ``invoke(engine_input(x))``: it must be the same computation as ``predict``."""
     runtime = load(exported["paths"][key], threads=1)

@@ -14,20 +14,22 @@ from typing import Any
 
 import numpy as np
 
-# stage -> (label, parent stage); an export format's parent is where its converter started from
+from pipeline.export.formats import EXPORT_SOURCE, FORMATS
+
+# stage -> (label, parent stage): the PyTorch stages, then every export format in table order, whose
+# parent is what its converter started from (``Format.source``; EXPORT_SOURCE = the exported weights)
 STAGE_CHAIN: dict[str, tuple[str, str | None]] = {
     "teacher_fp32": ("teacher fp32 (PyTorch)", None),
     "teacher_onnx": ("teacher fp32 ONNX (ONNX Runtime): the latency baseline", "teacher_fp32"),
     "student_fp32": ("student fp32 after distillation (PyTorch)", "teacher_fp32"),
     "student_fakequant": ("student fake-quant after QAT (PyTorch)", "student_fp32"),
     "student_qat_fp32": ("student fp32 with QAT weights (PyTorch, exported)", "student_fakequant"),
-    "onnx": ("ONNX (ONNX Runtime)", "export_source"),
-    "tflite_fp32": ("TFLite fp32 (LiteRT)", "onnx"),
-    "tflite_int8": ("TFLite int8 (LiteRT)", "tflite_fp32"),
-    "openvino_fp32": ("OpenVINO fp32", "onnx"),
-    "openvino_fp16": ("OpenVINO fp16", "openvino_fp32"),
-    "openvino_int8": ("OpenVINO int8", "openvino_fp32"),
 }
+
+
+def stage_chain() -> dict[str, tuple[str, str | None]]:
+    """``STAGE_CHAIN`` followed by the export formats, read from the format table at call time."""
+    return {**STAGE_CHAIN, **{key: (fmt.label, fmt.source) for key, fmt in FORMATS.items()}}
 REFERENCES = ("teacher", "student_fp32", "student_fakequant")  # agreement columns
 REFERENCE_STAGE = {"teacher": "teacher_fp32", "student_fp32": "student_fp32", "student_fakequant": "student_fakequant"}
 
@@ -63,7 +65,7 @@ def accuracy_rows(
     errors: dict[str, str] | None = None,
     export_source: str = "student_qat_fp32",
 ) -> list[dict[str, Any]]:
-    """One row per stage of ``STAGE_CHAIN`` that has predictions or an error, in chain order.
+    """One row per stage of ``stage_chain()`` that has predictions or an error, in chain order.
 
     ``preds``: stage -> top-1 classes (N,) on the same images as ``labels``; ``errors``: stage ->
     why it has none (not exported, failed to load…). ``export_source`` is the stage the ONNX
@@ -72,18 +74,20 @@ def accuracy_rows(
     engines, errors = engines or {}, errors or {}
     n = int(len(labels))
     acc = {stage: top1(p, labels) for stage, p in preds.items()}
-    chain = dict(STAGE_CHAIN)
-    for stage in [*preds, *errors]:  # a format the chain does not know yet: made from the export source
-        chain.setdefault(stage, (stage, "export_source"))
+    chain = stage_chain()
+    unknown = [stage for stage in [*preds, *errors] if stage not in chain]
+    if unknown:
+        raise ValueError(f"accuracy rows for {', '.join(unknown)}: neither a stage nor an export format "
+                         f"(known: {', '.join(chain)})")
     rows = []
     for stage, (label, parent) in chain.items():
         if stage not in preds and stage not in errors:
             continue
-        if parent == "export_source":
+        if parent == EXPORT_SOURCE:
             parent = export_source
-        while parent is not None and parent not in acc and parent in STAGE_CHAIN:
-            parent = STAGE_CHAIN[parent][1]  # skip a missing link (e.g. no QAT): compare with what it came from
-            parent = export_source if parent == "export_source" else parent
+        while parent is not None and parent not in acc and parent in chain:
+            parent = chain[parent][1]  # skip a missing link (e.g. no QAT): compare with what it came from
+            parent = export_source if parent == EXPORT_SOURCE else parent
         p = preds.get(stage)
         agree = {
             name: (agreement(p, preds[ref]) if p is not None and ref in preds else None)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
+from pipeline.export.formats import FORMATS, primary
 from pipeline.stages import ARTIFACTS_FILE
 
-SUFFIXES = (".onnx", ".tflite", ".xml")
+SUFFIXES = tuple(dict.fromkeys(Path(f.file).suffix for f in FORMATS.values()))  # .onnx, .tflite, .xml
 
 
 def detect_format(path: Path) -> str:
     """The export format key of a file: its sidecar's when it has one, else what the file itself says."""
     from pipeline.export.sidecar import read_sidecar
-    from pipeline.export.stage import FORMAT_FILES
 
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
@@ -32,23 +32,25 @@ def detect_format(path: Path) -> str:
     if not path.is_file():
         raise PipelineError(f"{path}: no such file")
     sidecar = read_sidecar(path)
-    if sidecar and sidecar.get("format") in FORMAT_FILES:
+    if sidecar and sidecar.get("format") in FORMATS:
         return sidecar["format"]
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return "onnx"
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        return primary(precision="int8" if "QuantizeLinear" in ops else "fp32", family="onnx")  # QDQ: onnx2qdq
     if suffix == ".tflite":
         from pipeline.export.tflite_graph import read_tflite
 
         graph = read_tflite(path)  # full-integer: activations are int8 (int8 weights alone = dynamic-range, a float model)
         integer = [t for t in graph.tensors if not t.is_constant and t.dtype in ("int8", "uint8")]
-        return "tflite_int8" if integer else "tflite_fp32"
+        return primary(precision="int8" if integer else "fp32", family="tflite")
     if not path.with_suffix(".bin").is_file():
         raise PipelineError(f"{path}: its weights {path.with_suffix('.bin').name} are not beside it (an OpenVINO IR is .xml + .bin)")
     text = path.read_text(errors="replace")
-    if 'type="FakeQuantize"' in text:
-        return "openvino_int8"
-    return "openvino_fp16" if 'element_type="f16"' in text else "openvino_fp32"
+    precision = "int8" if 'type="FakeQuantize"' in text else "fp16" if 'element_type="f16"' in text else "fp32"
+    return primary(precision=precision, family="openvino")
 
 
 def formats_of(paths: list[str]) -> dict[str, Path]:
@@ -65,7 +67,7 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
 
 def run(ctx) -> dict:
     from pipeline.export.sidecar import sidecar_path
-    from pipeline.export.stage import FORMAT_FILES, load_calibration
+    from pipeline.export.stage import load_calibration
     from pipeline.data import read_split_info
     from pipeline.runtimes import load
 
@@ -76,7 +78,7 @@ def run(ctx) -> dict:
     calibration, _ = load_calibration(ctx.input("data"), tuple(info["input_shape"]))
     listed = {}
     for key, src in given.items():
-        dst = ctx.out / FORMAT_FILES[key]
+        dst = ctx.out / FORMATS[key].file
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         if src.suffix.lower() == ".xml":
@@ -93,7 +95,7 @@ def run(ctx) -> dict:
         if logits.shape != (1, info["num_classes"]):
             raise PipelineError(f"benchmark.artifacts: {src}: answers with {logits.shape[1:]} logits per image, "
                                 f"the data has {info['num_classes']} classes")
-        listed[key] = FORMAT_FILES[key]
+        listed[key] = FORMATS[key].file
     atomic_write_json(ctx.out / ARTIFACTS_FILE, listed)
     return {"artifacts": len(listed), "formats": sorted(listed), "files": {k: str(p) for k, p in given.items()},
             "source": "given", "source_reason": "the given files (python -m pipeline benchmark)"}

@@ -38,7 +38,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 class Subject:
     """One thing to score: a stage of the accuracy chain, and (if ``timed``) a latency subject."""
 
-    stage: str  # key in accuracy.STAGE_CHAIN
+    stage: str  # key in accuracy.stage_chain()
     model: str  # teacher | student
     artifact: str  # "pytorch" or an export format key
     path: Path

@@ -31,12 +31,6 @@ from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
 EDGETPU_KEY = "tflite_edgetpu"  # the compiled model's key in a bundle
-# formats each runtime can execute; a target takes those of its runtime that the run exported
-RUNTIME_FORMATS = {
-    "tflite": ("tflite_int8", "tflite_fp32"),
-    "openvino": ("openvino_int8", "openvino_fp16", "openvino_fp32"),
-    "onnxruntime": ("onnx",),
-}
 
 
 def target_rules(target: str):
@@ -56,13 +50,14 @@ def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
     rules = target_rules(target)
     export = stage_folder(run_dir, "export")
     exported = read_artifacts(export, remedy="finish the export stage first (python -m pipeline run <recipe> --until export)")
-    wanted = [k for k in RUNTIME_FORMATS.get(rules.runtime, ()) if k in exported]
+    runs = runtime_formats(rules.runtime)
+    wanted = [k for k in runs if k in exported]
     if rules.deploy_artifact in exported and rules.deploy_artifact not in wanted:
         wanted.insert(0, rules.deploy_artifact)
     wanted.sort(key=lambda k: k != rules.deploy_artifact)
     if not wanted:
         raise PipelineError(
-            f"{export / ARTIFACTS_FILE}: none of the formats target {target} runs ({', '.join(RUNTIME_FORMATS.get(rules.runtime, ()))}) "
+            f"{export / ARTIFACTS_FILE}: none of the formats target {target} runs ({', '.join(runs) or 'none'}) "
             "was exported; add them to export.formats and re-run"
         )
     chosen = {key: export / exported[key] for key in wanted}
@@ -73,6 +68,16 @@ def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
         if not path.is_file():
             raise PipelineError(f"{path}: {key} artifact listed but missing; re-run the export stage (--from export)")
     return chosen
+
+
+def runtime_formats(runtime: str) -> list[str]:
+    """The bundled formats ``runtime`` executes (the format table's rows), in table order."""
+    from pipeline.export.formats import format_keys
+
+    try:
+        return format_keys(runtime=runtime, bundled=True)
+    except KeyError as exc:  # a target whose runtime runs no export format
+        raise PipelineError(f"target runtime: {exc.args[0]}") from None
 
 
 def compiled_edgetpu(run_dir: Path) -> Path | None:
@@ -185,13 +190,14 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
     files: dict[str, Path] = {}
     artifacts: dict[str, dict] = {}
     host_preds: dict[str, np.ndarray] = {}
+    compiled_from = rules.deploy_artifact  # what the target stage handed the vendor compiler
     for key, path in chosen.items():
         member = f"models/{_relative(run_dir, path)}"  # keeps folders: the OpenVINO IRs are all student.xml
         files[member] = path
         entry = {"path": member, "sidecar": None, "format": key, "size_bytes": artifact_size(path), "host": None}
         side = _sidecar(path)
-        if side is None and key == EDGETPU_KEY and "tflite_int8" in chosen:
-            side = _sidecar(chosen["tflite_int8"])  # the compiled model keeps the int8 model's I/O
+        if side is None and key == EDGETPU_KEY and compiled_from in chosen:
+            side = _sidecar(chosen[compiled_from])  # the compiled model keeps the int8 model's I/O
         if side is not None:
             entry["sidecar"] = member + ".json"
             files[entry["sidecar"]] = side
@@ -199,11 +205,11 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
             companion = path.with_suffix(suffix)
             if companion.is_file():
                 files[str(PurePosixPath(member).with_suffix(suffix))] = companion
-        if key != EDGETPU_KEY:  # the host has no Edge TPU: the compiled model is compared with tflite_int8
+        if key != EDGETPU_KEY:  # the host has no Edge TPU: the compiled model is compared with what it was compiled from
             host_preds[key] = host_predictions(path, x)
         artifacts[key] = entry
     for key, entry in artifacts.items():
-        ref = key if key in host_preds else "tflite_int8"
+        ref = key if key in host_preds else compiled_from
         if ref in host_preds:
             preds = host_preds[ref]
             entry["host"] = {

@@ -4,22 +4,23 @@ Float artifacts must reproduce the PyTorch logits: top-1 agreement ≥ 99.9 % an
 max |Δlogit| ≤ ``export.fp32_rtol`` (default 1e-3) × the logits' scale (``torch2onnx.logits_match``). An int8 artifact may move logits, so it is held to accuracy: at least
 99 % of the fp32 student's (the MLPerf Inference closed-division rule for quantised
 models, Reddi et al. 2020, "MLPerf Inference Benchmark"). fp16 gets agreement ≥ 99 %.
+Which rule a format is held to (``logits``, ``agreement``, ``accuracy``) is its row's ``fidelity``
+in ``pipeline/export/formats.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.export.formats import get_format
+
 MIN_AGREEMENT_FP32 = 0.999
 MIN_AGREEMENT_FP16 = 0.99
 MIN_INT8_RETAINED = 0.99  # int8 accuracy / fp32 accuracy
 
-PRECISION = {"onnx": "fp32", "tflite_fp32": "fp32", "openvino_fp32": "fp32", "openvino_fp16": "fp16",
-             "tflite_int8": "int8", "openvino_int8": "int8"}
-
 
 def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, fp32_rtol: float = 1e-3) -> dict:
-    """Accuracy, agreement with the reference's top-1, max |Δlogit|, and the verdict for this precision.
+    """Accuracy, agreement with the reference's top-1, max |Δlogit|, and the verdict by the format's fidelity rule.
 
     ``logits``/``reference``: float32 N×K; ``labels``: int64 N. ``message`` says, with both
     numbers, why a check failed (empty when it passed).
@@ -29,23 +30,26 @@ def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndar
     ref_acc = float((ref == labels).mean())
     agreement = float((pred == ref).mean())
     logits_ok, max_diff, scale = logits_match(logits, reference, fp32_rtol)
-    precision = PRECISION.get(key, "fp32")
+    fmt = get_format(key)  # an unknown key is an error: no format is judged by a rule it was not given
+    precision, rule = fmt.precision, fmt.fidelity
     row = {"precision": precision, "accuracy": acc, "reference_accuracy": ref_acc, "agreement": agreement,
            "max_abs_logit_diff": max_diff, "logit_scale": scale, "images": int(len(labels))}
     problems = []
-    if precision == "fp32":
+    if rule == "logits":
         if agreement < MIN_AGREEMENT_FP32:
             problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP32:.1%}")
         if not logits_ok:
             problems.append(f"max |Δlogit| {max_diff:.2e} > {fp32_rtol:g} × logit scale {scale:.3g}")
-    elif precision == "fp16":
+    elif rule == "agreement":
         if agreement < MIN_AGREEMENT_FP16:
             problems.append(f"top-1 agreement {agreement:.2%} < {MIN_AGREEMENT_FP16:.0%}")
-    else:
+    elif rule == "accuracy":
         retained = acc / ref_acc if ref_acc > 0 else float("nan")
         row["accuracy_retained"] = retained
         if not retained >= MIN_INT8_RETAINED:
             problems.append(f"accuracy {acc:.2%} is {retained:.2%} of fp32 {ref_acc:.2%} (< {MIN_INT8_RETAINED:.0%})")
+    else:
+        raise ValueError(f"{key}: unknown fidelity rule '{rule}'")
     row["passed"] = not problems
     row["message"] = "; ".join(problems)
     return row

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, one_line
+from pipeline.export.formats import primary
 
 
 def onnx2openvino(
@@ -26,7 +27,8 @@ def onnx2openvino(
     fp32: bool | None = None,
     int8: bool = True,
 ) -> dict[str, Path]:
-    """IRs under ``out_dir``: {"openvino_fp32" | "openvino_fp16": xml, "openvino_int8": xml}.
+    """IRs under ``out_dir``, keyed by the openvino family's format of each precision
+    ({"openvino_fp32" | "openvino_fp16": xml, "openvino_int8": xml}).
 
     ``fp16`` writes the half-precision IR, ``fp32`` (default: when not ``fp16``) the full one;
     both come from one conversion. ``calibration``: float32 N×C×H×W, already normalised, fed
@@ -45,16 +47,18 @@ def onnx2openvino(
     stem = onnx_path.stem
     paths: dict[str, Path] = {}
     fp32 = (not fp16) if fp32 is None else fp32
-    for key, half in (("openvino_fp32", False), ("openvino_fp16", True)):
+    for half in (False, True):
+        key = primary(precision="fp16" if half else "fp32", family="openvino")
         if (fp16 if half else fp32):
             paths[key] = out_dir / key / f"{stem}.xml"
             paths[key].parent.mkdir(parents=True, exist_ok=True)
             ov.save_model(stable_names(model), str(paths[key]), compress_to_fp16=half)  # the default (True) would silently halve fp32
     if int8:
-        paths["openvino_int8"] = out_dir / "openvino_int8" / f"{stem}.xml"
-        paths["openvino_int8"].parent.mkdir(parents=True, exist_ok=True)
+        key = primary(precision="int8", family="openvino")
+        paths[key] = out_dir / key / f"{stem}.xml"
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
         quantized = quantize_openvino(model, calibration)
-        ov.save_model(stable_names(quantized), str(paths["openvino_int8"]), compress_to_fp16=False)
+        ov.save_model(stable_names(quantized), str(paths[key]), compress_to_fp16=False)
     return paths
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.child import DIE_WITH_PARENT_SOURCE, run_child
 from pipeline.errors import PipelineError, one_line
 from pipeline.fs import DISK_FULL_WORDS
+from pipeline.export.formats import primary
 from pipeline.export.tflite_graph import full_integer_problems, read_tflite
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf downloads otherwise
@@ -119,15 +120,16 @@ def onnx2tflite(
         if not int8.is_file():
             _show_tail(text)
             raise PipelineError(f"export: onnx2tf wrote no full-integer model (int8 calibration skipped): {_last_line(text, rc)}")
-        paths = {"tflite_fp32": out_dir / f"{stem}_fp32.tflite", "tflite_int8": out_dir / f"{stem}_int8.tflite"}
-        shutil.copyfile(fp32, paths["tflite_fp32"])
-        shutil.copyfile(int8, paths["tflite_int8"])
+        key32, key8 = primary(precision="fp32", family="tflite"), primary(precision="int8", family="tflite")
+        paths = {key32: out_dir / f"{stem}_fp32.tflite", key8: out_dir / f"{stem}_int8.tflite"}
+        shutil.copyfile(fp32, paths[key32])
+        shutil.copyfile(int8, paths[key8])
 
     if strict:
-        problems = full_integer_problems(read_tflite(paths["tflite_int8"]), io_dtype)
+        problems = full_integer_problems(read_tflite(paths[key8]), io_dtype)
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise PipelineError(f"export: {paths['tflite_int8'].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")
+            raise PipelineError(f"export: {paths[key8].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")
     return paths
 
 

@@ -1,4 +1,5 @@
-"""Export stage: the student as ONNX, TFLite fp32/int8 and OpenVINO fp32/fp16/int8, each checked against PyTorch.
+"""Export stage: the student in the formats of ``export.formats`` (rows of ``pipeline/export/formats.py``:
+ONNX fp32/int8, TFLite fp32/int8, OpenVINO fp32/fp16/int8), each checked against PyTorch.
 
 Reads ``04_qat/student.pt`` (``export.source: qat``; plain float weights learned under
 fake-quant) or ``03_distill/student.pt`` (``03_student/student.pt`` or ``student.onnx``, the
@@ -18,18 +19,10 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
+from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format
 from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
 
-# format key -> file inside the stage folder (an IR's folder also holds its .bin)
-FORMAT_FILES = {
-    "onnx": "student.onnx",
-    "tflite_fp32": "student_fp32.tflite",
-    "tflite_int8": "student_int8.tflite",
-    "openvino_fp32": "openvino_fp32/student.xml",
-    "openvino_fp16": "openvino_fp16/student.xml",
-    "openvino_int8": "openvino_int8/student.xml",
-}
 CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)
 
 
@@ -92,8 +85,9 @@ def run(ctx) -> dict:
                   fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
-    job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
-    job.openvino([k for k in ("openvino_fp32", "openvino_fp16", "openvino_int8") if k in cfg.formats])
+    job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
+    for family in ("tflite", "openvino"):  # one converter call per family makes all its requested formats
+        getattr(job, family)(format_keys(family=family, among=cfg.formats))
     listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
     atomic_write_json(job.out / ARTIFACTS_FILE, listed)
 
@@ -151,7 +145,8 @@ class _Export:
     def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None) -> None:
         from pipeline.export.sidecar import write_sidecar
 
-        sources = {"checkpoint": self.source} if key == "onnx" else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
+        made_from = get_format(key).source
+        sources = {"checkpoint": self.source} if made_from == EXPORT_SOURCE else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
         write_sidecar(path, format=key, input=io[0], output=io[1], preprocess=self.preprocess, class_names=self.class_names,
                       sources=sources, extra=extra)
         self.paths[key] = path
@@ -170,7 +165,7 @@ class _Export:
 
             import onnx
 
-            path = self.out / FORMAT_FILES["onnx"]
+            path = self.out / FORMATS["onnx"].file
             shutil.copyfile(self.source, path)
             graph = onnx.load(str(path), load_external_data=False).graph
             self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes, graph.input[0].name, graph.output[0].name),
@@ -183,11 +178,31 @@ class _Export:
             self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
                                f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
         t = self._step(f"ONNX (opset {opset}) from {source_stage}/{self.source.name}")
-        path = torch2onnx(model, self.input_shape, self.out / FORMAT_FILES["onnx"], opset=opset,
+        path = torch2onnx(model, self.input_shape, self.out / FORMATS["onnx"].file, opset=opset,
                           check_inputs=self.check_images, rtol=self.fp32_rtol)
         self._done("onnx", t)
         self._sidecar("onnx", path, nchw_io(self.input_shape, self.num_classes),
                       {"dead_channels_zeroed": self.dead_channels} if self.dead_channels else None)
+
+    def onnx_int8(self, keys: list[str]) -> None:
+        """ONNX Runtime static quantisation of the ONNX model: QDQ, int8 weights per the target's scheme."""
+        if not keys:
+            return
+        import onnx
+
+        from pipeline.export.onnx2qdq import onnx2qdq
+        from pipeline.export.sidecar import nchw_io
+
+        scheme = "per-channel" if self.rules.per_channel else "per-tensor"
+        for key in keys:
+            t = self._step(f"ONNX int8 via onnxruntime quantize_static (QDQ, {scheme} weights, {len(self.calibration)} calibration images)")
+            path = onnx2qdq(self.paths["onnx"], self.out / FORMATS[key].file, self.calibration, per_channel=self.rules.per_channel)
+            self._done(key, t)
+            record = self._calibration_record("onnxruntime.quantization.quantize_static", format="QDQ", scheme=scheme,
+                                              weights="int8 symmetric", activations="uint8 asymmetric (MinMax)")
+            graph = onnx.load(str(path), load_external_data=False).graph
+            io = nchw_io(self.input_shape, self.num_classes, graph.input[0].name, graph.output[0].name)
+            self._sidecar(key, path, io, {"quantization": record})
 
     def tflite(self, keys: list[str]) -> None:
         """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped."""
@@ -205,7 +220,8 @@ class _Export:
             if key not in keys:
                 path.unlink()
                 continue
-            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if key == "tflite_int8" else None
+            int8 = FORMATS[key].precision == "int8"
+            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if int8 else None
             self._sidecar(key, path, tflite_io(path), extra)
 
     def openvino(self, keys: list[str]) -> None:
@@ -214,13 +230,14 @@ class _Export:
         from pipeline.export.onnx2openvino import onnx2openvino
         from pipeline.export.sidecar import nchw_io
 
-        t = self._step(f"OpenVINO IR ({', '.join(keys)}){'; NNCF int8 calibration' if 'openvino_int8' in keys else ''}")
-        made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="openvino_fp16" in keys,
-                             fp32="openvino_fp32" in keys, int8="openvino_int8" in keys)
+        wanted = {FORMATS[k].precision for k in keys}
+        t = self._step(f"OpenVINO IR ({', '.join(keys)}){'; NNCF int8 calibration' if 'int8' in wanted else ''}")
+        made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="fp16" in wanted,
+                             fp32="fp32" in wanted, int8="int8" in wanted)
         self._done("openvino", t)
         for key, xml in made.items():
             extra: dict = {"runtime_hints": {"INFERENCE_PRECISION_HINT": "f32"}}
-            if key == "openvino_int8":
+            if FORMATS[key].precision == "int8":
                 extra["quantization"] = self._calibration_record("nncf.quantize", preset="performance")
             self._sidecar(key, xml, nchw_io(self.input_shape, self.num_classes), extra)
 
@@ -242,8 +259,8 @@ class _Export:
             except Exception as exc:  # one artifact that will not run must not hide the others' numbers
                 row = {"precision": None, "accuracy": None, "passed": False, "message": f"cannot run: {' '.join(str(exc).split())[:300]}"}
             row.update(file=listed[key], bytes=artifact_size(self.paths[key]))
-            if key == "tflite_int8":
-                row["op_check"] = self._op_check()
+            if FORMATS[key].family == "tflite" and FORMATS[key].precision == "int8":  # what the Edge TPU compiler demands
+                row["op_check"] = self._op_check(key)
                 if not row["op_check"]["passed"]:
                     row["passed"] = False
                     row["message"] = "; ".join(filter(None, [row["message"], "op check: not full-integer"]))
@@ -275,20 +292,20 @@ class _Export:
         _print_row(self.console, "teacher onnx", row)
         return row
 
-    def _op_check(self) -> dict:
+    def _op_check(self, key: str) -> dict:
         """Full-integer verdict of the int8 TFLite from its own flatbuffer (what the Edge TPU compiler demands)."""
         from rich.markup import escape
 
         from pipeline.export.tflite_graph import full_integer_problems, read_tflite
 
-        graph = read_tflite(self.paths["tflite_int8"])
+        graph = read_tflite(self.paths[key])
         problems = full_integer_problems(graph, self.rules.io_dtype)
         counts = graph.op_counts()
         if problems:
-            self.console.print(f"  [bold red]✗ tflite_int8 op check: not full-integer {self.rules.io_dtype}: "
+            self.console.print(f"  [bold red]✗ {key} op check: not full-integer {self.rules.io_dtype}: "
                                f"{escape('; '.join(problems[:3]))}[/bold red]")
         else:
-            self.console.print(f"  [green]✓[/green] tflite_int8 op check: {sum(counts.values())} ops, all integer, {self.rules.io_dtype} I/O")
+            self.console.print(f"  [green]✓[/green] {key} op check: {sum(counts.values())} ops, all integer, {self.rules.io_dtype} I/O")
         return {"passed": not problems, "problems": problems, "op_counts": counts, "io_dtype": self.rules.io_dtype}
 
 

@@ -56,7 +56,9 @@ class OpenVINORuntime(Runtime):
             self.info["INFERENCE_PRECISION_HINT"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def default_format(self) -> str:
-        return "openvino_int8" if self.info.get("fake_quantize_ops") else "openvino_fp32"
+        from pipeline.export.formats import primary
+
+        return primary(precision="int8" if self.info.get("fake_quantize_ops") else "fp32", runtime=self.name)
 
     def _prepare(self, x: np.ndarray):
         """An ``ov.Tensor`` over the array's memory: setting it costs no copy and no dispatch."""

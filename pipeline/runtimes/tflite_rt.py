@@ -54,7 +54,9 @@ class TFLiteRuntime(Runtime):
 
     def default_format(self) -> str:
         dtype = np.dtype(self.inp["dtype"]) if hasattr(self, "inp") else None
-        return "tflite_int8" if dtype is not None and dtype.kind in "iu" else "tflite_fp32"
+        from pipeline.export.formats import primary
+
+        return primary(precision="int8" if dtype is not None and dtype.kind in "iu" else "fp32", runtime=self.name)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         dtype = np.dtype(self.inp["dtype"])

@@ -89,22 +89,32 @@ def export_untrained(model, input_shape: tuple[int, int, int], rules, workdir: P
     """The deploy artifact of an untrained model, by the export stage's own converters."""
     from pipeline.export.torch2onnx import torch2onnx
 
+    from pipeline.export.formats import FORMATS
+
     key = rules.deploy_artifact
+    if key not in FORMATS:
+        raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' is not a format the export stage writes "
+                            f"(known: {', '.join(FORMATS)})")
+    fmt = FORMATS[key]
     calibration = np.random.default_rng(0).standard_normal((CALIBRATION_IMAGES, *input_shape)).astype(np.float32)
-    onnx_path = torch2onnx(model, input_shape, workdir / "student.onnx")
-    if key == "onnx":
+    onnx_path = torch2onnx(model, input_shape, workdir / FORMATS["onnx"].file)
+    if fmt.family == "onnx" and fmt.precision == "fp32":
         return onnx_path
-    if key.startswith("tflite_"):
+    if fmt.family == "onnx" and fmt.precision == "int8":
+        from pipeline.export.onnx2qdq import onnx2qdq
+
+        return onnx2qdq(onnx_path, workdir / fmt.file, calibration, per_channel=rules.per_channel)
+    if fmt.family == "tflite":
         from pipeline.export.onnx2tflite import onnx2tflite
 
         return onnx2tflite(onnx_path, workdir, calibration, rules.io_dtype, rules.per_channel, strict=False)[key]
-    if key.startswith("openvino_"):
+    if fmt.family == "openvino":
         from pipeline.export.onnx2openvino import onnx2openvino
 
-        made = onnx2openvino(onnx_path, workdir, calibration, fp16=key == "openvino_fp16",
-                             fp32=key == "openvino_fp32", int8=key == "openvino_int8")
+        made = onnx2openvino(onnx_path, workdir, calibration, fp16=fmt.precision == "fp16",
+                             fp32=fmt.precision == "fp32", int8=fmt.precision == "int8")
         return made[key]
-    raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' is not a format the export stage writes")
+    raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' ({fmt.family}, {fmt.precision}) has no converter here")
 
 
 def failure_message(report: dict, target: str, arch: str) -> str:

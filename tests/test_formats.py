@@ -1,0 +1,94 @@
+"""The format table: every row consistent, and a row added at test time reaches everything that names formats."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.benchmark.accuracy import accuracy_rows, stage_chain
+from pipeline.config import ExportConfig, validate_config
+from pipeline.device.bundle import runtime_formats
+from pipeline.errors import PipelineError
+from pipeline.export.fidelity import compare
+from pipeline.export.formats import (EXPORT_SOURCE, FAMILIES, FIDELITY_RULES, FORMATS, PRECISIONS, Format, format_keys,
+                                     get_format, primary)
+from pipeline.runtimes import RUNTIMES
+from pipeline.target import TARGETS
+
+
+def _runtime_name(suffix: str) -> str:
+    module, cls = RUNTIMES[suffix]
+    return getattr(importlib.import_module(module), cls).name
+
+
+@pytest.mark.parametrize("key", list(FORMATS))
+def test_every_row_is_consistent(key):
+    fmt = FORMATS[key]
+    assert fmt.key == key
+    assert fmt.family in FAMILIES and fmt.precision in PRECISIONS and fmt.fidelity in FIDELITY_RULES
+    # the runtime that executes it is the one load() picks by the file's suffix
+    assert _runtime_name(Path(fmt.file).suffix) == fmt.runtime
+    # made from the weights or from a format written before it (the exporter runs the table in order)
+    order = list(FORMATS)
+    assert fmt.source == EXPORT_SOURCE or order.index(fmt.source) < order.index(key)
+    # an identical logits/labels pair passes any rule
+    ref = np.random.default_rng(0).standard_normal((20, 5)).astype(np.float32)
+    row = compare(key, ref, ref, ref.argmax(1))
+    assert row["passed"] and row["precision"] == fmt.precision
+
+
+def test_file_names_and_labels_are_unique_and_each_family_precision_has_a_primary_key():
+    assert len({f.file for f in FORMATS.values()}) == len(FORMATS)
+    assert len({f.label for f in FORMATS.values()}) == len(FORMATS)
+    for fmt in FORMATS.values():
+        assert FORMATS[primary(precision=fmt.precision, family=fmt.family)].family == fmt.family
+
+
+def test_targets_and_defaults_name_formats_of_the_table():
+    for rules in TARGETS.values():
+        assert get_format(rules.deploy_artifact).runtime == rules.runtime, rules.name
+    assert set(ExportConfig().formats) <= set(FORMATS)
+
+
+def test_unknown_keys_are_errors_not_defaults():
+    with pytest.raises(KeyError, match="unknown export format 'tflite_in8'.*did you mean 'tflite_int8'"):
+        get_format("tflite_in8")
+    with pytest.raises(KeyError, match="unknown runtime 'tensorrt'"):
+        format_keys(runtime="tensorrt")
+    with pytest.raises(PipelineError, match="unknown runtime 'tensorrt'"):
+        runtime_formats("tensorrt")
+    with pytest.raises(KeyError, match="unknown export format"):
+        compare("tflite_in8", np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="tflite_in8: neither a stage nor an export format"):
+        accuracy_rows({"tflite_in8": np.zeros(3, np.int64)}, np.zeros(3, np.int64))
+    with pytest.raises(PipelineError, match=r"export\.formats: unknown 'tflite_in8' .*did you mean 'tflite_int8'"):
+        validate_config({"export": {"formats": ["onnx", "tflite_in8"]}})
+
+
+# a second fp32 TFLite variant in an existing family, as a new row would add it
+VARIANT = Format("tflite_fp32_b", "student_fp32_b.tflite", "tflite", "fp32", "tflite", "TFLite fp32, variant b (LiteRT)",
+                 "onnx", "logits")
+
+
+def test_a_row_added_to_the_table_reaches_config_exporter_fidelity_chain_and_bundle(monkeypatch):
+    monkeypatch.setitem(FORMATS, VARIANT.key, VARIANT)
+
+    cfg = validate_config({"export": {"formats": ["onnx", "tflite_int8", VARIANT.key]}})  # no Literal to extend
+    assert VARIANT.key in cfg.export.formats
+    assert format_keys(family="tflite", among=cfg.export.formats) == ["tflite_int8", VARIANT.key]  # the exporter's dispatch
+    assert get_format(VARIANT.key).file == "student_fp32_b.tflite"
+
+    ref = np.random.default_rng(0).standard_normal((50, 5)).astype(np.float32)
+    row = compare(VARIANT.key, ref + 0.5, ref, ref.argmax(1))  # fp32 rule: logits must match
+    assert row["precision"] == "fp32" and not row["passed"] and "max |Δlogit|" in row["message"]
+
+    assert stage_chain()[VARIANT.key] == (VARIANT.label, "onnx")
+    labels = np.arange(10) % 3
+    rows = {r["stage"]: r for r in accuracy_rows({"onnx": labels, VARIANT.key: labels}, labels, export_source="student_fp32")}
+    assert rows[VARIANT.key]["parent"] == "onnx" and rows[VARIANT.key]["drop_vs_parent_pts"] == 0.0
+
+    assert VARIANT.key in runtime_formats("tflite")  # a board running LiteRT gets it in its bundle
+    assert primary(precision="fp32", family="tflite") == "tflite_fp32"  # a file read without a sidecar keeps its key
