@@ -40,12 +40,11 @@ def import_compiled(run_dir: Path, folder: Path) -> dict:
     if not run_dir.is_dir():
         raise PipelineError(f"{run_dir}: no such run folder (runs/<name>)")
     target_dir = stage_folder(run_dir, "target")
-    manifest = Manifest.read(target_dir)
-    if manifest is None:
-        raise PipelineError(f"{target_dir}: no finished target stage; run it first (python -m pipeline run <recipe> --until target)")
-    rules = _run_rules(run_dir)
-    model = _int8_model(run_dir, rules)
-    with run_lock(run_dir):
+    with run_lock(run_dir):  # no run rewrites the stage meanwhile
+        manifest = Manifest.read(target_dir)
+        if manifest is None:
+            raise PipelineError(f"{target_dir}: no finished target stage; run it first (python -m pipeline run <recipe> --until target)")
+        model = _int8_model(run_dir, _run_rules(run_dir))
         files, result = check_compiled(folder, model)
         for name, src in files.items():
             dst = target_dir / name  # a fixed name: nothing the user gives decides where we write
