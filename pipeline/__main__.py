@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|check|export|benchmark|show|report|bundle|device …``. Thin: parses, then calls the package.
+"""Command line: ``python -m pipeline run|check|export|benchmark|show|report|target|bundle|device …``. Thin: parses, then calls the package.
 
 A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
 is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-latency-increase", type=float, default=MAX_LATENCY_INCREASE, metavar="PCT",
                    help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
+
+    p = sub.add_parser("target", help="fold an Edge TPU compile made on another machine into a run's target stage")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--compiled", type=Path, required=True, metavar="DIR",
+                   help="edgetpu_compiler's -o folder: <model>_edgetpu.tflite, <model>_edgetpu.log "
+                        "(and its stdout as edgetpu_compiler.log, if saved)")
 
     sub.add_parser("device", add_help=False,
                    help="bundle a run, benchmark it on a board over ssh, merge the results (python -m pipeline.device remote)")
@@ -243,6 +249,17 @@ def cmd_report(args) -> int:
                           max_latency_increase=args.max_latency_increase)
 
 
+def cmd_target(args) -> int:
+    from pipeline.stages import stage_folder
+    from pipeline.target.compiled import import_compiled
+    from pipeline.target.stage import compiler_line
+
+    result = import_compiled(args.run_dir, args.compiled)
+    print(f"{args.run_dir}: {compiler_line(result)}")
+    print(f"recorded in {stage_folder(args.run_dir, 'target')}; re-write the report: python -m pipeline report {args.run_dir}")
+    return 0
+
+
 def cmd_bundle(args) -> int:
     from pipeline.device.bundle import make_bundle
 
@@ -251,7 +268,7 @@ def cmd_bundle(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
-            "report": cmd_report, "bundle": cmd_bundle}
+            "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -123,13 +123,15 @@ def fake_compiler(tmp_path):
         "    out, model = args[args.index('-o') + 1], args[-1]\n"
         "    stem = os.path.basename(model)[:-len('.tflite')]\n"
         "    open(os.path.join(out, stem + '_edgetpu.tflite'), 'wb').write(b'compiled')\n"
+        "    print('Input model: ' + os.path.basename(model))\n"
+        "sys.exit(int(os.environ.get('FAKE_RC', '0')))\n"
     )
     script.chmod(0o755)
     return script
 
 
-def _compile_run(args, fake_compiler, tmp_path):
-    env = {**os.environ, "EDGETPU_COMPILER": str(fake_compiler), "FAKE_LOG": str(tmp_path / "log.json")}
+def _compile_run(args, fake_compiler, tmp_path, **env):
+    env = {**os.environ, "EDGETPU_COMPILER": str(fake_compiler), "FAKE_LOG": str(tmp_path / "log.json"), **env}
     return subprocess.run(["sh", str(DOCKER / "compile" / "compile-run.sh"), *args],
                           capture_output=True, text=True, env=env, timeout=30)
 
@@ -144,11 +146,17 @@ def test_compile_entrypoint_compiles_the_runs_int8_model_into_06_target(tmp_path
     assert json.loads((tmp_path / "log.json").read_text()) == [
         "-s", "-o", f"{run}/06_target", "-a", f"{run}/05_export/tflite/student_int8.tflite"]
     assert (run / "06_target" / "student_int8_edgetpu.tflite").read_bytes() == b"compiled"
+    assert (run / "06_target" / "edgetpu_compiler.log").read_text() == "Input model: student_int8.tflite\n"  # kept, and shown
+    assert "Input model: student_int8.tflite" in done.stdout
+    assert "python -m pipeline target RUN --compiled RUN/06_target" in done.stdout
 
     # the bundle side finds what the compile image wrote
     from pipeline.device.bundle import compiled_edgetpu
 
     assert compiled_edgetpu(run) == run / "06_target" / "student_int8_edgetpu.tflite"
+
+    done = _compile_run([str(run)], fake_compiler, tmp_path, FAKE_RC="1")
+    assert done.returncode == 1 and "python -m pipeline target" not in done.stdout  # a refusal keeps its exit status
 
     done = _compile_run(["--version"], fake_compiler, tmp_path)  # anything else passes straight through
     assert done.returncode == 0 and json.loads((tmp_path / "log.json").read_text()) == ["--version"]

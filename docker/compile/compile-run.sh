@@ -1,6 +1,7 @@
 #!/bin/sh
 # Entry point of the compile image.
 #   compile-run RUN_DIR [edgetpu_compiler flags]  compile RUN_DIR/05_export's tflite_int8 into RUN_DIR/06_target/
+#                                                 (then, on the host: python -m pipeline target RUN_DIR --compiled RUN_DIR/06_target)
 #   compile-run [edgetpu_compiler arguments]      anything else goes to edgetpu_compiler unchanged (--version, --help)
 set -eu
 COMPILER="${EDGETPU_COMPILER:-edgetpu_compiler}"
@@ -20,8 +21,16 @@ if not path:
 print(path)
 PY
 ) || exit 2
-  mkdir -p "$run/06_target"
-  # -s: print the per-op mapping (which ops run on the Edge TPU, which fall back to the CPU)
-  exec "$COMPILER" -s -o "$run/06_target" "$@" "$run/05_export/$model"
+  out="$run/06_target"
+  mkdir -p "$out"
+  # -s: print the per-op mapping (which ops run on the Edge TPU, which fall back to the CPU); the printout is kept
+  # as edgetpu_compiler.log (its summary: on-chip / off-chip memory, subgraphs), as an in-run compile keeps it
+  status=0
+  "$COMPILER" -s -o "$out" "$@" "$run/05_export/$model" >"$out/edgetpu_compiler.log" 2>&1 || status=$?
+  cat "$out/edgetpu_compiler.log"
+  if [ "$status" -eq 0 ]; then
+    echo "record it in the run (on the host): python -m pipeline target RUN --compiled RUN/06_target"
+  fi
+  exit "$status"
 fi
 exec "$COMPILER" "$@"

@@ -5,7 +5,7 @@
 * ``models/<path in its stage folder>`` + ``<…>.json`` — the artifacts the target's runtime executes
   (from ``05_export/artifacts.json``, an IR with its ``.bin``; for the Edge TPU also the
   ``*_edgetpu.tflite`` that ``06_target`` holds when the compiler ran, e.g. through
-  ``docker/compile``) with their sidecars (layout, quantisation, mean/std, classes);
+  ``docker/compile`` or ``python -m pipeline target RUN --compiled DIR``) with their sidecars (layout, quantisation, mean/std, classes);
 * ``sample.npz`` — the first ``samples`` test images, preprocessed float32 N×C×H×W, and int64 labels;
 * ``bundle.json`` — run, target, the artifacts with the host's predictions and accuracy on that
   exact sample (so a board's numbers are compared like for like), and every file's sha256.
@@ -81,8 +81,17 @@ def runtime_formats(runtime: str) -> list[str]:
 
 
 def compiled_edgetpu(run_dir: Path) -> Path | None:
-    """The model edgetpu_compiler wrote into 06_target, if it ran (it is absent where no compiler is installed)."""
-    found = sorted(stage_folder(run_dir, "target").rglob("*_edgetpu.tflite"))
+    """The model edgetpu_compiler wrote into 06_target, if it ran (it is absent where no compiler is installed):
+    the one its manifest records (an in-run compile, or one imported by ``python -m pipeline target --compiled``),
+    else any there (``docker/compile`` writes into the folder without recording it)."""
+    from pipeline.artifacts import Manifest
+
+    folder = stage_folder(run_dir, "target")
+    manifest = Manifest.read(folder)
+    recorded = ((manifest.metrics.get("compiler_result") or {}).get("model") if manifest else None) or ""
+    if recorded and Path(recorded).name == recorded and (folder / recorded).is_file():
+        return folder / recorded
+    found = sorted(folder.rglob("*_edgetpu.tflite"))
     return found[0] if found else None
 
 

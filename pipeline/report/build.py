@@ -234,7 +234,12 @@ def compiler_sentence(c: dict[str, Any], target: dict[str, Any]) -> str:
     """Whether the vendor compiler ran and what it mapped, in words."""
     if c["compiled"]:
         mapped = f": {c['ops_mapped']}/{c['ops_total']} ops on the {target.get('accelerator') or 'accelerator'}" if c["ops_total"] else ""
+        if c["ops_total"] and c.get("ops_mapped") is not None:
+            mapped += f", {c['ops_total'] - c['ops_mapped']} on the CPU"
         subgraphs = f", {c['subgraphs']} subgraph(s)" if c.get("subgraphs") is not None else ""
+        if c.get("on_chip_bytes_used") is not None:  # parameters cached in the chip's SRAM vs streamed from the host
+            subgraphs += (f", {c['on_chip_bytes_used'] / 2**20:.2f} MiB of parameters on-chip, "
+                          f"{(c.get('off_chip_bytes') or 0) / 2**20:.2f} MiB off-chip")
         version = f" {c['version']}" if c.get("version") else ""
         agrees = "" if c.get("agrees_with_check") in (None, True) else "; it disagrees with the static check"
         return f"{c['name']}{version} compiled it{mapped}{subgraphs}{agrees}"
