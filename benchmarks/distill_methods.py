@@ -341,8 +341,10 @@ def _order(names) -> list[str]:
     return sorted(names, key=lambda n: list(ROWS).index(n) if n in ROWS else len(ROWS))
 
 
-def table(data: dict, dataset: str) -> str:
-    rows = data.get("datasets", {}).get(dataset, {}).get("rows", {})
+def table(data: dict, dataset: str, key: str = "rows") -> str:
+    """The rows stored under ``datasets.<dataset>.<key>``: ``rows``, or a re-run elsewhere (``cpu_rows``)
+    whose Δ columns are taken against its own student-alone and KD rows."""
+    rows = data.get("datasets", {}).get(dataset, {}).get(key, {})
     cost = data.get("cost", {})
     if not rows:
         return f"({dataset}: no rows yet)"
@@ -445,6 +447,8 @@ def main() -> int:
     data = load()
     for ds in DATASETS:
         print(f"\n{ds}\n{table(data, ds)}\n\n{teacher_table(data, ds)}")
+        if data.get("datasets", {}).get(ds, {}).get("cpu_rows"):
+            print(f"\n{ds}, rows re-run on the CPU\n{table(data, ds, 'cpu_rows')}")
     print(f"\nselection (validation, fashion_mnist):\n{selection(data)}")
     return 0
 
