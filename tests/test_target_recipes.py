@@ -31,3 +31,32 @@ def test_recipe_validates_and_its_student_passes_precheck(recipe, tmp_path):
     else:
         assert report["fake_quantize_ops"] > 0 and report["checked_on"] in ("CPU", rules.device)
     assert precheck(cfg)["cached"] is True
+
+
+IDENTITY = {("name",), ("target", "name")}  # what a recipe is: kept even where it equals the default
+
+
+def _leaves(raw: dict, path: tuple = ()):
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_sets_only_what_differs_from_the_defaults(recipe):
+    """Recipes are deltas (issue 20): a key restating a default would silently pin it when the default changes."""
+    import yaml
+
+    from pipeline.config import Config
+
+    defaults = Config().model_dump(mode="json")
+    restated = []
+    for path, value in _leaves(yaml.safe_load((TARGETS_DIR / recipe).read_text())):
+        node = defaults
+        for part in path:
+            node = node[part] if isinstance(node, dict) and part in node else object()
+        if path not in IDENTITY and node == value:
+            restated.append(".".join(path))
+    assert restated == [], f"{recipe} restates defaults: {restated}"
