@@ -20,8 +20,9 @@ from pipeline.target import TARGETS
 
 
 def _runtime_name(suffix: str) -> str:
-    module, cls = RUNTIMES[suffix]
-    return getattr(importlib.import_module(module), cls).name
+    entry = RUNTIMES[suffix]
+    assert getattr(importlib.import_module(entry.module), entry.cls).name == entry.name
+    return entry.name
 
 
 @pytest.mark.parametrize("key", list(FORMATS))

@@ -73,6 +73,8 @@ def run(ctx) -> dict:
     infos: dict[str, dict] = {}
     rows: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
+    from pipeline import runtimes
+
     models = model_summaries(ctx, tuple(info["input_shape"]))
     host = host_environment()
     host_name = host["name"]
@@ -81,7 +83,7 @@ def run(ctx) -> dict:
         try:
             runtime = open_runtime(subj.path, threads=0)
             try:
-                engines[subj.stage] = runtime_name(runtime)
+                engines[subj.stage] = runtimes.engine_name(runtime)
                 infos[subj.stage] = engine_info(runtime)
                 preds[subj.stage] = predict_classes(runtime, x)
             finally:
@@ -274,23 +276,6 @@ def stage_metrics(results: dict) -> dict:
         "failed_rows": sum(1 for r in results["latency"] if r["error"]),
         "gates": results["gates"],
     }
-
-
-ENGINE_PACKAGES = {"tflite": "ai-edge-litert", "onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
-
-
-def runtime_name(runtime) -> str:
-    """'tflite 2.1.0', 'openvino 2026.4.1-…': the engine and its version (the runtime's own, else its package's)."""
-    from importlib import metadata
-
-    name = str(getattr(runtime, "name", type(runtime).__name__))
-    version = (getattr(runtime, "info", None) or {}).get("version")
-    if not version and name in ENGINE_PACKAGES:
-        try:
-            version = metadata.version(ENGINE_PACKAGES[name])
-        except metadata.PackageNotFoundError:
-            version = None
-    return f"{name} {version}" if version else name
 
 
 def engine_info(runtime) -> dict[str, Any]:

@@ -12,13 +12,16 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.runtimes import RUNTIMES
+
 # ARM "CPU part" ids (/proc/cpuinfo) of the cores found on common boards
 ARM_PARTS = {
     "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
     "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
     "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710",
 }
-RUNTIME_PACKAGES = ("numpy", "ai-edge-litert", "tflite-runtime", "openvino", "onnxruntime")
+# the board's numpy and every on-device runtime's distributions (pipeline.runtimes.RUNTIMES; torch stays on the host)
+RUNTIME_PACKAGES = ("numpy", *(p for e in RUNTIMES.values() if e.name != "torch" for p in e.packages))
 # USB ids of the Coral USB Accelerator: before (Global Unichip) and after its firmware is loaded (Google)
 CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
 

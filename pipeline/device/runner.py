@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,16 @@ import pipeline
 from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
 from pipeline.errors import PipelineError, one_line
+from pipeline.runtimes import engine_name
 
 RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
 RESULTS_VERSION = 1
 EDGETPU_KEY = "tflite_edgetpu"
-ENGINE_PACKAGES = {"tflite": ("ai-edge-litert", "tflite-runtime"), "openvino": ("openvino",), "onnxruntime": ("onnxruntime",)}
 
 
-def engine_name(runtime, delegate: dict | None) -> str:
-    """'tflite 2.1.0', 'tflite 2.1.0 + libedgetpu.so.1': the engine, its version, and the delegate if any."""
-    name = str(getattr(runtime, "name", type(runtime).__name__))
-    version = (getattr(runtime, "info", None) or {}).get("version")
-    for package in ENGINE_PACKAGES.get(name, ()) if not version else ():
-        try:
-            version = metadata.version(package)
-            break
-        except metadata.PackageNotFoundError:
-            continue
-    text = f"{name} {version}" if version else name
+def engine_with_delegate(runtime, delegate: dict | None) -> str:
+    """'tflite 2.1.0 + libedgetpu.so.1': the engine (``runtimes.engine_name``) and the delegate if any."""
+    text = engine_name(runtime)
     return f"{text} + {delegate['library']}" if delegate else text
 
 
@@ -102,7 +93,7 @@ def time_artifact(opener: ArtifactOpener, x: np.ndarray, settings: dict) -> dict
                           min_seconds=settings["min_seconds"])
     runtime = res.pop("runtime")
     out: dict[str, Any] = {
-        "engine": engine_name(runtime, opener.delegate_info),
+        "engine": engine_with_delegate(runtime, opener.delegate_info),
         "engine_info": {k: v for k, v in (getattr(runtime, "info", None) or {}).items()
                         if isinstance(v, (str, int, float, bool)) or v is None},
         "threads_used": resolve_threads(opener.threads),

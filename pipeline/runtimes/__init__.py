@@ -18,18 +18,50 @@ on boards without torch.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.runtimes.base import Runtime, all_cores
 
-# suffix -> (module, class); a new runtime is one module and one line here
-RUNTIMES: dict[str, tuple[str, str]] = {
-    ".pt": ("pipeline.runtimes.torch_rt", "TorchRuntime"),
-    ".onnx": ("pipeline.runtimes.onnx_rt", "OnnxRuntime"),
-    ".tflite": ("pipeline.runtimes.tflite_rt", "TFLiteRuntime"),
-    ".xml": ("pipeline.runtimes.openvino_rt", "OpenVINORuntime"),
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """What the host, the board runner and the reports need to know about one runtime."""
+
+    name: str  # the Runtime's ``name``: the format table's runtime key and the report's engine name
+    module: str  # imported only when an artifact of this kind is loaded
+    cls: str
+    packages: tuple[str, ...]  # the distributions that provide it, preferred first (the engine version is the first found)
+
+    def version(self) -> str | None:
+        for package in self.packages:
+            try:
+                return metadata.version(package)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+
+# suffix -> runtime; a new runtime is one module and one line here
+RUNTIMES: dict[str, RuntimeEntry] = {
+    ".pt": RuntimeEntry("torch", "pipeline.runtimes.torch_rt", "TorchRuntime", ("torch",)),
+    ".onnx": RuntimeEntry("onnxruntime", "pipeline.runtimes.onnx_rt", "OnnxRuntime", ("onnxruntime",)),
+    # LiteRT (ai-edge-litert) first; the old tflite-runtime wheel where a board's OS forces it
+    ".tflite": RuntimeEntry("tflite", "pipeline.runtimes.tflite_rt", "TFLiteRuntime", ("ai-edge-litert", "tflite-runtime")),
+    ".xml": RuntimeEntry("openvino", "pipeline.runtimes.openvino_rt", "OpenVINORuntime", ("openvino",)),
 }
+BY_NAME: dict[str, RuntimeEntry] = {e.name: e for e in RUNTIMES.values()}
+
+
+def engine_name(runtime) -> str:
+    """'tflite 2.1.0', 'openvino 2026.4.1-…': the engine and its version (the runtime's own, else its package's)."""
+    name = str(getattr(runtime, "name", type(runtime).__name__))
+    version = (getattr(runtime, "info", None) or {}).get("version")
+    if not version and name in BY_NAME:
+        version = BY_NAME[name].version()
+    return f"{name} {version}" if version else name
 
 
 def load(
@@ -60,9 +92,8 @@ def load(
         raise PipelineError(f"{artifact.name}: device '{device}' applies to OpenVINO IRs (.xml) only")
     if delegates and artifact.suffix.lower() != ".tflite":
         raise PipelineError(f"{artifact.name}: delegates apply to .tflite models only")
-    module, cls_name = entry
     try:
-        cls = getattr(importlib.import_module(module), cls_name)
+        cls = getattr(importlib.import_module(entry.module), entry.cls)
     except ImportError as exc:
         raise PipelineError(f"{artifact.name}: its runtime is not installed ({exc.name or exc})") from None
     kwargs: dict = {}
@@ -73,4 +104,4 @@ def load(
     return cls(artifact, threads, sidecar=read_sidecar(artifact), **kwargs)
 
 
-__all__ = ["RUNTIMES", "Runtime", "all_cores", "load"]
+__all__ = ["BY_NAME", "RUNTIMES", "Runtime", "RuntimeEntry", "all_cores", "engine_name", "load"]
