@@ -275,9 +275,10 @@ def run_teacher(dataset: str, name: str, runs: Path) -> dict:
             "val_curve": [h["val_acc"] for h in m.get("history", [])], "seconds_per_epoch": m.get("seconds_per_epoch")}
 
 
-def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5) -> dict:
-    """Per-step training cost of a row on Fashion-MNIST, timed alone: the distill stage's own setup
-    (``setup_seed``) and step, on real training batches (the shapes, so the cost, are MNIST's too)."""
+def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5, dataset: str = "fashion_mnist") -> dict:
+    """Per-step training cost of a row, timed alone: the distill stage's own setup (``setup_seed``) and
+    step, on real training batches. Both datasets have the same shapes, so the same cost: either
+    dataset's teacher (whichever is already trained) serves."""
     import torch
 
     from pipeline.distill.stage import setup_seed
@@ -286,7 +287,6 @@ def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5) -> dict:
     from pipeline.train.data import training_data
     from pipeline.train.loop import make_optimizer
 
-    dataset = "fashion_mnist"
     checkpoint, _ = ensure_teacher(dataset, ROWS[row], runs)
     raw = row_config(dataset, ROWS[row], [0], runs, f"{dataset}-{row}")
     raw["teacher"] = {"checkpoint": checkpoint}
@@ -433,7 +433,7 @@ def main() -> int:
             print(f"teacher {name}: val {result['val']:.2f} test {result['test']:.2f}", flush=True)
     elif args.cost:
         for row in rows:
-            cost = measure_cost(row, args.steps, args.runs_dir)
+            cost = {**measure_cost(row, args.steps, args.runs_dir, dataset=args.dataset), "dataset": args.dataset}
             merge(("cost", row), cost)
             print(f"{row}: {cost['ms_per_step']:.1f} ms/step (teacher {cost['teacher_ms_per_batch']:.1f} ms)", flush=True)
     elif not args.table:
