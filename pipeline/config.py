@@ -232,6 +232,8 @@ class ExportConfig(Section):
     # fp32 artifacts must reproduce the PyTorch logits: max |Δlogit| ≤ fp32_rtol × max(1, max |logit|)
     fp32_rtol: float = Field(1e-3, gt=0, lt=1)
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
+    # tflite_int8 vs tflite_fp32 tensor by tensor on this many calibration images (layer_error.json); 0 = off
+    layer_error_images: int = Field(32, ge=0, le=1024)
 
 
 class TargetConfig(Section):

@@ -260,3 +260,22 @@ class _Sums:
 
     def clipped_share(self) -> float:
         return self.clipped / self.count if self.count else 0.0
+
+
+def write_layer_error(int8_path: Path, fp32_path: Path, images: np.ndarray, out_dir: Path, max_images: int = MAX_IMAGES,
+                      top: int = 10) -> dict:
+    """``out_dir/layer_error.json`` (every layer, worst first) and the export metrics' summary (the ``top`` worst).
+
+    Never raises: a diagnosis that cannot run is recorded as ``error`` and must not cost the run its artifacts."""
+    from pipeline.artifacts import atomic_write_json
+    from pipeline.errors import one_line
+
+    used = min(len(images), max_images)
+    base = {"file": LAYER_ERROR_FILE, "artifact": Path(int8_path).name, "reference": Path(fp32_path).name, "images": used}
+    try:
+        layers = layer_errors(int8_path, fp32_path, images, max_images)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis, not a product: one line instead of a failed stage
+        return {**base, "error": f"{type(exc).__name__}: {one_line(exc, 300)}"}
+    doc = {**base, **summary(layers, used, top)}
+    atomic_write_json(Path(out_dir) / LAYER_ERROR_FILE, doc)
+    return {**{k: v for k, v in doc.items() if k != "records"}, "records": doc["records"][:top]}

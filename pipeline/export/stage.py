@@ -89,7 +89,7 @@ def run(ctx) -> dict:
     console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
-                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
+                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images)
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
@@ -117,6 +117,7 @@ def run(ctx) -> dict:
         "fidelity": rows,
         "dead_channels_zeroed": sum(job.dead_channels.values()),
         **({"teacher_onnx": teacher} if teacher else {}),
+        **({"layer_error": job.layer_error} if job.layer_error else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
 
@@ -130,7 +131,8 @@ def _rules(ctx):
 class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
-    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images):
+    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
+                 layer_error_images: int = 0):
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -139,6 +141,7 @@ class _Export:
         self.paths: dict[str, Path] = {}
         self.dead_channels: dict[str, int] = {}
         self.timings: dict[str, float] = {}
+        self.layer_error_images, self.layer_error = layer_error_images, None
 
     def _step(self, label: str) -> float:
         self.console.print(f"  → {label}…")
@@ -201,12 +204,29 @@ class _Export:
         t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
         made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
         self._done("tflite", t)
+        if "tflite_int8" in keys and self.layer_error_images:  # before the fp32 twin may be dropped
+            self._layer_error(made)
         for key, path in made.items():
             if key not in keys:
                 path.unlink()
                 continue
             extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if key == "tflite_int8" else None
             self._sidecar(key, path, tflite_io(path), extra)
+
+    def _layer_error(self, made: dict[str, Path]) -> None:
+        from pipeline.export.layer_error import short_name, write_layer_error
+
+        t = self._step(f"int8 error per layer (tflite_int8 vs tflite_fp32, {min(len(self.calibration), self.layer_error_images)} "
+                       "calibration images)")
+        self.layer_error = write_layer_error(made["tflite_int8"], made["tflite_fp32"], self.calibration, self.out,
+                                             self.layer_error_images)
+        self._done("layer_error", t)
+        worst = self.layer_error.get("worst")
+        if worst:
+            self.console.print(f"    worst: {short_name(worst['name'])} ({worst['op']}) {worst['sqnr_db']:.1f} dB SQNR, "
+                               f"{self.layer_error['layers']} layers → {self.layer_error['file']}")
+        else:
+            self.console.print(f"    [yellow]no per-layer numbers: {self.layer_error.get('error', 'no layer compared')}[/yellow]")
 
     def openvino(self, keys: list[str]) -> None:
         if not keys:
