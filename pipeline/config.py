@@ -234,6 +234,9 @@ class ExportConfig(Section):
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
     # tflite_int8 vs tflite_fp32 tensor by tensor on this many calibration images (layer_error.json); 0 = off
     layer_error_images: int = Field(32, ge=0, le=1024)
+    # auto: when NNCF's plain int8 IR keeps < 99 % of fp32 top-1 on the validation split, redo it with
+    # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %); off: plain int8 only
+    openvino_accuracy_control: Literal["auto", "off"] = "auto"
 
 
 class TargetConfig(Section):

@@ -223,3 +223,12 @@ def test_int8_error_per_layer_is_written_beside_the_int8_model(run_dir):
     assert doc["worst"] == {"name": doc["records"][0]["name"], "op": doc["records"][0]["op"], "sqnr_db": sqnr[0]}
     summary = metrics["layer_error"]
     assert summary["records"] == doc["records"][:10] and summary["worst"] == doc["worst"] and "error" not in summary
+
+
+def test_openvino_int8_records_the_accuracy_control_decision(run_dir):
+    rec = run_dir["metrics"]["openvino_accuracy_control"]
+    assert rec["mode"] == "auto" and rec["validation_images"] > 0 and rec["max_drop"] == 0.01
+    side = read_sidecar(run_dir["out"] / "openvino_int8" / "student.xml")
+    assert side["quantization"]["accuracy_control"] == rec
+    used = "nncf.quantize_with_accuracy_control" if rec["used"] else "nncf.quantize"
+    assert side["quantization"]["tool"] == used and rec["reason"]

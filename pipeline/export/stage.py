@@ -88,8 +88,11 @@ def run(ctx) -> dict:
     source, source_stage, source_reason = source_checkpoint(ctx)
     console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
+    accuracy_control = cfg.openvino_accuracy_control if "openvino_int8" in cfg.formats else "off"
+    validation = load_split(data_dir, "val") if accuracy_control == "auto" else None
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
-                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images)
+                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images,
+                  accuracy_control=accuracy_control, validation=validation)
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.tflite([k for k in ("tflite_fp32", "tflite_int8") if k in cfg.formats])
@@ -118,6 +121,7 @@ def run(ctx) -> dict:
         "dead_channels_zeroed": sum(job.dead_channels.values()),
         **({"teacher_onnx": teacher} if teacher else {}),
         **({"layer_error": job.layer_error} if job.layer_error else {}),
+        **({"openvino_accuracy_control": job.accuracy_record} if job.accuracy_record else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
 
@@ -132,7 +136,7 @@ class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
     def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
-                 layer_error_images: int = 0):
+                 layer_error_images: int = 0, accuracy_control: str = "off", validation: tuple | None = None):
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -142,6 +146,7 @@ class _Export:
         self.dead_channels: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.layer_error_images, self.layer_error = layer_error_images, None
+        self.accuracy_control, self.validation, self.accuracy_record = accuracy_control, validation, None
 
     def _step(self, label: str) -> float:
         self.console.print(f"  → {label}…")
@@ -238,11 +243,27 @@ class _Export:
         made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="openvino_fp16" in keys,
                              fp32="openvino_fp32" in keys, int8="openvino_int8" in keys)
         self._done("openvino", t)
+        if "openvino_int8" in made and self.accuracy_control == "auto" and self.validation is not None:
+            self._accuracy_control(made["openvino_int8"])
         for key, xml in made.items():
             extra: dict = {"runtime_hints": {"INFERENCE_PRECISION_HINT": "f32"}}
             if key == "openvino_int8":
-                extra["quantization"] = self._calibration_record("nncf.quantize", preset="performance")
+                used = bool(self.accuracy_record and self.accuracy_record["used"])
+                extra["quantization"] = self._calibration_record(
+                    "nncf.quantize_with_accuracy_control" if used else "nncf.quantize", preset="performance",
+                    **({"accuracy_control": self.accuracy_record} if self.accuracy_record else {}))
             self._sidecar(key, xml, nchw_io(self.input_shape, self.num_classes), extra)
+
+    def _accuracy_control(self, int8_xml: Path) -> None:
+        from rich.markup import escape
+
+        from pipeline.export.accuracy_control import restore_openvino_int8
+
+        t = self._step(f"OpenVINO int8 vs fp32 on {len(self.validation[1])} validation images (accuracy control: auto)")
+        self.accuracy_record = restore_openvino_int8(self.paths["onnx"], int8_xml, self.calibration, self.validation, "auto")
+        self._done("openvino_accuracy_control", t)
+        style = "yellow" if self.accuracy_record["used"] or self.accuracy_record.get("error") else "dim"
+        self.console.print(f"    [{style}]{escape(self.accuracy_record['reason'])}[/{style}]")
 
     def fidelity(self, listed: dict[str, str], x: np.ndarray, y: np.ndarray) -> tuple[dict[str, dict], float]:
         """Run every listed artifact on the test split with its runtime; compare with the PyTorch source."""
