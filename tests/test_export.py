@@ -235,3 +235,24 @@ def test_teacher_is_exported_to_onnx_as_the_latency_baseline_not_as_a_student_ar
     assert read_sidecar(out / "teacher.onnx")["model"] == "teacher"
     row = metrics["teacher_onnx"]
     assert row["passed"] and row["agreement"] >= 0.999 and row["max_abs_logit_diff"] < 1e-3
+
+
+def test_int8_error_per_layer_is_written_beside_the_int8_model(run_dir):
+    out, metrics = run_dir["out"], run_dir["metrics"]
+    doc = json.loads((out / "layer_error.json").read_text())
+    assert doc["artifact"] == "student_int8.tflite" and doc["reference"] == "student_fp32.tflite"
+    assert doc["images"] == 32 and doc["layers"] == len(doc["records"]) > 10  # resnet8: input, 9 convs, adds, pads, mean, fc
+    sqnr = [r["sqnr_db"] for r in doc["records"]]
+    assert sqnr == sorted(sqnr) and sqnr[0] > 15  # a trained resnet8 quantises well everywhere
+    assert doc["worst"] == {"name": doc["records"][0]["name"], "op": doc["records"][0]["op"], "sqnr_db": sqnr[0]}
+    summary = metrics["layer_error"]
+    assert summary["records"] == doc["records"][:10] and summary["worst"] == doc["worst"] and "error" not in summary
+
+
+def test_openvino_int8_records_the_accuracy_control_decision(run_dir):
+    rec = run_dir["metrics"]["openvino_accuracy_control"]
+    assert rec["mode"] == "auto" and rec["validation_images"] > 0 and rec["max_drop"] == 0.01
+    side = read_sidecar(run_dir["out"] / "openvino_int8" / "student.xml")
+    assert side["quantization"]["accuracy_control"] == rec
+    used = "nncf.quantize_with_accuracy_control" if rec["used"] else "nncf.quantize"
+    assert side["quantization"]["tool"] == used and rec["reason"]

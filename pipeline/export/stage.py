@@ -19,9 +19,13 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format
+from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format, primary
 from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
+
+# the converters' outputs the per-layer error and OpenVINO's accuracy control work on
+TFLITE_INT8, TFLITE_FP32 = primary(precision="int8", family="tflite"), primary(precision="fp32", family="tflite")
+OPENVINO_INT8 = primary(precision="int8", family="openvino")
 
 CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)
 
@@ -81,8 +85,11 @@ def run(ctx) -> dict:
     source, source_stage, source_reason = source_checkpoint(ctx)
     console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
+    accuracy_control = cfg.openvino_accuracy_control if OPENVINO_INT8 in cfg.formats else "off"
+    validation = load_split(data_dir, "val") if accuracy_control == "auto" else None
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
-                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
+                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images,
+                  accuracy_control=accuracy_control, validation=validation)
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
@@ -111,6 +118,8 @@ def run(ctx) -> dict:
         "fidelity": rows,
         "dead_channels_zeroed": sum(job.dead_channels.values()),
         **({"teacher_onnx": teacher} if teacher else {}),
+        **({"layer_error": job.layer_error} if job.layer_error else {}),
+        **({"openvino_accuracy_control": job.accuracy_record} if job.accuracy_record else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
 
@@ -124,7 +133,8 @@ def _rules(ctx):
 class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
-    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images):
+    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
+                 layer_error_images: int = 0, accuracy_control: str = "off", validation: tuple | None = None):
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -133,6 +143,8 @@ class _Export:
         self.paths: dict[str, Path] = {}
         self.dead_channels: dict[str, int] = {}
         self.timings: dict[str, float] = {}
+        self.layer_error_images, self.layer_error = layer_error_images, None
+        self.accuracy_control, self.validation, self.accuracy_record = accuracy_control, validation, None
 
     def _step(self, label: str) -> float:
         self.console.print(f"  → {label}…")
@@ -216,6 +228,8 @@ class _Export:
         t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
         made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
         self._done("tflite", t)
+        if TFLITE_INT8 in keys and self.layer_error_images:  # before the fp32 twin may be dropped
+            self._layer_error(made)
         for key, path in made.items():
             if key not in keys:
                 path.unlink()
@@ -223,6 +237,21 @@ class _Export:
             int8 = FORMATS[key].precision == "int8"
             extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if int8 else None
             self._sidecar(key, path, tflite_io(path), extra)
+
+    def _layer_error(self, made: dict[str, Path]) -> None:
+        from pipeline.export.layer_error import short_name, write_layer_error
+
+        t = self._step(f"int8 error per layer (tflite_int8 vs tflite_fp32, {min(len(self.calibration), self.layer_error_images)} "
+                       "calibration images)")
+        self.layer_error = write_layer_error(made[TFLITE_INT8], made[TFLITE_FP32], self.calibration, self.out,
+                                             self.layer_error_images)
+        self._done("layer_error", t)
+        worst = self.layer_error.get("worst")
+        if worst:
+            self.console.print(f"    worst: {short_name(worst['name'])} ({worst['op']}) {worst['sqnr_db']:.1f} dB SQNR, "
+                               f"{self.layer_error['layers']} layers → {self.layer_error['file']}")
+        else:
+            self.console.print(f"    [yellow]no per-layer numbers: {self.layer_error.get('error', 'no layer compared')}[/yellow]")
 
     def openvino(self, keys: list[str]) -> None:
         if not keys:
@@ -235,11 +264,27 @@ class _Export:
         made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="fp16" in wanted,
                              fp32="fp32" in wanted, int8="int8" in wanted)
         self._done("openvino", t)
+        if OPENVINO_INT8 in made and self.accuracy_control == "auto" and self.validation is not None:
+            self._accuracy_control(made[OPENVINO_INT8])
         for key, xml in made.items():
             extra: dict = {"runtime_hints": {"INFERENCE_PRECISION_HINT": "f32"}}
             if FORMATS[key].precision == "int8":
-                extra["quantization"] = self._calibration_record("nncf.quantize", preset="performance")
+                used = bool(self.accuracy_record and self.accuracy_record["used"])
+                extra["quantization"] = self._calibration_record(
+                    "nncf.quantize_with_accuracy_control" if used else "nncf.quantize", preset="performance",
+                    **({"accuracy_control": self.accuracy_record} if self.accuracy_record else {}))
             self._sidecar(key, xml, nchw_io(self.input_shape, self.num_classes), extra)
+
+    def _accuracy_control(self, int8_xml: Path) -> None:
+        from rich.markup import escape
+
+        from pipeline.export.accuracy_control import restore_openvino_int8
+
+        t = self._step(f"OpenVINO int8 vs fp32 on {len(self.validation[1])} validation images (accuracy control: auto)")
+        self.accuracy_record = restore_openvino_int8(self.paths["onnx"], int8_xml, self.calibration, self.validation, "auto")
+        self._done("openvino_accuracy_control", t)
+        style = "yellow" if self.accuracy_record["used"] or self.accuracy_record.get("error") else "dim"
+        self.console.print(f"    [{style}]{escape(self.accuracy_record['reason'])}[/{style}]")
 
     def fidelity(self, listed: dict[str, str], x: np.ndarray, y: np.ndarray) -> tuple[dict[str, dict], float]:
         """Run every listed artifact on the test split with its runtime; compare with the PyTorch source."""

@@ -108,6 +108,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         command=run.get("command") or "run",
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
+    report["layer_error"] = export.get("layer_error")
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
     return to_json(report, source=f"{records.folder or '.'}/{STAGE_FOLDERS['benchmark']}/{RESULTS_FILE} (with the run's records)")

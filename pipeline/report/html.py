@@ -67,6 +67,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         _table(*tables.gates(report)) if report["gates"] else "<p>No gates configured (benchmark.gates).</p>",
         "<h2>Checks</h2>",
         _table(*tables.checks(report)) if report["checks"] else "<p>No checks recorded (the export and target stages' manifests are missing).</p>",
+        *_layer_error(report),
         "<h2>Target</h2>",
         _table(*tables.target(report)),
         "<h2>Latency details</h2>",
@@ -78,6 +79,23 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _layer_error(report: dict[str, Any]) -> list[str]:
+    """The int8-error-per-layer section: table, note and bar plot (nothing when the run has no numbers)."""
+    from pipeline.report import layer_error
+
+    text, rows = layer_error.note(report), layer_error.table(report)
+    if text is None:
+        return []
+    parts = [f"<h2>{_e(layer_error.TITLE)}</h2>"]
+    if rows:
+        parts.append(_table(*rows))
+    parts.append(f"<p class=\"note\">{_e(text)}</p>")
+    if png := layer_error.figure(report):
+        parts.append(f"<figure><img alt=\"{_e(layer_error.TITLE)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+                     f"<figcaption class=\"note\">{_e(layer_error.TITLE)}</figcaption></figure>")
+    return parts
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

@@ -56,6 +56,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         table(*tables.checks(report)) if report["checks"] else "No checks recorded (the export and target stages' manifests are missing).",
         "",
+        *_layer_error(report),
         "## Target",
         "",
         table(*tables.target(report)),
@@ -74,6 +75,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _layer_error(report: dict[str, Any]) -> list[str]:
+    from pipeline.report import layer_error
+
+    text, rows = layer_error.note(report), layer_error.table(report)
+    if text is None:
+        return []
+    return [f"## {layer_error.TITLE}", "", *([table(*rows), ""] if rows else []), escape(text), ""]
 
 
 _MARKUP = str.maketrans({c: "\\" + c for c in "\\`*|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})

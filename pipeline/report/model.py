@@ -265,6 +265,35 @@ class Verdict(Closed):
     not_measured: list[str]
 
 
+class LayerErrorRow(Closed):
+    """One tensor of the int8 TFLite against its fp32 twin (``pipeline.export.layer_error``)."""
+
+    name: str
+    op: str
+    shape: list[int]
+    index: int = Field(description="the writing op's position in execution order, -1 for the graph input")
+    sqnr_db: float | None = Field(description="10·log10(Σ fp32² / Σ (fp32 − int8)²), capped at 999; None: fp32 all zeros")
+    rel_error: float | None
+    cosine: float | None
+    clipped: float = Field(description="share of fp32 values outside the int8 tensor's range")
+    scale: float
+    zero_point: int
+
+
+class LayerErrorInfo(Closed):
+    """The export stage's per-layer int8 error: the worst layers, the full list in ``file`` beside the artifact."""
+
+    file: str
+    artifact: str
+    reference: str
+    images: int
+    layers: int | None = None
+    worst: dict[str, Scalar] | None = None
+    top: int | None = None
+    records: list[LayerErrorRow] = []
+    error: str | None = Field(None, description="why no numbers were computed")
+
+
 class Report(Closed):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, title="Edge pipeline benchmark report")
 
@@ -286,6 +315,7 @@ class Report(Closed):
     gates: list[Gate]
     checks: list[Check]
     target: TargetInfo
+    layer_error: LayerErrorInfo | None = Field(None, description="int8 error per layer of the TFLite int8 model (export stage)")
 
 
 def to_json(report: dict[str, Any], source: str = "report") -> dict[str, Any]:
