@@ -86,8 +86,12 @@ def test_run_remote_stops_at_the_first_failing_step(tmp_path, monkeypatch):
 
 
 def test_default_images_name_the_docker_folders():
+    from pipeline.target import TARGETS
+
     root = Path(__file__).resolve().parent.parent / "docker"
-    for target, image in remote.DEFAULT_IMAGES.items():
+    images = {t: remote.default_image(t) for t in TARGETS if remote.default_image(t)}
+    assert set(images) == {"edge_tpu", "rpi4"}
+    for target, image in images.items():
         folder = image.split("/")[1].split(":")[0]
         assert (root / folder / "Dockerfile").is_file(), (target, image)
         assert image.endswith(":" + remote.IMAGE_VERSION)
@@ -100,7 +104,7 @@ def test_cli_remote_fills_image_and_name_from_target_and_host(tmp_path, monkeypa
     monkeypatch.setattr(remote, "run_remote", lambda run, spec, merge=True: seen.append((run, spec, merge)) or tmp_path / "r.json")
     assert main(["remote", str(tmp_path), "--ssh", "pi@raspberrypi.local", "--target", "edge_tpu", "--threads", "1,0"]) == 0
     run, spec, merge = seen[-1]
-    assert spec.image == remote.DEFAULT_IMAGES["edge_tpu"] and spec.name == "raspberrypi.local" and merge
+    assert spec.image == remote.default_image("edge_tpu") and spec.name == "raspberrypi.local" and merge
     assert spec.threads == "1,0"
     assert main(["remote", str(tmp_path), "--ssh", "me@box", "--target", "rpi4", "--no-docker", "--no-merge"]) == 0
     assert seen[-1][1].image is None and seen[-1][2] is False

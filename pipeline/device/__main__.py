@@ -96,9 +96,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_remote(args) -> int:
-    from pipeline.device.remote import DEFAULT_IMAGES, RemoteSpec, run_remote
+    from pipeline.device.remote import RemoteSpec, default_image, run_remote
 
-    image = None if args.no_docker else (args.image or DEFAULT_IMAGES.get(args.target))
+    image = None if args.no_docker else (args.image or default_image(args.target))
     if image is None and not args.no_docker:
         raise PipelineError(f"--target {args.target}: no default image; pass --image IMAGE or --no-docker")
     spec = RemoteSpec(

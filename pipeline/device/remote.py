@@ -28,16 +28,16 @@ from pathlib import Path
 from pipeline.errors import PipelineError, one_line
 
 IMAGE_VERSION = "0.1.0"
-# the image that runs each target, from docker/ (build lines in docker/README.md)
-DEFAULT_IMAGES = {
-    "rpi4": f"edge-pipeline/rpi:{IMAGE_VERSION}",
-    "edge_tpu": f"edge-pipeline/coral:{IMAGE_VERSION}",
-}
-# device nodes a target's accelerator needs inside the container
-DOCKER_DEVICES = {
-    "edge_tpu": ["/dev/bus/usb"],  # Coral USB Accelerator (PCIe/M.2 Coral: /dev/apex_0)
-    "openvino_npu": ["/dev/accel"],  # Intel NPU driver
-}
+
+
+def default_image(target: str) -> str | None:
+    """The docker/ image that runs ``target``'s bundle (``TargetRules.image``), tagged with this version."""
+    from pipeline.target import TARGETS
+
+    rules = TARGETS.get(target)
+    return f"{rules.image}:{IMAGE_VERSION}" if rules and rules.image else None
+
+
 CONTAINER_DIR = "/bundle"
 RUNNER_ROWS_FAILED = 1  # python -m pipeline.device run: results written, some artifact failed
 
@@ -117,7 +117,10 @@ def remote_run_command(spec: RemoteSpec) -> list[str]:
     if spec.image is None:
         return [spec.python, "-m", "pipeline.device",
                 *runner_args(spec, f"{spec.remote_dir}/bundle.tar", f"{spec.remote_dir}/results.json")]
-    devices = [a for d in DOCKER_DEVICES.get(spec.target, []) for a in ("--device", d)]
+    from pipeline.target import TARGETS
+
+    rules = TARGETS.get(spec.target)
+    devices = [a for d in (rules.docker_devices if rules else ()) for a in ("--device", d)]
     return ["docker", "run", "--rm", "-v", f"{spec.remote_dir}:{CONTAINER_DIR}", *devices, *spec.docker_args,
             spec.image, *runner_args(spec, f"{CONTAINER_DIR}/bundle.tar", f"{CONTAINER_DIR}/results.json")]
 

@@ -12,6 +12,8 @@ from pipeline.target.rules import TargetRules
 
 RULES = TargetRules(
     name="edge_tpu",
+    image="edge-pipeline/coral",
+    docker_devices=("/dev/bus/usb",),  # Coral USB Accelerator (PCIe/M.2 Coral: /dev/apex_0)
     description="Coral Edge TPU: full-integer int8 TFLite, compiled by edgetpu_compiler",
     per_channel=True,
     io_dtype="uint8",

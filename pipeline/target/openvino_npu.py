@@ -10,6 +10,7 @@ from pipeline.target.rules import TargetRules
 
 RULES = TargetRules(
     name="openvino_npu",
+    docker_devices=("/dev/accel",),  # Intel NPU driver
     description="Intel NPU (Core Ultra), OpenVINO: NNCF int8 IR on the NPU plugin",
     per_channel=True,
     io_dtype="float32",

@@ -10,6 +10,7 @@ from pipeline.target.rules import TargetRules
 
 RULES = TargetRules(
     name="rpi4",
+    image="edge-pipeline/rpi",
     description="Raspberry Pi 4/5: TFLite int8 and fp32, LiteRT + XNNPACK, 4 threads",
     per_channel=True,
     io_dtype="int8",

@@ -34,6 +34,10 @@ class TargetRules:
     # verdict (str), passed (bool), summary (one line); see pipeline/target/checks.py
     checker: Callable[[Path, TargetRules], dict] | None = field(default=None, compare=False)
     compiler: str | None = None  # vendor compiler called when on PATH (edgetpu_compiler)
+    # the board side: the docker/ image that runs the bundle (name without the version tag, which is
+    # pipeline.device.remote's IMAGE_VERSION) and the device nodes its accelerator needs in the container
+    image: str | None = None
+    docker_devices: tuple[str, ...] = ()
     # the recipe to run instead when ``device`` is absent here (OpenVINO NPU -> openvino_cpu.yaml)
     alternative: str | None = None
     # arch prefix -> a variant this target runs fully, suggested when a model is refused
