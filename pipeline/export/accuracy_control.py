@@ -37,7 +37,7 @@ def validation_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
-                          mode: str = "auto") -> dict:
+                          mode: str = "auto", per_channel: bool = True) -> dict:
     """Judge the plain int8 IR at ``int8_xml`` on ``validation``; when it keeps < 99 % of fp32's top-1 there (and ``mode``
     is "auto"), replace it in place by NNCF's accuracy-controlled quantisation of ``onnx_path``. Returns the record for the
     sidecar and the manifest: what was measured, what was done, and why."""
@@ -61,7 +61,7 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
     if mode != "auto":
         return {**record, "reason": f"{missed}; export.openvino_accuracy_control: {mode}"}
     try:
-        quantized = quantize_with_accuracy_control(fp32, calibration, x_val, y_val)
+        quantized = quantize_with_accuracy_control(fp32, calibration, x_val, y_val, per_channel)
     except PipelineError as exc:  # the plain int8 IR stays, and the fidelity check judges it as before
         return {**record, "reason": f"{missed}; accuracy control failed, plain int8 kept", "error": str(exc)}
     restored_acc = validation_accuracy(quantized, x_val, y_val)
@@ -71,11 +71,13 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
             "reason": f"{missed}: nncf.quantize_with_accuracy_control kept {len(float_layers)} layer(s) in float"}
 
 
-def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray):
+def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, per_channel: bool = True):
     """``nncf.quantize_with_accuracy_control`` of an ``ov.Model``: the calibration set for statistics, the validation
     split (top-1, per image) to rank and restore layers, relative ``MAX_DROP``."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from pipeline.export.onnx2openvino import nncf_options
 
     calibration = np.asarray(calibration, dtype=np.float32)
 
@@ -97,6 +99,8 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
             drop_type=nncf.DropType.RELATIVE,
             subset_size=len(calibration),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
+            **{"advanced_quantization_parameters" if k == "advanced_parameters" else k: v
+               for k, v in nncf_options(per_channel).items()},
         )
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize_with_accuracy_control failed: {one_line(exc, 300)}") from None

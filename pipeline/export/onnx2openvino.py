@@ -1,8 +1,9 @@
 """ONNX → OpenVINO IR: fp32 (or fp16) and int8 post-training-quantised by NNCF.
 
 OpenVINO keeps the ONNX layout (NCHW) and float I/O; NNCF inserts FakeQuantize nodes from
-statistics of the calibration set (``nncf.quantize``, default "performance" preset:
-symmetric int8 weights and activations), which the CPU plugin executes in int8.
+statistics of the calibration set (``nncf.quantize``, "performance" preset: symmetric int8 weights
+and activations; weights per channel or per tensor as the target's rules say, ``nncf_options``),
+which the CPU plugin executes in int8.
 Each IR lives in its own folder (``<key>/<stem>.xml`` + ``.bin``).
 """
 
@@ -26,13 +27,14 @@ def onnx2openvino(
     *,
     fp32: bool | None = None,
     int8: bool = True,
+    per_channel: bool = True,
 ) -> dict[str, Path]:
     """IRs under ``out_dir``, keyed by the openvino family's format of each precision
     ({"openvino_fp32" | "openvino_fp16": xml, "openvino_int8": xml}).
 
     ``fp16`` writes the half-precision IR, ``fp32`` (default: when not ``fp16``) the full one;
     both come from one conversion. ``calibration``: float32 N×C×H×W, already normalised, fed
-    one image at a time (batch-1 IR).
+    one image at a time (batch-1 IR). ``per_channel``: the target's weight scheme (``TargetRules.per_channel``).
     """
     import openvino as ov
 
@@ -57,7 +59,7 @@ def onnx2openvino(
         key = primary(precision="int8", family="openvino")
         paths[key] = out_dir / key / f"{stem}.xml"
         paths[key].parent.mkdir(parents=True, exist_ok=True)
-        quantized = quantize_openvino(model, calibration)
+        quantized = quantize_openvino(model, calibration, per_channel=per_channel)
         ov.save_model(stable_names(quantized), str(paths[key]), compress_to_fp16=False)
     return paths
 
@@ -75,7 +77,21 @@ def stable_names(model):
     return model
 
 
-def quantize_openvino(model, calibration: np.ndarray):
+PRESET = "performance"  # nncf.QuantizationPreset: symmetric activations (MIXED would make them asymmetric)
+
+
+def nncf_options(per_channel: bool) -> dict:
+    """``nncf.quantize``'s keyword arguments for the target's scheme (``quantize_with_accuracy_control`` names the
+    advanced ones ``advanced_quantization_parameters``)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    weights = QuantizationParameters(per_channel=per_channel)
+    return {"preset": nncf.QuantizationPreset(PRESET),
+            "advanced_parameters": AdvancedQuantizationParameters(weights_quantization_params=weights)}
+
+
+def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
     """NNCF post-training quantisation of an ``ov.Model`` on every calibration image."""
     import nncf
 
@@ -90,7 +106,7 @@ def quantize_openvino(model, calibration: np.ndarray):
         log.setLevel(logging.ERROR)
     try:
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
-        return nncf.quantize(model, dataset, subset_size=len(calibration))
+        return nncf.quantize(model, dataset, subset_size=len(calibration), **nncf_options(per_channel))
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
     finally:

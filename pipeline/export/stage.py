@@ -256,13 +256,13 @@ class _Export:
     def openvino(self, keys: list[str]) -> None:
         if not keys:
             return
-        from pipeline.export.onnx2openvino import onnx2openvino
+        from pipeline.export.onnx2openvino import PRESET, onnx2openvino
         from pipeline.export.sidecar import nchw_io
 
         wanted = {FORMATS[k].precision for k in keys}
         t = self._step(f"OpenVINO IR ({', '.join(keys)}){'; NNCF int8 calibration' if 'int8' in wanted else ''}")
         made = onnx2openvino(self.paths["onnx"], self.out, self.calibration, fp16="fp16" in wanted,
-                             fp32="fp32" in wanted, int8="int8" in wanted)
+                             fp32="fp32" in wanted, int8="int8" in wanted, per_channel=self.rules.per_channel)
         self._done("openvino", t)
         if OPENVINO_INT8 in made and self.accuracy_control == "auto" and self.validation is not None:
             self._accuracy_control(made[OPENVINO_INT8])
@@ -271,7 +271,8 @@ class _Export:
             if FORMATS[key].precision == "int8":
                 used = bool(self.accuracy_record and self.accuracy_record["used"])
                 extra["quantization"] = self._calibration_record(
-                    "nncf.quantize_with_accuracy_control" if used else "nncf.quantize", preset="performance",
+                    "nncf.quantize_with_accuracy_control" if used else "nncf.quantize", preset=PRESET,
+                    scheme="per-channel" if self.rules.per_channel else "per-tensor",
                     **({"accuracy_control": self.accuracy_record} if self.accuracy_record else {}))
             self._sidecar(key, xml, nchw_io(self.input_shape, self.num_classes), extra)
 
@@ -281,7 +282,8 @@ class _Export:
         from pipeline.export.accuracy_control import restore_openvino_int8
 
         t = self._step(f"OpenVINO int8 vs fp32 on {len(self.validation[1])} validation images (accuracy control: auto)")
-        self.accuracy_record = restore_openvino_int8(self.paths["onnx"], int8_xml, self.calibration, self.validation, "auto")
+        self.accuracy_record = restore_openvino_int8(self.paths["onnx"], int8_xml, self.calibration, self.validation, "auto",
+                                                     per_channel=self.rules.per_channel)
         self._done("openvino_accuracy_control", t)
         style = "yellow" if self.accuracy_record["used"] or self.accuracy_record.get("error") else "dim"
         self.console.print(f"    [{style}]{escape(self.accuracy_record['reason'])}[/{style}]")

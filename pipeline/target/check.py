@@ -112,7 +112,7 @@ def export_untrained(model, input_shape: tuple[int, int, int], rules, workdir: P
         from pipeline.export.onnx2openvino import onnx2openvino
 
         made = onnx2openvino(onnx_path, workdir, calibration, fp16=fmt.precision == "fp16",
-                             fp32=fmt.precision == "fp32", int8=fmt.precision == "int8")
+                             fp32=fmt.precision == "fp32", int8=fmt.precision == "int8", per_channel=rules.per_channel)
         return made[key]
     raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' ({fmt.family}, {fmt.precision}) has no converter here")
 
