@@ -16,18 +16,6 @@ from pipeline.errors import PipelineError, one_line
 LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
 
-def tflite_interpreter_module():
-    """LiteRT's interpreter module, or the older tflite-runtime's where a board's OS forces it; None if neither."""
-    try:
-        from ai_edge_litert import interpreter
-    except ImportError:
-        try:
-            from tflite_runtime import interpreter  # type: ignore[no-redef]
-        except ImportError:
-            return None
-    return interpreter
-
-
 def library_path(library: str | None = None) -> str:
     return library or LIBRARY.get(platform.system(), "libedgetpu.so.1")
 
@@ -50,7 +38,9 @@ def delegate_info(library: str | None = None, device: str | None = None) -> dict
 
 def load_edgetpu_delegate(info: dict):
     """Load the delegate ``info`` describes (``delegate_info``); sets ``info['loaded']``. ``device``: 'usb', 'pci', 'usb:0'."""
-    interpreter = tflite_interpreter_module()
+    from pipeline.runtimes.tflite_rt import interpreter_module
+
+    interpreter = interpreter_module()
     if interpreter is None:
         raise PipelineError("no TFLite runtime: pip install ai-edge-litert (see docker/requirements-device.txt)")
     options = {"device": info["device"]} if info["device"] != "auto" else None

@@ -12,7 +12,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.runtimes import RUNTIMES
+from pipeline.runtimes import RUNTIMES, all_cores
 
 # ARM "CPU part" ids (/proc/cpuinfo) of the cores found on common boards
 ARM_PARTS = {
@@ -92,15 +92,11 @@ def coral_usb_devices(sys_usb: Path = Path("/sys/bus/usb/devices")) -> list[str]
 
 def describe_device(name: str | None = None) -> dict:
     """The ``device`` block of a results file; ``name`` labels the device's rows in reports."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
     return {
         "name": name or platform.node() or "device",
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": all_cores(),
         "memory_mb": memory_mb(),
         "arch": platform.machine(),
         "os": os_name(),

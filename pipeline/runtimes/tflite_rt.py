@@ -15,15 +15,24 @@ from pipeline.errors import PipelineError, one_line
 from pipeline.runtimes.base import Runtime, dequantize, quantize
 
 
-def _interpreter_class():
+def interpreter_module():
+    """LiteRT's interpreter module, or the older tflite-runtime's where a board's OS forces it (the order of
+    ``RUNTIMES['.tflite'].packages``); None if neither is installed."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter
     except ImportError:
-        try:  # boards whose OS only offers the old wheel
-            from tflite_runtime.interpreter import Interpreter
+        try:
+            from tflite_runtime import interpreter  # type: ignore[no-redef]
         except ImportError:
-            raise PipelineError("tflite runtime missing: pip install ai-edge-litert") from None
-    return Interpreter
+            return None
+    return interpreter
+
+
+def _interpreter_class():
+    module = interpreter_module()
+    if module is None:
+        raise PipelineError("tflite runtime missing: pip install ai-edge-litert")
+    return module.Interpreter
 
 
 class TFLiteRuntime(Runtime):

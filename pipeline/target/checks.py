@@ -49,10 +49,10 @@ def check_tflite(path: Path, rules) -> dict:
 
 def _run_tflite_once(path: Path, threads: int) -> dict:
     """One invoke on zeros: proves the runtime loads it (XNNPACK applies by default in LiteRT)."""
-    from pipeline.device.edgetpu import tflite_interpreter_module
+    from pipeline.runtimes.tflite_rt import interpreter_module
     from pipeline.runtimes.base import all_cores
 
-    module = tflite_interpreter_module()
+    module = interpreter_module()
     if module is None:
         return {"error": "no TFLite runtime installed (pip install ai-edge-litert)"}
     n = threads or all_cores()
