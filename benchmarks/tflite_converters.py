@@ -5,7 +5,8 @@ preprocessing and calibration subset), then converted both ways from the same ch
 calibration images (per-channel int8 weights, int8 I/O, NHWC). Each int8 file is scored on the
 test split by LiteRT (top-1, top-1 agreement with the fp32 PyTorch model), read back for its op
 count and full-integer problems, judged by the Edge TPU op check, and timed by the benchmark
-stage's own batch-1 latency method (1 thread, ``invoke`` alone).
+stage's own batch-1 latency method (1 thread, ``invoke`` alone). Dead channels are zeroed first,
+as the export stage does (``pipeline/export/dead_channels.py``).
 
 litert-torch runs in its own venv (``PIPELINE_LITERT_PYTHON``, docker/requirements-litert.txt).
 
@@ -55,7 +56,6 @@ def train(arch: str, x: np.ndarray, y: np.ndarray, out: Path):
     import torch.nn.functional as F
 
     from pipeline.models import build_model
-    from pipeline.models.checkpoint import save_checkpoint
 
     torch.manual_seed(TRAIN["seed"])
     model = build_model(arch, 10, x.shape[1])
@@ -71,9 +71,7 @@ def train(arch: str, x: np.ndarray, y: np.ndarray, out: Path):
             loss.backward()
             opt.step()
             sched.step()
-    model.eval()
-    save_checkpoint(out / "student.pt", model, {"arch": arch, "arch_args": {}, "num_classes": 10, "in_channels": x.shape[1]})
-    return model
+    return model.eval()
 
 
 def score(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, calib_sha: str) -> dict:
@@ -100,9 +98,11 @@ def run_one(arch: str, data: Path) -> dict:
 
     from pipeline.artifacts import sha256_file
     from pipeline.data import load_split
+    from pipeline.export.dead_channels import neutralize_dead_channels
     from pipeline.export.onnx2tflite import onnx2tflite
     from pipeline.export.torch2litert import tool_versions, torch2litert
     from pipeline.export.torch2onnx import torch2onnx
+    from pipeline.models.checkpoint import save_checkpoint
 
     out = WORK / arch
     out.mkdir(parents=True, exist_ok=True)
@@ -111,9 +111,14 @@ def run_one(arch: str, data: Path) -> dict:
     calib = np.load(data / "calibration.npy", allow_pickle=False)
     t0 = time.perf_counter()
     model = train(arch, xtr, ytr, out)
+    # as the export stage does before any conversion: dead channels (BN var ≈ 0) zeroed, so neither converter's
+    # int8 scales are inflated by them; both converters then read this one checkpoint
+    dead = neutralize_dead_channels(model)
+    save_checkpoint(out / "student.pt", model, {"arch": arch, "arch_args": {}, "num_classes": 10, "in_channels": xtr.shape[1]})
     with torch.no_grad():
         reference = torch.cat([model(torch.from_numpy(xte[i : i + 500])) for i in range(0, len(xte), 500)]).argmax(1).numpy()
-    row = {"student": arch, "train_seconds": round(time.perf_counter() - t0, 1), "fp32_top1": 100 * float((reference == yte).mean())}
+    row = {"student": arch, "train_seconds": round(time.perf_counter() - t0, 1), "fp32_top1": 100 * float((reference == yte).mean()),
+           "dead_channels_zeroed": sum(dead.values())}
     timings = {}
     t0 = time.perf_counter()
     onnx = torch2onnx(model, tuple(xte.shape[1:]), out / "student.onnx", check_inputs=xte[:8])

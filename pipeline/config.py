@@ -226,6 +226,9 @@ class ExportConfig(Section):
     # fp32 artifacts must reproduce the PyTorch logits: max |Δlogit| ≤ fp32_rtol × max(1, max |logit|)
     fp32_rtol: float = Field(1e-3, gt=0, lt=1)
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
+    # who makes tflite_int8: onnx2tf (from student.onnx) or litert-torch (from the PyTorch weights, in its own venv named
+    # by PIPELINE_LITERT_PYTHON; int8 I/O only). Same accuracy on resnet8 / mobile_half (benchmarks/tflite_converters.py)
+    tflite_converter: Literal["onnx2tf", "litert_torch"] = "onnx2tf"
 
     @field_validator("formats")
     @classmethod

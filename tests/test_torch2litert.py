@@ -68,3 +68,55 @@ def test_worker_failure_is_one_line(tmp_path):
     assert "litert-torch failed" in str(exc.value) and "\n" not in str(exc.value)
     assert not list(tmp_path.glob(".litert-*"))  # the work folder is gone
 
+
+
+def _stage_config(root: Path, target: str):
+    from pipeline.config import validate_config
+
+    return validate_config({
+        "name": "t", "runs_dir": str(root), "target": {"name": target},
+        "data": {"dataset": "digits", "max_train": 300, "max_test": 150, "calibration_size": 48},
+        "export": {"formats": ["onnx", "tflite_fp32", "tflite_int8"], "tflite_converter": "litert_torch", "teacher_onnx": False},
+    })
+
+
+@pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
+                    reason=f"no litert-torch venv ({PYTHON_ENV} unset and no /opt/litert-venv): see {REQUIREMENTS}")
+def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
+    """export.tflite_converter: litert_torch makes tflite_int8 (recorded in its sidecar), onnx2tf still tflite_fp32."""
+    import pipeline.data.stage as data_stage
+    import pipeline.export.stage as export_stage
+    from pipeline.export.sidecar import read_sidecar
+    from pipeline.models.checkpoint import save_checkpoint
+    from pipeline.data import load_split
+    from pipeline.run import StageContext
+
+    monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
+    cfg = _stage_config(tmp_path, "rpi4")  # int8 I/O: the Edge TPU target's uint8 I/O is not litert-torch's
+    data = tmp_path / "01_data"
+    data.mkdir()
+    data_stage.run(StageContext(cfg=cfg, out=data, inputs={}, cache=tmp_path / "cache"))
+    x, y = (torch.from_numpy(a) for a in load_split(data, "train"))
+    (tmp_path / "03_distill").mkdir()
+    save_checkpoint(tmp_path / "03_distill" / "student.pt", trained_resnet8(x, y, batch=50).eval(),
+                    {"arch": "resnet8", "arch_args": {}, "num_classes": 10, "in_channels": 1})
+    out = tmp_path / "05_export"
+    out.mkdir()
+    metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs={"data": data, "distill": tmp_path / "03_distill"},
+                                            cache=tmp_path / "cache"))
+    assert metrics["passed"], metrics["failed_artifacts"]
+    side = read_sidecar(out / "student_int8.tflite", required=True)
+    assert side["converter"] == "litert_torch" and side["converter_versions"]["litert_torch"] == "0.10.0"
+    assert side["input"]["dtype"] == "int8" and side["quantization"]["calibration_images"] == 48
+    assert (out / "student_fp32.tflite").is_file() and not list(out.glob(".litert*")) and not list(out.glob("*.versions.json"))
+
+
+def test_litert_torch_refuses_the_edge_tpu_uint8_io(tmp_path):
+    from pipeline.export.stage import _Export
+
+    job = _Export(tmp_path, tmp_path / "student.onnx", (1, 8, 8), {"preprocess": {}, "class_names": [], "num_classes": 10},
+                  np.zeros((1, 1, 8, 8), np.float32), tmp_path / "c.npy", rules=None, console=None, fp32_rtol=1e-3,
+                  check_images=None, converter="litert_torch")
+    job.model = object()
+    with pytest.raises(PipelineError, match="int8 I/O only, the target wants uint8; use onnx2tf"):
+        job._litert("tflite_int8", "per-channel", "uint8")

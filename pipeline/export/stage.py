@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format
+from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format, primary
 from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
 
@@ -82,7 +82,7 @@ def run(ctx) -> dict:
     console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
-                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES])
+                  fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], converter=cfg.tflite_converter)
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
@@ -124,7 +124,9 @@ def _rules(ctx):
 class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
-    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images):
+    def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
+                 converter="onnx2tf"):
+        self.converter, self.model, self.meta = converter, None, None  # tflite_converter; the weights, once loaded
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -174,6 +176,7 @@ class _Export:
         model, meta = load_checkpoint(self.source)
         self.class_names = meta.get("class_names") or self.class_names
         self.dead_channels = neutralize_dead_channels(model.eval())
+        self.model, self.meta = model, meta  # what every converter from the PyTorch weights starts from
         if self.dead_channels:
             self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
                                f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
@@ -213,16 +216,46 @@ class _Export:
 
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         io_dtype = self.rules.io_dtype
-        t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
-        made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
-        self._done("tflite", t)
-        for key, path in made.items():
-            if key not in keys:
-                path.unlink()
-                continue
-            int8 = FORMATS[key].precision == "int8"
-            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if int8 else None
-            self._sidecar(key, path, tflite_io(path), extra)
+        int8_key = primary(precision="int8", family="tflite")
+        by_litert = self.converter == "litert_torch" and int8_key in keys
+        if not by_litert or len(keys) > 1:  # onnx2tf makes fp32 and int8 in one call
+            t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
+            made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
+            self._done("tflite", t)
+            for key, path in made.items():
+                if key not in keys or (by_litert and key == int8_key):
+                    path.unlink()
+                    continue
+                int8 = FORMATS[key].precision == "int8"
+                extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype),
+                         "converter": "onnx2tf"} if int8 else None
+                self._sidecar(key, path, tflite_io(path), extra)
+        if by_litert:
+            self._litert(int8_key, scheme, io_dtype)
+
+    def _litert(self, key: str, scheme: str, io_dtype: str) -> None:
+        """tflite_int8 by litert-torch from the same (dead-channel-neutralised) weights that went to ONNX."""
+        import tempfile
+
+        from pipeline.export.sidecar import tflite_io
+        from pipeline.export.torch2litert import tool_versions, torch2litert
+        from pipeline.models.checkpoint import save_checkpoint
+
+        if self.model is None:
+            raise PipelineError("export.tflite_converter: litert_torch converts PyTorch weights, and the given model is ONNX; use onnx2tf")
+        if io_dtype != "int8":
+            raise PipelineError(f"export.tflite_converter: litert_torch makes int8 I/O only, the target wants {io_dtype}; use onnx2tf")
+        t = self._step(f"TFLite int8 via litert-torch (PT2E, {scheme}, int8 I/O, {len(self.calibration)} calibration images)")
+        path = self.out / FORMATS[key].file
+        with tempfile.TemporaryDirectory(prefix=".litert-src-", dir=self.out) as tmp:
+            source = Path(tmp) / "student.pt"
+            save_checkpoint(source, self.model, self.meta)
+            torch2litert(source, path, self.calibration, per_channel=self.rules.per_channel)
+        self._done("tflite_litert", t)
+        versions = tool_versions(path)
+        path.with_name(path.name + ".versions.json").unlink(missing_ok=True)
+        record = self._calibration_record("litert_torch.quantize.pt2e_quantizer", scheme=scheme, io_dtype=io_dtype)
+        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions})
 
     def openvino(self, keys: list[str]) -> None:
         if not keys:
