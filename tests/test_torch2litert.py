@@ -49,6 +49,24 @@ def test_round_trip_agrees_with_pytorch(tmp_path):
     assert abs((got == y[1000:1300]).mean() - (expected == y[1000:1300]).mean()) <= 0.03
 
 
+
+@pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
+                    reason=f"no litert-torch venv ({PYTHON_ENV} unset and no /opt/litert-venv): see {REQUIREMENTS}")
+def test_residual_adds_stay_integer(tmp_path):
+    """mobile_half's chained residual ADDs: after a non-strict torch.export the quantizer annotated none of them and
+    litert-torch left them in float (DEQUANTIZE → ADD → QUANTIZE); strict=True (the default) raises on that."""
+    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.models import build_model
+    from pipeline.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "student.pt", build_model("mobile_half", 10, 1).eval(),
+                    {"arch": "mobile_half", "arch_args": {}, "num_classes": 10, "in_channels": 1})
+    calib = np.random.default_rng(0).standard_normal((16, 1, 16, 16)).astype(np.float32)
+    path = torch2litert(tmp_path / "student.pt", tmp_path / "m.tflite", calib, python=VENV_PYTHON)
+    counts = read_tflite(path).op_counts()
+    assert counts["ADD"] == 10 and "DEQUANTIZE" not in counts
+
 def test_missing_venv_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv(PYTHON_ENV, raising=False)
     with pytest.raises(PipelineError) as exc:
