@@ -138,3 +138,21 @@ def test_litert_torch_refuses_the_edge_tpu_uint8_io(tmp_path):
     job.model = object()
     with pytest.raises(PipelineError, match="int8 I/O only, the target wants uint8; use onnx2tf"):
         job._litert("tflite_int8", "per-channel", "uint8")
+
+
+def test_cli_without_the_venv_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """`python -m pipeline export … export.tflite_converter=litert_torch` with no venv: exit 2, one line, no traceback."""
+    from pipeline.__main__ import main
+    from pipeline.models import build_model
+
+    monkeypatch.delenv(PYTHON_ENV, raising=False)
+    torch.save(build_model("resnet8", 10, 1).state_dict(), tmp_path / "w.pt")
+    recipe = tmp_path / "rpi4.yaml"
+    recipe.write_text(f"name: mine\nruns_dir: {tmp_path / 'runs'}\ntarget: {{name: rpi4}}\n"
+                      "data: {dataset: digits, image_size: 8, max_train: 64, max_test: 40, calibration_size: 16}\n"
+                      "export: {formats: [onnx, tflite_int8], tflite_converter: litert_torch}\n")
+    assert main(["export", str(tmp_path / "w.pt"), "--arch", "resnet8", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and PYTHON_ENV in last and REQUIREMENTS in last, last
