@@ -126,6 +126,7 @@ def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
     side = read_sidecar(out / "student_int8.tflite", required=True)
     assert side["converter"] == "litert_torch" and side["converter_versions"]["litert_torch"] == "0.10.0"
     assert side["input"]["dtype"] == "int8" and side["quantization"]["calibration_images"] == 48
+    assert list(side["sources"]) == ["checkpoint"]  # made from the weights, not from student.onnx
     assert (out / "student_fp32.tflite").is_file() and not list(out.glob(".litert*")) and not list(out.glob("*.versions.json"))
 
 

@@ -144,10 +144,10 @@ class _Export:
         self.timings[key] = time.perf_counter() - started
         self.console.print(f"    [dim]done in {self.timings[key]:.1f}s[/dim]")
 
-    def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None) -> None:
+    def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None, *, from_weights: bool = False) -> None:
         from pipeline.export.sidecar import write_sidecar
 
-        made_from = get_format(key).source
+        made_from = EXPORT_SOURCE if from_weights else get_format(key).source  # from_weights: litert-torch skips ONNX
         sources = {"checkpoint": self.source} if made_from == EXPORT_SOURCE else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
         write_sidecar(path, format=key, input=io[0], output=io[1], preprocess=self.preprocess, class_names=self.class_names,
                       sources=sources, extra=extra)
@@ -255,7 +255,8 @@ class _Export:
         versions = tool_versions(path)
         path.with_name(path.name + ".versions.json").unlink(missing_ok=True)
         record = self._calibration_record("litert_torch.quantize.pt2e_quantizer", scheme=scheme, io_dtype=io_dtype)
-        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions})
+        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions},
+                      from_weights=True)
 
     def openvino(self, keys: list[str]) -> None:
         if not keys:
