@@ -231,6 +231,9 @@ class ExportConfig(Section):
     # auto: when NNCF's plain int8 IR keeps < 99 % of fp32 top-1 on the validation split, redo it with
     # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %); off: plain int8 only
     openvino_accuracy_control: Literal["auto", "off"] = "auto"
+    # who makes tflite_int8: onnx2tf (from student.onnx) or litert-torch (from the PyTorch weights, in its own venv named
+    # by PIPELINE_LITERT_PYTHON; int8 I/O only). Same accuracy on resnet8 / mobile_half (benchmarks/tflite_converters.py)
+    tflite_converter: Literal["onnx2tf", "litert_torch"] = "onnx2tf"
 
     @field_validator("formats")
     @classmethod

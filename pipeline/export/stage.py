@@ -89,7 +89,8 @@ def run(ctx) -> dict:
     validation = load_split(data_dir, "val") if accuracy_control == "auto" else None
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
                   fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images,
-                  accuracy_control=accuracy_control, validation=validation)
+                  accuracy_control=accuracy_control, validation=validation,
+                  converter=cfg.tflite_converter)
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
@@ -134,7 +135,9 @@ class _Export:
     """The conversions of one stage run, in order; each writes its artifacts and their sidecars."""
 
     def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
-                 layer_error_images: int = 0, accuracy_control: str = "off", validation: tuple | None = None):
+                 layer_error_images: int = 0, accuracy_control: str = "off", validation: tuple | None = None,
+                 converter="onnx2tf"):
+        self.converter, self.model, self.meta = converter, None, None  # tflite_converter; the weights, once loaded
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -154,10 +157,10 @@ class _Export:
         self.timings[key] = time.perf_counter() - started
         self.console.print(f"    [dim]done in {self.timings[key]:.1f}s[/dim]")
 
-    def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None) -> None:
+    def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None, *, from_weights: bool = False) -> None:
         from pipeline.export.sidecar import write_sidecar
 
-        made_from = get_format(key).source
+        made_from = EXPORT_SOURCE if from_weights else get_format(key).source  # from_weights: litert-torch skips ONNX
         sources = {"checkpoint": self.source} if made_from == EXPORT_SOURCE else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
         write_sidecar(path, format=key, input=io[0], output=io[1], preprocess=self.preprocess, class_names=self.class_names,
                       sources=sources, extra=extra)
@@ -186,6 +189,7 @@ class _Export:
         model, meta = load_checkpoint(self.source)
         self.class_names = meta.get("class_names") or self.class_names
         self.dead_channels = neutralize_dead_channels(model.eval())
+        self.model, self.meta = model, meta  # what every converter from the PyTorch weights starts from
         if self.dead_channels:
             self.console.print(f"  {sum(self.dead_channels.values())} dead channels (BN variance ≈ 0) in "
                                f"{len(self.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
@@ -225,18 +229,49 @@ class _Export:
 
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         io_dtype = self.rules.io_dtype
-        t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
-        made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
-        self._done("tflite", t)
-        if TFLITE_INT8 in keys and self.layer_error_images:  # before the fp32 twin may be dropped
-            self._layer_error(made)
-        for key, path in made.items():
-            if key not in keys:
-                path.unlink()
-                continue
-            int8 = FORMATS[key].precision == "int8"
-            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)} if int8 else None
-            self._sidecar(key, path, tflite_io(path), extra)
+        int8_key = TFLITE_INT8
+        by_litert = self.converter == "litert_torch" and int8_key in keys
+        if not by_litert or len(keys) > 1:  # onnx2tf makes fp32 and int8 in one call
+            t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
+            made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
+            self._done("tflite", t)
+            if int8_key in keys and not by_litert and self.layer_error_images:  # before the fp32 twin may be dropped
+                self._layer_error(made)
+            for key, path in made.items():
+                if key not in keys or (by_litert and key == int8_key):
+                    path.unlink()
+                    continue
+                int8 = FORMATS[key].precision == "int8"
+                extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype),
+                         "converter": "onnx2tf"} if int8 else None
+                self._sidecar(key, path, tflite_io(path), extra)
+        if by_litert:
+            self._litert(int8_key, scheme, io_dtype)
+
+    def _litert(self, key: str, scheme: str, io_dtype: str) -> None:
+        """tflite_int8 by litert-torch from the same (dead-channel-neutralised) weights that went to ONNX."""
+        import tempfile
+
+        from pipeline.export.sidecar import tflite_io
+        from pipeline.export.torch2litert import tool_versions, torch2litert
+        from pipeline.models.checkpoint import save_checkpoint
+
+        if self.model is None:
+            raise PipelineError("export.tflite_converter: litert_torch converts PyTorch weights, and the given model is ONNX; use onnx2tf")
+        if io_dtype != "int8":
+            raise PipelineError(f"export.tflite_converter: litert_torch makes int8 I/O only, the target wants {io_dtype}; use onnx2tf")
+        t = self._step(f"TFLite int8 via litert-torch (PT2E, {scheme}, int8 I/O, {len(self.calibration)} calibration images)")
+        path = self.out / FORMATS[key].file
+        with tempfile.TemporaryDirectory(prefix=".litert-src-", dir=self.out) as tmp:
+            source = Path(tmp) / "student.pt"
+            save_checkpoint(source, self.model, self.meta)
+            torch2litert(source, path, self.calibration, per_channel=self.rules.per_channel)
+        self._done("tflite_litert", t)
+        versions = tool_versions(path)
+        path.with_name(path.name + ".versions.json").unlink(missing_ok=True)
+        record = self._calibration_record("litert_torch.quantize.pt2e_quantizer", scheme=scheme, io_dtype=io_dtype)
+        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions},
+                      from_weights=True)
 
     def _layer_error(self, made: dict[str, Path]) -> None:
         from pipeline.export.layer_error import short_name, write_layer_error
