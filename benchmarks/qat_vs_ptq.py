@@ -17,6 +17,15 @@ digits at the edge_tpu recipe's 16×16.
     python benchmarks/qat_vs_ptq.py                                  # everything (hours on 2 cores)
     python benchmarks/qat_vs_ptq.py --datasets digits --students resnet8 --seeds 0
     python benchmarks/qat_vs_ptq.py --table                          # print the stored results
+
+``--paths`` (issue 22) compares the int8 paths instead, on the distilled weights (PTQ) of each
+student and seed: TFLite by onnx2tf and by litert-torch (needs PIPELINE_LITERT_PYTHON, see
+docker/requirements-litert.txt), OpenVINO by NNCF (with accuracy control when plain int8 keeps
+< 99 % of fp32 on validation), ONNX Runtime QDQ; each against fp32 on the test split, plus the
+worst layer of the TFLite int8 model (``layer_error.json``). Target rpi4 (int8 I/O, per-channel),
+the int8 I/O that both TFLite converters make.
+
+    PIPELINE_LITERT_PYTHON=/opt/litert-venv/bin/python python benchmarks/qat_vs_ptq.py --paths --datasets digits
 """
 
 from __future__ import annotations
@@ -101,6 +110,61 @@ def run_one(dataset: str, student: str, seed: int) -> dict:
     return out
 
 
+PATHS_RESULTS = ROOT / "results" / "int8_paths.json"
+PATHS = {  # column -> (export config, format key)
+    "TFLite (onnx2tf)": ({}, "tflite_int8"),
+    "TFLite (litert-torch)": ({"tflite_converter": "litert_torch"}, "tflite_int8"),
+    "OpenVINO (NNCF, accuracy control auto)": ({}, "openvino_int8"),
+    "ONNX Runtime QDQ": ({}, "onnx_int8"),
+}
+
+
+def run_paths(dataset: str, student: str, seed: int) -> dict:
+    """One seed's distilled student through every int8 path (rpi4's int8 I/O); test top-1 of each and of fp32."""
+    import os
+
+    out: dict = {"paths": {}}
+    for converter in ({}, {"tflite_converter": "litert_torch"}):
+        if converter and not os.environ.get("PIPELINE_LITERT_PYTHON"):
+            continue
+        raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")
+        raw["target"] = {"name": "rpi4", "check_before_training": False}
+        raw["export"] = {"source": "distill", "teacher_onnx": False, **converter,
+                         "formats": ["onnx", "tflite_int8"] if converter else
+                         ["onnx", "onnx_int8", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"]}
+        m = run_pipeline(validate_config(raw, source=f"qat_vs_ptq --paths {dataset} {student} s{seed}"), start="export", until="export")
+        metrics = m["export"].metrics
+        fidelity = metrics["fidelity"]
+        out["fp32"] = 100 * m["distill"].metrics["test_acc"]
+        for column, (cfg, key) in PATHS.items():
+            if cfg == converter and key in fidelity:
+                out["paths"][column] = 100 * fidelity[key]["accuracy"]
+        if not converter:
+            out["openvino_accuracy_control"] = metrics.get("openvino_accuracy_control")
+            worst = (metrics.get("layer_error") or {}).get("worst")
+            out["worst_layer"] = {k: worst[k] for k in ("name", "op", "sqnr_db")} if worst else None
+    return out
+
+
+def paths_table(data: dict) -> str:
+    head = "| data | student | seeds | fp32 | " + " | ".join(f"{c} (÷ fp32)" for c in PATHS) + " | worst TFLite int8 layer (SQNR) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in data.get("rows", {}).values():
+        seeds = r["per_seed"].values()
+        fp32 = np.array([s["fp32"] for s in seeds])
+        cells = [r["dataset"], r["student"], str(len(fp32)), f"{fp32.mean():.2f} ± {fp32.std(ddof=1) if len(fp32) > 1 else 0:.2f}"]
+        for column in PATHS:
+            v = np.array([s["paths"][column] for s in seeds if column in s["paths"]])
+            cells.append("not run" if not len(v) else
+                         f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f} ({100 * v.mean() / fp32.mean():.1f} %)")
+        worst = min((s["worst_layer"] for s in seeds if s.get("worst_layer")), key=lambda w: w["sqnr_db"], default=None)
+        cells.append(f"{worst['name'][:40]} ({worst['op']}, {worst['sqnr_db']:.1f} dB)" if worst else "–")
+        used = sum(bool((s.get("openvino_accuracy_control") or {}).get("used")) for s in seeds)
+        cells[4 + list(PATHS).index("OpenVINO (NNCF, accuracy control auto)")] += f", control used {used}/{len(fp32)}"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summarise(per_seed: dict[str, dict]) -> dict:
     def stat(get) -> dict:
         v = np.array([get(r) for r in per_seed.values()], dtype=float)
@@ -141,11 +205,25 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--table", action="store_true", help="print the stored results and exit")
+    ap.add_argument("--paths", action="store_true", help="compare the int8 paths (issue 22) instead of PTQ vs QAT")
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.paths:
+        data = json.loads(PATHS_RESULTS.read_text()) if PATHS_RESULTS.is_file() else {}
+        for dataset in [] if args.table else args.datasets.split(","):
+            for student in args.students.split(","):
+                t0 = time.perf_counter()
+                per_seed = {str(seed): run_paths(dataset, student, seed) for seed in args.seeds}
+                data.setdefault("rows", {})[f"{dataset}/{student}"] = {
+                    "dataset": dataset, "student": student, "per_seed": per_seed, "target": "rpi4",
+                    "wall_seconds": round(time.perf_counter() - t0, 1), "measured": time.strftime("%Y-%m-%d")}
+                atomic_write_json(PATHS_RESULTS, data)
+                print(paths_table(data), flush=True)
+        print(paths_table(data))
+        return 0
     if not args.table:
         for dataset in args.datasets.split(","):
             for student in args.students.split(","):

@@ -118,3 +118,15 @@ def test_images_beyond_max_are_not_used(exported):
     few = layer_errors(made["sound"]["tflite_int8"], made["sound"]["tflite_fp32"], images, max_images=4)
     same = layer_errors(made["sound"]["tflite_int8"], made["sound"]["tflite_fp32"], images[:4])
     assert [(r.name, r.sqnr_db) for r in few] == [(r.name, r.sqnr_db) for r in same]
+
+
+def test_a_comparison_that_dies_costs_only_the_diagnosis(exported, tmp_path):
+    """The interpreters run in a child process: a file LiteRT cannot read (or a crash) is one recorded line."""
+    from pipeline.export.layer_error import write_layer_error
+
+    made, images = exported
+    broken = tmp_path / "broken_int8.tflite"
+    broken.write_bytes(b"not a flatbuffer")
+    record = write_layer_error(broken, made["sound"]["tflite_fp32"], images, tmp_path)
+    assert record["error"].startswith("PipelineError: layer error: the comparison process failed (")
+    assert "\n" not in record["error"] and not (tmp_path / "layer_error.json").exists()

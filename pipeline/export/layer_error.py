@@ -88,16 +88,47 @@ def worst_first(layers: list[LayerError]) -> list[LayerError]:
     return sorted(layers, key=lambda r: (r.sqnr_db is None, r.sqnr_db if r.sqnr_db is not None else 0.0, r.index))
 
 
+CHILD_TIMEOUT_S = 600
+
+
 def layer_errors(int8_path: Path, fp32_path: Path, images: np.ndarray, max_images: int = MAX_IMAGES) -> list[LayerError]:
     """Per-layer error of ``int8_path`` against ``fp32_path`` (one onnx2tf conversion) on ``images``, worst first.
 
     ``images``: float32 N×C×H×W, normalised (the calibration set); the first ``max_images`` are used.
+    The interpreters run in a child process (``python -m pipeline.export.layer_error``): LiteRT's
+    keep-every-tensor mode is a debugging mode, and it was seen to crash a long-lived process that had
+    converted and run many models before (SIGSEGV in the test suite); a crash there costs the run only
+    this diagnosis.
     """
-    from pipeline.export.tflite_graph import read_tflite
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from pipeline.child import run_child
 
     images = np.asarray(images, dtype=np.float32)[:max_images]
     if images.ndim != 4 or len(images) == 0:
         raise PipelineError(f"layer error: images must be a non-empty N×C×H×W array, got shape {images.shape}")
+    with tempfile.TemporaryDirectory(prefix="layer-error-") as tmp:
+        np.save(Path(tmp) / "images.npy", images)
+        argv = [sys.executable, "-m", "pipeline.export.layer_error", str(Path(int8_path).resolve()),
+                str(Path(fp32_path).resolve()), str(Path(tmp) / "images.npy"), str(Path(tmp) / "layers.json")]
+        try:
+            done = run_child(argv, cwd=Path(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise PipelineError(f"layer error: the comparison took over {CHILD_TIMEOUT_S} s and was stopped") from None
+        if done.returncode != 0:
+            last = (done.stderr or "").strip().splitlines()
+            why = f"killed by signal {-done.returncode}" if done.returncode < 0 else (last[-1] if last else f"exit {done.returncode}")
+            raise PipelineError(f"layer error: the comparison process failed ({why})")
+        return [LayerError(**r) for r in json.loads((Path(tmp) / "layers.json").read_text())]
+
+
+def _layer_errors_here(int8_path: Path, fp32_path: Path, images: np.ndarray) -> list[LayerError]:
+    """``layer_errors``' work, in this process (the child's side)."""
+    from pipeline.export.tflite_graph import read_tflite
+
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     q_model, f_model = _Model(int8_path), _Model(fp32_path)
     writers = _writers(read_tflite(int8_path))
@@ -279,3 +310,24 @@ def write_layer_error(int8_path: Path, fp32_path: Path, images: np.ndarray, out_
     doc = {**base, **summary(layers, used, top)}
     atomic_write_json(Path(out_dir) / LAYER_ERROR_FILE, doc)
     return {**{k: v for k, v in doc.items() if k != "records"}, "records": doc["records"][:top]}
+
+
+def _main(argv: list[str]) -> int:
+    """The child: INT8 FP32 IMAGES.npy OUT.json → the records, worst first, as JSON; a PipelineError is one line, exit 2."""
+    import json
+    import sys
+
+    int8_path, fp32_path, images_path, out = argv
+    try:
+        layers = _layer_errors_here(Path(int8_path), Path(fp32_path), np.load(images_path, allow_pickle=False))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    Path(out).write_text(json.dumps([asdict(r) for r in layers]))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
