@@ -25,6 +25,20 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(self.stages(x)).flatten(1))
 
 
+def with_outlier_channel(model: TinyNet, factor: float = 300.0) -> TinyNet:
+    """A copy of ``model`` whose stage-0 channel 0 is ``factor``× larger after BN and whose stage-1 conv divides it
+    back: the same function in fp32, but one int8 range that crushes every other channel of that tensor."""
+    broken = TinyNet(tuple(s[0].out_channels for s in model.stages), model.fc.out_features, model.stages[0][0].in_channels)
+    broken.load_state_dict(model.state_dict())
+    broken.eval()
+    with torch.no_grad():
+        bn = broken.stages[0][1]
+        bn.weight[0] *= factor
+        bn.bias[0] *= factor
+        broken.stages[1][0].weight[:, 0] /= factor
+    return broken
+
+
 @pytest.fixture
 def tiny_student():
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyNet
+from conftest import TinyNet, with_outlier_channel
 from pipeline.export.layer_error import (LayerError, compare_tensors, cosine, layer_errors, short_name, sqnr_db, summary,
                                          worst_first)
 
@@ -73,13 +73,8 @@ def exported(tmp_path_factory):
     images = _digits()
     torch.manual_seed(0)
     sound = TinyNet((4, 8, 16)).eval()
-    broken = TinyNet((4, 8, 16)).eval()
-    broken.load_state_dict(sound.state_dict())
+    broken = with_outlier_channel(sound, OUTLIER)
     with torch.no_grad():
-        bn = broken.stages[0][1]
-        bn.weight[0] *= OUTLIER
-        bn.bias[0] *= OUTLIER
-        broken.stages[1][0].weight[:, 0] /= OUTLIER
         x = torch.from_numpy(images)
         assert torch.allclose(broken(x), sound(x), atol=1e-5)  # the same function in fp32
     return {name: _export(model, tmp_path_factory.mktemp(name), images) for name, model in

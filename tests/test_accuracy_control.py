@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TinyNet
+from conftest import TinyNet, with_outlier_channel
 from pipeline.artifacts import sha256_file
 from pipeline.export.accuracy_control import MAX_DROP, restore_openvino_int8
 from pipeline.export.fidelity import MIN_INT8_RETAINED
@@ -49,13 +49,7 @@ def irs(tmp_path_factory):
 
     x, y = _digits()
     sound = _trained(torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200]))
-    broken = TinyNet((8, 16, 32)).eval()
-    broken.load_state_dict(sound.state_dict())
-    with torch.no_grad():
-        bn = broken.stages[0][1]
-        bn.weight[0] *= OUTLIER
-        bn.bias[0] *= OUTLIER
-        broken.stages[1][0].weight[:, 0] /= OUTLIER
+    broken = with_outlier_channel(sound, OUTLIER)
     made = {}
     for name, model in (("sound", sound), ("broken", broken)):
         folder = tmp_path_factory.mktemp(name)
