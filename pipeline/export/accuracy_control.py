@@ -77,7 +77,7 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from pipeline.export.onnx2openvino import nncf_options
+    from pipeline.export.onnx2openvino import nncf_scheme
 
     calibration = np.asarray(calibration, dtype=np.float32)
 
@@ -89,6 +89,7 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
     levels = [log.level for log in quiet]
     for log in quiet:
         log.setLevel(logging.ERROR)
+    preset, advanced = nncf_scheme(per_channel)
     try:
         return nncf.quantize_with_accuracy_control(
             model,
@@ -99,8 +100,8 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
             drop_type=nncf.DropType.RELATIVE,
             subset_size=len(calibration),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
-            **{"advanced_quantization_parameters" if k == "advanced_parameters" else k: v
-               for k, v in nncf_options(per_channel).items()},
+            preset=preset,
+            advanced_quantization_parameters=advanced,
         )
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize_with_accuracy_control failed: {one_line(exc, 300)}") from None

@@ -2,7 +2,7 @@
 
 OpenVINO keeps the ONNX layout (NCHW) and float I/O; NNCF inserts FakeQuantize nodes from
 statistics of the calibration set (``nncf.quantize``, "performance" preset: symmetric int8 weights
-and activations; weights per channel or per tensor as the target's rules say, ``nncf_options``),
+and activations; weights per channel or per tensor as the target's rules say, ``nncf_scheme``),
 which the CPU plugin executes in int8.
 Each IR lives in its own folder (``<key>/<stem>.xml`` + ``.bin``).
 """
@@ -80,15 +80,14 @@ def stable_names(model):
 PRESET = "performance"  # nncf.QuantizationPreset: symmetric activations (MIXED would make them asymmetric)
 
 
-def nncf_options(per_channel: bool) -> dict:
-    """``nncf.quantize``'s keyword arguments for the target's scheme (``quantize_with_accuracy_control`` names the
-    advanced ones ``advanced_quantization_parameters``)."""
+def nncf_scheme(per_channel: bool):
+    """(preset, advanced quantisation parameters) for the target's scheme: what every NNCF call here quantises with,
+    plain (``nncf.quantize``) and accuracy-controlled alike."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     weights = QuantizationParameters(per_channel=per_channel)
-    return {"preset": nncf.QuantizationPreset(PRESET),
-            "advanced_parameters": AdvancedQuantizationParameters(weights_quantization_params=weights)}
+    return nncf.QuantizationPreset(PRESET), AdvancedQuantizationParameters(weights_quantization_params=weights)
 
 
 def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
@@ -106,7 +105,8 @@ def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
         log.setLevel(logging.ERROR)
     try:
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
-        return nncf.quantize(model, dataset, subset_size=len(calibration), **nncf_options(per_channel))
+        preset, advanced = nncf_scheme(per_channel)
+        return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced)
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
     finally:
