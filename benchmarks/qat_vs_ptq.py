@@ -22,7 +22,7 @@ digits at the edge_tpu recipe's 16×16.
 student and seed: TFLite by onnx2tf and by litert-torch (needs PIPELINE_LITERT_PYTHON, see
 docker/requirements-litert.txt), OpenVINO by NNCF (with accuracy control when plain int8 keeps
 < 99 % of fp32 on validation), ONNX Runtime QDQ; each against fp32 on the test split, plus the
-worst layer of the TFLite int8 model (``layer_error.json``). Target rpi4 (int8 I/O, per-channel),
+worst layer of the TFLite and of the OpenVINO int8 model (their ``layer_error.json``). Target rpi4 (int8 I/O, per-channel),
 the int8 I/O that both TFLite converters make.
 
     PIPELINE_LITERT_PYTHON=/opt/litert-venv/bin/python python benchmarks/qat_vs_ptq.py --paths --datasets digits
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
+from pipeline.export.layer_error import short_name  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 
 RESULTS = ROOT / "results" / "qat_vs_ptq.json"
@@ -111,6 +112,7 @@ def run_one(dataset: str, student: str, seed: int) -> dict:
 
 
 PATHS_RESULTS = ROOT / "results" / "int8_paths.json"
+WORST_OF = ("tflite_int8", "openvino_int8")  # the formats whose per-layer error the table names
 PATHS = {  # column -> (export config, format key)
     "TFLite (onnx2tf)": ({}, "tflite_int8"),
     "TFLite (litert-torch)": ({"tflite_converter": "litert_torch"}, "tflite_int8"),
@@ -141,13 +143,13 @@ def run_paths(dataset: str, student: str, seed: int) -> dict:
                 out["paths"][column] = 100 * fidelity[key]["accuracy"]
         if not converter:
             out["openvino_accuracy_control"] = metrics.get("openvino_accuracy_control")
-            worst = (metrics.get("layer_error") or {}).get("worst")
-            out["worst_layer"] = {k: worst[k] for k in ("name", "op", "sqnr_db")} if worst else None
+            out["worst_layer"] = {key: info["worst"] for key, info in (metrics.get("layer_error") or {}).items() if info.get("worst")}
     return out
 
 
 def paths_table(data: dict) -> str:
-    head = "| data | student | seeds | fp32 | " + " | ".join(f"{c} (÷ fp32)" for c in PATHS) + " | worst TFLite int8 layer (SQNR) |"
+    head = ("| data | student | seeds | fp32 | " + " | ".join(f"{c} (÷ fp32)" for c in PATHS)
+            + " | " + " | ".join(f"worst {k} layer (SQNR)" for k in WORST_OF) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in data.get("rows", {}).values():
         seeds = r["per_seed"].values()
@@ -157,8 +159,10 @@ def paths_table(data: dict) -> str:
             v = np.array([s["paths"][column] for s in seeds if column in s["paths"]])
             cells.append("not run" if not len(v) else
                          f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f} ({100 * v.mean() / fp32.mean():.1f} %)")
-        worst = min((s["worst_layer"] for s in seeds if s.get("worst_layer")), key=lambda w: w["sqnr_db"], default=None)
-        cells.append(f"{worst['name'][:40]} ({worst['op']}, {worst['sqnr_db']:.1f} dB)" if worst else "–")
+        for key in WORST_OF:  # over the seeds, the lowest
+            found = [s["worst_layer"].get(key) for s in seeds if isinstance(s.get("worst_layer"), dict)]
+            worst = min(filter(None, found), key=lambda w: w["sqnr_db"], default=None)
+            cells.append(f"{short_name(worst['name'])[:40]} ({worst['op']}, {worst['sqnr_db']:.1f} dB)" if worst else "–")
         used = sum(bool((s.get("openvino_accuracy_control") or {}).get("used")) for s in seeds)
         cells[4 + list(PATHS).index("OpenVINO (NNCF, accuracy control auto)")] += f", control used {used}/{len(fp32)}"
         lines.append("| " + " | ".join(cells) + " |")

@@ -226,7 +226,8 @@ class ExportConfig(Section):
     # fp32 artifacts must reproduce the PyTorch logits: max |Δlogit| ≤ fp32_rtol × max(1, max |logit|)
     fp32_rtol: float = Field(1e-3, gt=0, lt=1)
     teacher_onnx: bool = True  # also export the teacher to ONNX: the same-runtime latency baseline
-    # tflite_int8 vs tflite_fp32 tensor by tensor on this many calibration images (layer_error.json); 0 = off
+    # int8 vs fp32 tensor by tensor on this many calibration images, layer_error.json beside each int8 model:
+    # tflite_int8 vs tflite_fp32, openvino_int8 (as deployed) vs student.onnx; 0 = off
     layer_error_images: int = Field(32, ge=0, le=1024)
     # auto: when NNCF's plain int8 IR keeps < 99 % of fp32 top-1 on the validation split, redo it with
     # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %); off: plain int8 only

@@ -245,8 +245,22 @@ def test_int8_error_per_layer_is_written_beside_the_int8_model(run_dir):
     sqnr = [r["sqnr_db"] for r in doc["records"]]
     assert sqnr == sorted(sqnr) and sqnr[0] > 15  # a trained resnet8 quantises well everywhere
     assert doc["worst"] == {"name": doc["records"][0]["name"], "op": doc["records"][0]["op"], "sqnr_db": sqnr[0]}
-    summary = metrics["layer_error"]
+    summary = metrics["layer_error"]["tflite_int8"]
     assert summary["records"] == doc["records"][:10] and summary["worst"] == doc["worst"] and "error" not in summary
+
+
+def test_openvino_int8_error_per_layer_is_written_beside_its_ir(run_dir):
+    """The IR as deployed (after the accuracy-control decision) against student.onnx: every ReLU/Add/pool output
+    NNCF quantised, the logits last in execution order."""
+    out, metrics = run_dir["out"], run_dir["metrics"]
+    doc = json.loads((out / "openvino_int8" / "layer_error.json").read_text())
+    assert doc["artifact"] == "openvino_int8/student.xml" and doc["reference"] == "student.onnx" and doc["images"] == 32
+    ops = {r["op"] for r in doc["records"]}
+    assert {"Relu", "Add"} <= ops and "FakeQuantize" not in ops and "Constant" not in ops
+    logits = [r for r in doc["records"] if r["scale"] is None]
+    assert len(logits) == 1 and logits[0]["shape"] == [1, 10]
+    assert all(r["sqnr_db"] > 10 for r in doc["records"])  # a trained resnet8: no layer breaks
+    assert metrics["layer_error"]["openvino_int8"]["worst"] == doc["worst"]
 
 
 def test_openvino_int8_records_the_accuracy_control_decision(run_dir):

@@ -48,8 +48,8 @@ class LayerError:
     rel_error: float | None
     cosine: float | None  # None when either tensor is all zeros
     clipped: float  # share of fp32 values outside the int8 tensor's range
-    scale: float  # the int8 tensor's (first) scale
-    zero_point: int
+    scale: float | None  # the int8 tensor's (first) scale; None for a float tensor compared as well (OpenVINO's logits)
+    zero_point: int | None
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
@@ -213,7 +213,10 @@ def _writers(graph) -> dict[int, tuple[str, int]]:
 
 def short_name(name: str) -> str:
     """'model/tf.nn.relu_5/Relu;model/tf.math.add_10/Add;model/tf.nn.convolution_6/convolution' →
-    'convolution_6+add_10+relu_5': the fused ops in execution order, by their numbered scope (for tables and plots)."""
+    'convolution_6+add_10+relu_5': the fused ops in execution order, by their numbered scope (for tables and plots).
+    An ONNX node path (OpenVINO keeps them), '/layer1/layer1.0/relu/Relu', → its module path 'layer1/layer1.0/relu'."""
+    if name.startswith("/"):
+        return name.strip("/").rpartition("/")[0] or name.strip("/")
     parts = []
     for part in reversed(name.split(";")):
         scope = part.rsplit("/", 1)[0] if "/" in part else part
@@ -293,23 +296,33 @@ class _Sums:
         return self.clipped / self.count if self.count else 0.0
 
 
-def write_layer_error(int8_path: Path, fp32_path: Path, images: np.ndarray, out_dir: Path, max_images: int = MAX_IMAGES,
-                      top: int = 10) -> dict:
-    """``out_dir/layer_error.json`` (every layer, worst first) and the export metrics' summary (the ``top`` worst).
+def write_layer_error(int8_path: Path, reference: Path, images: np.ndarray, export_dir: Path, max_images: int = MAX_IMAGES,
+                      top: int = 10, compare=None) -> dict:
+    """``layer_error.json`` beside ``int8_path`` (every layer, worst first) and the export metrics' summary (the ``top``
+    worst), paths relative to ``export_dir``. ``compare(int8_path, reference, images)`` → the records: by default
+    ``layer_errors`` (an int8 .tflite against its fp32 twin); OpenVINO's is ``layer_error_openvino.openvino_layer_errors``.
 
     Never raises: a diagnosis that cannot run is recorded as ``error`` and must not cost the run its artifacts."""
     from pipeline.artifacts import atomic_write_json
     from pipeline.errors import one_line
 
+    int8_path, export_dir = Path(int8_path), Path(export_dir)
+    out = int8_path.parent / LAYER_ERROR_FILE
     used = min(len(images), max_images)
-    base = {"file": LAYER_ERROR_FILE, "artifact": Path(int8_path).name, "reference": Path(fp32_path).name, "images": used}
+    base = {"file": _inside(out, export_dir), "artifact": _inside(int8_path, export_dir),
+            "reference": _inside(Path(reference), export_dir), "images": used}
     try:
-        layers = layer_errors(int8_path, fp32_path, images, max_images)
+        layers = (compare or layer_errors)(int8_path, reference, np.asarray(images, np.float32)[:max_images])
     except Exception as exc:  # noqa: BLE001 - a diagnosis, not a product: one line instead of a failed stage
         return {**base, "error": f"{type(exc).__name__}: {one_line(exc, 300)}"}
     doc = {**base, **summary(layers, used, top)}
-    atomic_write_json(Path(out_dir) / LAYER_ERROR_FILE, doc)
+    atomic_write_json(out, doc)
     return {**{k: v for k, v in doc.items() if k != "records"}, "records": doc["records"][:top]}
+
+
+def _inside(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (the export stage's), or its bare name when it lies elsewhere."""
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else path.name
 
 
 def _main(argv: list[str]) -> int:

@@ -146,7 +146,7 @@ class _Export:
         self.paths: dict[str, Path] = {}
         self.dead_channels: dict[str, int] = {}
         self.timings: dict[str, float] = {}
-        self.layer_error_images, self.layer_error = layer_error_images, None
+        self.layer_error_images, self.layer_error = layer_error_images, {}  # format key → its per-layer summary
         self.accuracy_control, self.validation, self.accuracy_record = accuracy_control, validation, None
 
     def _step(self, label: str) -> float:
@@ -236,7 +236,7 @@ class _Export:
             made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
             self._done("tflite", t)
             if int8_key in keys and not by_litert and self.layer_error_images:  # before the fp32 twin may be dropped
-                self._layer_error(made)
+                self._layer_error(int8_key, made[int8_key], made[TFLITE_FP32])
             for key, path in made.items():
                 if key not in keys or (by_litert and key == int8_key):
                     path.unlink()
@@ -273,20 +273,22 @@ class _Export:
         self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions},
                       from_weights=True)
 
-    def _layer_error(self, made: dict[str, Path]) -> None:
-        from pipeline.export.layer_error import short_name, write_layer_error
+    def _layer_error(self, key: str, artifact: Path, reference: Path) -> None:
+        from pipeline.export.layer_error import layer_errors, short_name, write_layer_error
+        from pipeline.export.layer_error_openvino import openvino_layer_errors
 
-        t = self._step(f"int8 error per layer (tflite_int8 vs tflite_fp32, {min(len(self.calibration), self.layer_error_images)} "
+        compare = openvino_layer_errors if FORMATS[key].family == "openvino" else layer_errors
+        t = self._step(f"int8 error per layer ({key} vs {reference.name}, {min(len(self.calibration), self.layer_error_images)} "
                        "calibration images)")
-        self.layer_error = write_layer_error(made[TFLITE_INT8], made[TFLITE_FP32], self.calibration, self.out,
-                                             self.layer_error_images)
-        self._done("layer_error", t)
-        worst = self.layer_error.get("worst")
+        info = self.layer_error[key] = write_layer_error(artifact, reference, self.calibration, self.out, self.layer_error_images,
+                                                         compare=compare)
+        self._done(f"layer_error_{key}", t)
+        worst = info.get("worst")
         if worst:
             self.console.print(f"    worst: {short_name(worst['name'])} ({worst['op']}) {worst['sqnr_db']:.1f} dB SQNR, "
-                               f"{self.layer_error['layers']} layers → {self.layer_error['file']}")
+                               f"{info['layers']} layers → {info['file']}")
         else:
-            self.console.print(f"    [yellow]no per-layer numbers: {self.layer_error.get('error', 'no layer compared')}[/yellow]")
+            self.console.print(f"    [yellow]no per-layer numbers: {info.get('error', 'no layer compared')}[/yellow]")
 
     def openvino(self, keys: list[str]) -> None:
         if not keys:
@@ -301,6 +303,8 @@ class _Export:
         self._done("openvino", t)
         if OPENVINO_INT8 in made and self.accuracy_control == "auto" and self.validation is not None:
             self._accuracy_control(made[OPENVINO_INT8])
+        if OPENVINO_INT8 in made and self.layer_error_images:  # the IR as deployed: after accuracy control
+            self._layer_error(OPENVINO_INT8, made[OPENVINO_INT8], self.paths["onnx"])
         for key, xml in made.items():
             extra: dict = {"runtime_hints": {"INFERENCE_PRECISION_HINT": "f32"}}
             if FORMATS[key].precision == "int8":

@@ -108,10 +108,18 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         command=run.get("command") or "run",
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
-    report["layer_error"] = export.get("layer_error")
+    report["layer_error"] = layer_error_by_format(export.get("layer_error"))
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
     return to_json(report, source=f"{records.folder or '.'}/{STAGE_FOLDERS['benchmark']}/{RESULTS_FILE} (with the run's records)")
+
+
+def layer_error_by_format(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The export metrics' per-layer summaries by format key; a run exported before OpenVINO had one holds the TFLite
+    summary alone, unkeyed."""
+    if not found:
+        return None
+    return {"tflite_int8": found} if "artifact" in found else found
 
 
 def device_row(row: dict[str, Any], device: str, default_threads: Any) -> dict[str, Any]:

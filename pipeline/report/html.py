@@ -82,19 +82,22 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
 
 
 def _layer_error(report: dict[str, Any]) -> list[str]:
-    """The int8-error-per-layer section: table, note and bar plot (nothing when the run has no numbers)."""
+    """The int8-error-per-layer section: per int8 artifact a table, a note and a bar plot (nothing without numbers)."""
     from pipeline.report import layer_error
 
-    text, rows = layer_error.note(report), layer_error.table(report)
-    if text is None:
+    found = layer_error.artifacts(report)
+    if not found:
         return []
     parts = [f"<h2>{_e(layer_error.TITLE)}</h2>"]
-    if rows:
-        parts.append(_table(*rows))
-    parts.append(f"<p class=\"note\">{_e(text)}</p>")
-    if png := layer_error.figure(report):
-        parts.append(f"<figure><img alt=\"{_e(layer_error.TITLE)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
-                     f"<figcaption class=\"note\">{_e(layer_error.TITLE)}</figcaption></figure>")
+    for key, info in found.items():
+        title = f"{layer_error.TITLE}: {layer_error.heading(key)}"
+        parts.append(f"<h3>{_e(layer_error.heading(key))}</h3>")
+        if rows := layer_error.table(info):
+            parts.append(_table(*rows))
+        parts.append(f"<p class=\"note\">{_e(layer_error.note(key, info))}</p>")
+        if png := layer_error.figure(info):
+            parts.append(f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+                         f"<figcaption class=\"note\">{_e(title)}</figcaption></figure>")
     return parts
 
 

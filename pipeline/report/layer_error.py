@@ -1,52 +1,66 @@
-"""The report's "int8 error per layer" section: the export stage's worst layers as a table and a bar plot.
+"""The report's "int8 error per layer" section: for each int8 artifact compared, its worst layers as a table and a bar plot.
 
-Reads ``report["layer_error"]`` (the export metrics' summary of ``layer_error.json``); absent in runs
-exported before it existed or with ``export.layer_error_images: 0``, and then the section is left out.
+Reads ``report["layer_error"]`` (format key → the export metrics' summary of that artifact's ``layer_error.json``);
+absent in runs exported before it existed or with ``export.layer_error_images: 0``, and then the section is left out.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pipeline.export.formats import FORMATS
 from pipeline.export.layer_error import short_name
 from pipeline.report.tables import Table
 
 TITLE = "Int8 error per layer"
 LOW_SQNR_DB = 20.0  # below this a layer's quantisation noise is more than a tenth of its signal: marked in the plot
-NOTE = ("Each quantised tensor of {artifact} dequantised and compared with the same tensor of {reference} (one onnx2tf "
-        "conversion, same op names) on {images} calibration images; worst SQNR first, {shown} of {layers} layers "
-        "(all in {file}). SQNR = 10·log10(Σ fp32² / Σ (fp32 − int8)²): ≈ 40 dB is clean 8-bit rounding, below "
-        "{low:g} dB the error is over a tenth of the signal. Errors add up along the graph: the first layer whose SQNR drops "
-        "well below its inputs' is where it breaks. Clipped: share of fp32 values outside the int8 range (calibrated range "
-        "too narrow) as opposed to rounding.")
+# how each family's int8 tensors are paired with fp32 ones (pipeline/export/layer_error.py, layer_error_openvino.py)
+PAIRING = {
+    "tflite": "each quantised tensor of {artifact} dequantised and compared with the same tensor of {reference} (one onnx2tf "
+              "conversion, same op names)",
+    "openvino": "each quantised activation of {artifact} (a FakeQuantize's output) compared with the same-named op of "
+                "{reference} (NNCF keeps the ONNX names), the float logits too",
+}
+NOTE = ("{pairing} on {images} calibration images; worst SQNR first, {shown} of {layers} tensors (all in {file}). "
+        "SQNR = 10·log10(Σ fp32² / Σ (fp32 − int8)²): ≈ 40 dB is clean 8-bit rounding, below {low:g} dB the error is over "
+        "a tenth of the signal. Errors add up along the graph: the first layer whose SQNR drops well below its inputs' is "
+        "where it breaks. Clipped: share of fp32 values outside the int8 range (calibrated range too narrow) as opposed "
+        "to rounding.")
 
 
-def note(report: dict[str, Any]) -> str | None:
-    info = report.get("layer_error")
-    if not info:
-        return None
+def artifacts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Format key → its per-layer summary, in the report's order (empty when the run has none)."""
+    return dict(report.get("layer_error") or {})
+
+
+def heading(key: str) -> str:
+    return FORMATS[key].label if key in FORMATS else key
+
+
+def note(key: str, info: dict[str, Any]) -> str:
     if info.get("error"):
         return f"No per-layer numbers for {info['artifact']}: {info['error']}"
-    return NOTE.format(shown=len(info["records"]), low=LOW_SQNR_DB, **info)
+    family = FORMATS[key].family if key in FORMATS else "tflite"
+    pairing = PAIRING.get(family, PAIRING["tflite"]).format(**info)
+    return NOTE.format(pairing=pairing[0].upper() + pairing[1:], shown=len(info["records"]), low=LOW_SQNR_DB, **info)
 
 
-def table(report: dict[str, Any]) -> Table | None:
-    info = report.get("layer_error")
-    if not info or not info.get("records"):
+def table(info: dict[str, Any]) -> Table | None:
+    if not info.get("records"):
         return None
     headers = ["#", "Layer (fused ops)", "Op", "Shape", "SQNR (dB)", "Rel. error", "Cosine", "Clipped", "Scale"]
     rows = [[str(r["index"]), short_name(r["name"]), r["op"], "×".join(str(d) for d in r["shape"]), _db(r["sqnr_db"]),
-             _f(r["rel_error"], 4), _f(r["cosine"], 5), f"{100 * r['clipped']:.2f} %", f"{r['scale']:.3g}"]
+             _f(r["rel_error"], 4), _f(r["cosine"], 5), f"{100 * r['clipped']:.2f} %",
+             "float" if r["scale"] is None else f"{r['scale']:.3g}"]
             for r in info["records"]]
     return headers, rows
 
 
-def figure(report: dict[str, Any]) -> bytes | None:
+def figure(info: dict[str, Any]) -> bytes | None:
     """Horizontal bars of SQNR, worst layer on top; bars under ``LOW_SQNR_DB`` in red."""
     from pipeline.report.plots import _plt, _png
 
-    info = report.get("layer_error")
-    rows = [r for r in (info or {}).get("records", []) if r["sqnr_db"] is not None]
+    rows = [r for r in info.get("records", []) if r["sqnr_db"] is not None]
     if not rows:
         return None
     plt = _plt()

@@ -80,10 +80,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 def _layer_error(report: dict[str, Any]) -> list[str]:
     from pipeline.report import layer_error
 
-    text, rows = layer_error.note(report), layer_error.table(report)
-    if text is None:
+    found = layer_error.artifacts(report)
+    if not found:
         return []
-    return [f"## {layer_error.TITLE}", "", *([table(*rows), ""] if rows else []), escape(text), ""]
+    lines = [f"## {layer_error.TITLE}", ""]
+    for key, info in found.items():
+        rows = layer_error.table(info)
+        lines += [f"### {escape(layer_error.heading(key))}", "", *([table(*rows), ""] if rows else []),
+                  escape(layer_error.note(key, info)), ""]
+    return lines
 
 
 _MARKUP = str.maketrans({c: "\\" + c for c in "\\`*|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"})

@@ -266,7 +266,7 @@ class Verdict(Closed):
 
 
 class LayerErrorRow(Closed):
-    """One tensor of the int8 TFLite against its fp32 twin (``pipeline.export.layer_error``)."""
+    """One quantised tensor of an int8 artifact against its fp32 twin (``pipeline.export.layer_error``)."""
 
     name: str
     op: str
@@ -276,8 +276,8 @@ class LayerErrorRow(Closed):
     rel_error: float | None
     cosine: float | None
     clipped: float = Field(description="share of fp32 values outside the int8 tensor's range")
-    scale: float
-    zero_point: int
+    scale: float | None = Field(description="the int8 tensor's (first) scale; None for a float output compared too")
+    zero_point: int | None
 
 
 class LayerErrorInfo(Closed):
@@ -315,7 +315,8 @@ class Report(Closed):
     gates: list[Gate]
     checks: list[Check]
     target: TargetInfo
-    layer_error: LayerErrorInfo | None = Field(None, description="int8 error per layer of the TFLite int8 model (export stage)")
+    layer_error: dict[str, LayerErrorInfo] | None = Field(
+        None, description="int8 error per layer of each int8 artifact compared (export stage), by format key")
 
 
 def to_json(report: dict[str, Any], source: str = "report") -> dict[str, Any]:
