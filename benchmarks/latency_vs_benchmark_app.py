@@ -65,9 +65,9 @@ def make_irs(models: list[str], folder: Path) -> list[Path]:
 
 
 def ir_input_shape(xml: Path) -> tuple[int, ...]:
-    import openvino as ov
+    from pipeline.runtimes.openvino_core import core
 
-    return tuple(int(d) for d in ov.Core().read_model(str(xml)).inputs[0].get_shape())
+    return tuple(int(d) for d in core().read_model(str(xml)).inputs[0].get_shape())
 
 
 def ours(xml: Path, images: np.ndarray, threads: int, niter: int) -> dict:

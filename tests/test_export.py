@@ -275,18 +275,17 @@ def test_openvino_int8_records_the_accuracy_control_decision(run_dir):
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_nncf_quantises_weights_by_the_targets_scheme(tmp_path, per_channel):
     """TargetRules.per_channel reaches NNCF: one weight range per output channel, or one per tensor."""
-    import openvino as ov
-
     from conftest import TinyNet
     from pipeline.export.onnx2openvino import onnx2openvino
     from pipeline.export.torch2onnx import torch2onnx
+    from pipeline.runtimes.openvino_core import core as ov_core
 
     torch.manual_seed(0)
     onnx_path = torch2onnx(TinyNet().eval(), (1, 8, 8), tmp_path / "tiny.onnx")
     calibration = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
     xml = onnx2openvino(onnx_path, tmp_path, calibration, fp32=False, per_channel=per_channel)["openvino_int8"]
     conv_weight_ranges = []  # NNCF stores int8 weights: Constant(i8) → Convert → Multiply(scale) feeding each conv
-    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+    for op in ov_core().read_model(str(xml)).get_ordered_ops():
         if op.get_type_name() == "Multiply" and op.get_friendly_name().endswith("/fq_weights_1"):
             if len(op.input(0).get_partial_shape()) == 4:
                 conv_weight_ranges.append(list(op.input(1).get_partial_shape().to_shape()))

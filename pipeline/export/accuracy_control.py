@@ -30,7 +30,9 @@ def validation_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an ``ov.Model`` (or compiled model) on float32 N×C×H×W images, one at a time (batch-1 IR)."""
     import openvino as ov
 
-    compiled = model if isinstance(model, ov.CompiledModel) else ov.Core().compile_model(
+    from pipeline.runtimes.openvino_core import core
+
+    compiled = model if isinstance(model, ov.CompiledModel) else core().compile_model(
         model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     hits = [int(np.argmax(compiled(x[i : i + 1])[0]) == y[i]) for i in range(len(y))]
     return float(np.mean(hits)) if hits else float("nan")
@@ -44,11 +46,12 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
     import openvino as ov
 
     from pipeline.export.onnx2openvino import stable_names
+    from pipeline.runtimes.openvino_core import core as ov_core
 
     x_val, y_val = (np.asarray(a) for a in validation)
     if len(y_val) == 0:
         return {"mode": mode, "used": False, "reason": "no validation images to judge int8 on"}
-    core = ov.Core()
+    core = ov_core()
     fp32 = ov.convert_model(str(onnx_path))
     fp32_acc = validation_accuracy(fp32, x_val, y_val)
     plain_acc = validation_accuracy(core.read_model(str(int8_xml)), x_val, y_val)
@@ -78,6 +81,7 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     from pipeline.export.onnx2openvino import nncf_scheme
+    from pipeline.runtimes.openvino_core import alternate_stack_kept
 
     calibration = np.asarray(calibration, dtype=np.float32)
 
@@ -91,18 +95,19 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
         log.setLevel(logging.ERROR)
     preset, advanced = nncf_scheme(per_channel)
     try:
-        return nncf.quantize_with_accuracy_control(
-            model,
-            calibration_dataset=nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
-            validation_dataset=nncf.Dataset([(x_val[i : i + 1], int(y_val[i])) for i in range(len(y_val))]),
-            validation_fn=top1,
-            max_drop=MAX_DROP,
-            drop_type=nncf.DropType.RELATIVE,
-            subset_size=len(calibration),
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
-            preset=preset,
-            advanced_quantization_parameters=advanced,
-        )
+        with alternate_stack_kept():  # NNCF's own Cores must not leave this thread a freed signal stack
+            return nncf.quantize_with_accuracy_control(
+                model,
+                calibration_dataset=nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
+                validation_dataset=nncf.Dataset([(x_val[i : i + 1], int(y_val[i])) for i in range(len(y_val))]),
+                validation_fn=top1,
+                max_drop=MAX_DROP,
+                drop_type=nncf.DropType.RELATIVE,
+                subset_size=len(calibration),
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
+                preset=preset,
+                advanced_quantization_parameters=advanced,
+            )
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize_with_accuracy_control failed: {one_line(exc, 300)}") from None
     finally:

@@ -96,9 +96,7 @@ def layer_errors(int8_path: Path, fp32_path: Path, images: np.ndarray, max_image
 
     ``images``: float32 N×C×H×W, normalised (the calibration set); the first ``max_images`` are used.
     The interpreters run in a child process (``python -m pipeline.export.layer_error``): LiteRT's
-    keep-every-tensor mode is a debugging mode, and it was seen to crash a long-lived process that had
-    converted and run many models before (SIGSEGV in the test suite); a crash there costs the run only
-    this diagnosis.
+    keep-every-tensor mode is a debugging mode, and a crash there costs the run only this diagnosis.
     """
     import json
     import subprocess

@@ -26,12 +26,12 @@ from pipeline.export.layer_error import LayerError, _Sums, worst_first
 def openvino_layer_errors(int8_xml: Path, reference: Path, images: np.ndarray) -> list[LayerError]:
     """Per-layer error of the int8 IR ``int8_xml`` against ``reference`` (the ONNX model, or an fp32 IR, it was made from)
     on float32 N×C×H×W ``images`` (already cut to the number wanted), worst first."""
-    import openvino as ov
+    from pipeline.runtimes.openvino_core import core as ov_core
 
     for path in (int8_xml, reference):
         if not Path(path).is_file():
             raise PipelineError(f"layer error: {path}: no such model file")
-    core = ov.Core()
+    core = ov_core()
     q_model, f_model = core.read_model(str(int8_xml)), core.read_model(str(reference))
     twins = {op.get_friendly_name(): op for op in f_model.get_ordered_ops()}
     order = {op.get_friendly_name(): i for i, op in enumerate(q_model.get_ordered_ops())}

@@ -94,6 +94,8 @@ def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
     """NNCF post-training quantisation of an ``ov.Model`` on every calibration image."""
     import nncf
 
+    from pipeline.runtimes.openvino_core import alternate_stack_kept
+
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
@@ -106,7 +108,8 @@ def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
     try:
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
         preset, advanced = nncf_scheme(per_channel)
-        return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced)
+        with alternate_stack_kept():  # NNCF's own Cores must not leave this thread a freed signal stack
+            return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced)
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
     finally:

@@ -24,7 +24,9 @@ class OpenVINORuntime(Runtime):
         super().__init__(artifact, threads, sidecar)
         import openvino as ov
 
-        core = ov.Core()
+        from pipeline.runtimes.openvino_core import core as ov_core
+
+        core = ov_core()
         available = list(core.available_devices)
         base = device.split(":")[0].split(".")[0].upper()
         if base not in VIRTUAL_DEVICES and not any(d == device or d.split(".")[0] == base for d in available):

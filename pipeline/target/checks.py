@@ -73,9 +73,10 @@ def check_openvino(path: Path, rules) -> dict:
     by the device's plugin (``query_model``) and compiled for it. Without the device, checked on CPU."""
     import openvino as ov
 
+    from pipeline.runtimes.openvino_core import core as ov_core
     from pipeline.target.device import device_status
 
-    core = ov.Core()
+    core = ov_core()
     status = device_status(rules, list(core.available_devices))
     device = status["device"] if status["available"] else "CPU"
     model = core.read_model(str(path))

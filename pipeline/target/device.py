@@ -15,9 +15,9 @@ def available_devices(runtime: str) -> list[str]:
     if runtime != "openvino":
         return ["CPU"]
     try:
-        import openvino as ov
+        from pipeline.runtimes.openvino_core import core
 
-        return list(ov.Core().available_devices)
+        return list(core().available_devices)
     except Exception:  # not installed or broken: nothing usable
         return []
 
