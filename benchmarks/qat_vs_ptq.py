@@ -113,11 +113,12 @@ def run_one(dataset: str, student: str, seed: int) -> dict:
 
 PATHS_RESULTS = ROOT / "results" / "int8_paths.json"
 WORST_OF = ("tflite_int8", "openvino_int8")  # the formats whose per-layer error the table names
+ONNX2TF, LITERT = {"tflite_converter": "onnx2tf"}, {"tflite_converter": "litert_torch"}  # each converter forced
 PATHS = {  # column -> (export config, format key)
-    "TFLite (onnx2tf)": ({}, "tflite_int8"),
-    "TFLite (litert-torch)": ({"tflite_converter": "litert_torch"}, "tflite_int8"),
-    "OpenVINO (NNCF, accuracy control auto)": ({}, "openvino_int8"),
-    "ONNX Runtime QDQ": ({}, "onnx_int8"),
+    "TFLite (onnx2tf)": (ONNX2TF, "tflite_int8"),
+    "TFLite (litert-torch)": (LITERT, "tflite_int8"),
+    "OpenVINO (NNCF, accuracy control auto)": (ONNX2TF, "openvino_int8"),
+    "ONNX Runtime QDQ": (ONNX2TF, "onnx_int8"),
 }
 
 
@@ -126,13 +127,13 @@ def run_paths(dataset: str, student: str, seed: int) -> dict:
     import os
 
     out: dict = {"paths": {}}
-    for converter in ({}, {"tflite_converter": "litert_torch"}):
-        if converter and not os.environ.get("PIPELINE_LITERT_PYTHON"):
+    for converter in (ONNX2TF, LITERT):
+        if converter == LITERT and not os.environ.get("PIPELINE_LITERT_PYTHON"):
             continue
         raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")
         raw["target"] = {"name": "rpi4", "check_before_training": False}
         raw["export"] = {"source": "distill", "teacher_onnx": False, **converter,
-                         "formats": ["onnx", "tflite_int8"] if converter else
+                         "formats": ["onnx", "tflite_int8"] if converter == LITERT else
                          ["onnx", "onnx_int8", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"]}
         m = run_pipeline(validate_config(raw, source=f"qat_vs_ptq --paths {dataset} {student} s{seed}"), start="export", until="export")
         metrics = m["export"].metrics
@@ -141,7 +142,7 @@ def run_paths(dataset: str, student: str, seed: int) -> dict:
         for column, (cfg, key) in PATHS.items():
             if cfg == converter and key in fidelity:
                 out["paths"][column] = 100 * fidelity[key]["accuracy"]
-        if not converter:
+        if converter == ONNX2TF:
             out["openvino_accuracy_control"] = metrics.get("openvino_accuracy_control")
             out["worst_layer"] = {key: info["worst"] for key, info in (metrics.get("layer_error") or {}).items() if info.get("worst")}
     return out

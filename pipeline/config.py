@@ -233,8 +233,12 @@ class ExportConfig(Section):
     # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %); off: plain int8 only
     openvino_accuracy_control: Literal["auto", "off"] = "auto"
     # who makes tflite_int8: onnx2tf (from student.onnx) or litert-torch (from the PyTorch weights, in its own venv named
-    # by PIPELINE_LITERT_PYTHON; int8 I/O only). Same accuracy on resnet8 / mobile_half (benchmarks/tflite_converters.py)
-    tflite_converter: Literal["onnx2tf", "litert_torch"] = "onnx2tf"
+    # by PIPELINE_LITERT_PYTHON; int8 I/O only); auto: both where litert-torch can run, the one with the higher int8
+    # top-1 on the validation split kept (a tie keeps onnx2tf), onnx2tf alone where it cannot (recorded why)
+    tflite_converter: Literal["auto", "onnx2tf", "litert_torch"] = "auto"
+    # auto: when onnx2tf's tflite_int8 keeps < 99 % of tflite_fp32's top-1 on the validation split, convert again calibrated
+    # on 4× the images and keep it if its int8 scores higher there (pipeline/export/tflite_recalibration.py); off: never
+    tflite_recalibration: Literal["auto", "off"] = "auto"
 
     @field_validator("formats")
     @classmethod

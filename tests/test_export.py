@@ -263,6 +263,14 @@ def test_openvino_int8_error_per_layer_is_written_beside_its_ir(run_dir):
     assert metrics["layer_error"]["openvino_int8"]["worst"] == doc["worst"]
 
 
+def test_the_edge_tpu_tflite_int8_is_onnx2tf_and_the_sidecar_says_why(run_dir):
+    """tflite_converter: auto (the default) does not try litert-torch for uint8 I/O; the choice is recorded."""
+    side = read_sidecar(run_dir["out"] / "student_int8.tflite")
+    assert side["converter"] == "onnx2tf" and side["converter_choice"]["chosen"] == "onnx2tf"
+    assert "int8 I/O only, the target wants uint8" in side["converter_choice"]["reason"]
+    assert run_dir["metrics"]["tflite_converter"] == side["converter_choice"]
+
+
 def test_openvino_int8_records_the_accuracy_control_decision(run_dir):
     rec = run_dir["metrics"]["openvino_accuracy_control"]
     assert rec["mode"] == "auto" and rec["validation_images"] > 0 and rec["max_drop"] == 0.01

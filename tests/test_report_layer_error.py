@@ -71,6 +71,9 @@ def test_openvino_int8_has_its_own_table_named_by_onnx_module_paths(tmp_path, re
     assert "| 60 | logits | Add | 1×10 | 7.2 | 0.4400 | 0.90000 | 0.00 % | float |" in section
     assert "a FakeQuantize's output) compared with the same-named op of student.onnx" in section
     assert "4 of 4 tensors (all in openvino_int8/layer_error.json)" in section
+    assert "export.openvino_accuracy_control: auto reverts the layers" in section
+    tflite = md[md.index("### TFLite int8"):md.index("### OpenVINO int8")]
+    assert "Keeping the worst layers in float is not offered: tflite_int8 is full-integer on every target here" in tflite
     assert 'alt="Int8 error per layer: OpenVINO int8"' in (tmp_path / "report.html").read_text()
 
 

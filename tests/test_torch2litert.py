@@ -88,29 +88,26 @@ def test_worker_failure_is_one_line(tmp_path):
 
 
 
-def _stage_config(root: Path, target: str):
+def _stage_config(root: Path, target: str, converter: str):
     from pipeline.config import validate_config
 
     return validate_config({
         "name": "t", "runs_dir": str(root), "target": {"name": target},
         "data": {"dataset": "digits", "max_train": 300, "max_test": 150, "calibration_size": 48},
-        "export": {"formats": ["onnx", "tflite_fp32", "tflite_int8"], "tflite_converter": "litert_torch", "teacher_onnx": False},
+        "export": {"formats": ["onnx", "tflite_fp32", "tflite_int8"], "tflite_converter": converter, "teacher_onnx": False},
     })
 
 
-@pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
-                    reason=f"no litert-torch venv ({PYTHON_ENV} unset and no /opt/litert-venv): see {REQUIREMENTS}")
-def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
-    """export.tflite_converter: litert_torch makes tflite_int8 (recorded in its sidecar), onnx2tf still tflite_fp32."""
+def _export_stage(tmp_path: Path, converter: str) -> tuple[Path, dict]:
+    """The export stage of a trained resnet8 on digits, rpi4 rules (int8 I/O: the Edge TPU's uint8 I/O is not
+    litert-torch's), with ``converter`` making tflite_int8."""
     import pipeline.data.stage as data_stage
     import pipeline.export.stage as export_stage
-    from pipeline.export.sidecar import read_sidecar
-    from pipeline.models.checkpoint import save_checkpoint
     from pipeline.data import load_split
+    from pipeline.models.checkpoint import save_checkpoint
     from pipeline.run import StageContext
 
-    monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
-    cfg = _stage_config(tmp_path, "rpi4")  # int8 I/O: the Edge TPU target's uint8 I/O is not litert-torch's
+    cfg = _stage_config(tmp_path, "rpi4", converter)
     data = tmp_path / "01_data"
     data.mkdir()
     data_stage.run(StageContext(cfg=cfg, out=data, inputs={}, cache=tmp_path / "cache"))
@@ -122,12 +119,66 @@ def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
     out.mkdir()
     metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs={"data": data, "distill": tmp_path / "03_distill"},
                                             cache=tmp_path / "cache"))
+    return out, metrics
+
+
+needs_venv = pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
+                                reason=f"no litert-torch venv ({PYTHON_ENV} unset and no /opt/litert-venv): see {REQUIREMENTS}")
+
+
+@needs_venv
+def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
+    """export.tflite_converter: litert_torch makes tflite_int8 (recorded in its sidecar), onnx2tf still tflite_fp32."""
+    from pipeline.export.sidecar import read_sidecar
+
+    monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
+    out, metrics = _export_stage(tmp_path, "litert_torch")
     assert metrics["passed"], metrics["failed_artifacts"]
     side = read_sidecar(out / "student_int8.tflite", required=True)
     assert side["converter"] == "litert_torch" and side["converter_versions"]["litert_torch"] == "0.10.0"
     assert side["input"]["dtype"] == "int8" and side["quantization"]["calibration_images"] == 48
     assert list(side["sources"]) == ["checkpoint"]  # made from the weights, not from student.onnx
     assert (out / "student_fp32.tflite").is_file() and not list(out.glob(".litert*")) and not list(out.glob("*.versions.json"))
+
+
+@needs_venv
+def test_auto_keeps_the_converter_with_the_higher_validation_top1(tmp_path, monkeypatch):
+    """export.tflite_converter: auto converts with both, scores both int8 models on the validation split, keeps the
+    better (onnx2tf on a tie) at student_int8.tflite and says so in the sidecar and the metrics."""
+    from pipeline.export.sidecar import read_sidecar
+
+    monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
+    out, metrics = _export_stage(tmp_path, "auto")
+    # chosen on 144 validation images; the test split (150) judges it afterwards, and may still fail it by an image
+    assert metrics["fidelity"]["tflite_int8"]["op_check"]["passed"] and metrics["fidelity"]["tflite_fp32"]["passed"]
+    record = metrics["tflite_converter"]
+    acc = record["val_accuracy"]
+    assert record["mode"] == "auto" and set(acc) == {"onnx2tf", "litert_torch"} and record["validation_images"] > 0
+    assert record["chosen"] == ("litert_torch" if acc["litert_torch"] > acc["onnx2tf"] else "onnx2tf")
+    side = read_sidecar(out / "student_int8.tflite", required=True)
+    assert side["converter"] == record["chosen"] and side["converter_choice"] == record
+    assert ("layer_error" in metrics) == (record["chosen"] == "onnx2tf")  # per-layer error pairs onnx2tf's twins only
+    assert not list(out.glob(".litert*")) and (out / "student_fp32.tflite").is_file()
+
+
+def test_auto_without_the_venv_or_with_uint8_io_is_onnx2tf_and_says_why(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from pipeline.export.stage import _Export
+
+    monkeypatch.delenv(PYTHON_ENV, raising=False)
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    job = _Export(tmp_path, tmp_path / "student.onnx", (1, 8, 8), {"preprocess": {}, "class_names": [], "num_classes": 10},
+                  x, tmp_path / "c.npy", rules=None, console=Console(file=io.StringIO()), fp32_rtol=1e-3, check_images=None,
+                  validation=(x, np.zeros(4, np.int64)), converter="auto")
+    job.model = object()
+    assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "int8") == "onnx2tf"
+    assert job.converter_record["chosen"] == "onnx2tf" and PYTHON_ENV in job.converter_record["reason"]
+    assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "uint8") == "onnx2tf"
+    assert job.converter_record["reason"] == "litert-torch not tried: litert_torch makes int8 I/O only, the target wants uint8; use onnx2tf"
+    assert not list(tmp_path.iterdir())  # nothing converted
 
 
 def test_litert_torch_refuses_the_edge_tpu_uint8_io(tmp_path):

@@ -61,14 +61,17 @@ def split_dataset(data_dir: Path, which: str, *, augment: list[str] | None = Non
                       workers=workers, fingerprint=info["files_sha256"][which])
 
 
-def load_split(data_dir: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed float32 N×C×H×W images and int64 labels of one recorded split, as arrays."""
+def load_split(data_dir: Path, which: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed float32 N×C×H×W images and int64 labels of one recorded split (its first ``limit``), as arrays."""
     _check_split(which)
     info = read_split_info(data_dir)
     if is_streamed(info):
-        return _stack(split_dataset(data_dir, which), tuple(info["input_shape"]))
+        dataset = split_dataset(data_dir, which)
+        if limit is not None:
+            dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        return _stack(dataset, tuple(info["input_shape"]))
     raw = load_raw(info["dataset"], info["root"])
-    idx = np.asarray(info["indices"][which], dtype=np.int64)
+    idx = np.asarray(info["indices"][which], dtype=np.int64)[:limit]
     if len(raw.labels) != info["num_images"]:
         raise PipelineError(
             f"data: {info['dataset']} now has {len(raw.labels)} images, the split recorded {info['num_images']}; "

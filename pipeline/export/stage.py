@@ -86,11 +86,14 @@ def run(ctx) -> dict:
     console.print(f"  → weights: {source_reason}")
     x, y = load_split(data_dir, "test")
     accuracy_control = cfg.openvino_accuracy_control if OPENVINO_INT8 in cfg.formats else "off"
-    validation = load_split(data_dir, "val") if accuracy_control == "auto" else None
+    tflite_int8 = TFLITE_INT8 in cfg.formats
+    judged_on_validation = accuracy_control == "auto" or (tflite_int8 and "auto" in (cfg.tflite_converter, cfg.tflite_recalibration))
+    validation = load_split(data_dir, "val") if judged_on_validation else None
     job = _Export(ctx.out, source, input_shape, info, calibration, calib_path, rules=_rules(ctx), console=console,
                   fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES], layer_error_images=cfg.layer_error_images,
                   accuracy_control=accuracy_control, validation=validation,
-                  converter=cfg.tflite_converter)
+                  converter=cfg.tflite_converter, recalibration=cfg.tflite_recalibration if tflite_int8 else "off",
+                  more_images=lambda n: load_split(data_dir, "train", limit=n)[0])
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
     job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
@@ -121,6 +124,8 @@ def run(ctx) -> dict:
         **({"teacher_onnx": teacher} if teacher else {}),
         **({"layer_error": job.layer_error} if job.layer_error else {}),
         **({"openvino_accuracy_control": job.accuracy_record} if job.accuracy_record else {}),
+        **({"tflite_converter": job.converter_record} if job.converter_record else {}),
+        **({"tflite_recalibration": job.recalibration_record} if job.recalibration_record else {}),
         "seconds": {k: round(v, 2) for k, v in job.timings.items()},
     }
 
@@ -136,8 +141,11 @@ class _Export:
 
     def __init__(self, out, source, input_shape, info, calibration, calib_path, *, rules, console, fp32_rtol, check_images,
                  layer_error_images: int = 0, accuracy_control: str = "off", validation: tuple | None = None,
-                 converter="onnx2tf"):
+                 converter="onnx2tf", recalibration: str = "off", more_images=None):
         self.converter, self.model, self.meta = converter, None, None  # tflite_converter; the weights, once loaded
+        self.converter_record: dict | None = None  # tflite_converter auto: what was compared and chosen
+        # tflite_recalibration: "auto" | "off", more_images(n) → n more normalised training images; the decision's record
+        self.recalibration, self.more_images, self.recalibration_record = recalibration, more_images, None
         self.out, self.source, self.input_shape, self.rules, self.console = Path(out), source, input_shape, rules, console
         self.fp32_rtol, self.check_images = fp32_rtol, check_images
         self.calibration, self.calib_path = calibration, calib_path
@@ -221,7 +229,8 @@ class _Export:
             self._sidecar(key, path, io, {"quantization": record})
 
     def tflite(self, keys: list[str]) -> None:
-        """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped."""
+        """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped. tflite_int8 comes
+        from litert-torch instead when ``export.tflite_converter`` says so, or when it wins on validation (``auto``)."""
         if not keys:
             return
         from pipeline.export.onnx2tflite import onnx2tflite
@@ -230,47 +239,140 @@ class _Export:
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         io_dtype = self.rules.io_dtype
         int8_key = TFLITE_INT8
-        by_litert = self.converter == "litert_torch" and int8_key in keys
-        if not by_litert or len(keys) > 1:  # onnx2tf makes fp32 and int8 in one call
+        converter = self.converter if int8_key in keys else "onnx2tf"
+        made: dict[str, Path] = {}
+        if converter != "litert_torch" or len(keys) > 1:  # onnx2tf makes fp32 and int8 in one call
             t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
             made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
             self._done("tflite", t)
-            if int8_key in keys and not by_litert and self.layer_error_images:  # before the fp32 twin may be dropped
-                self._layer_error(int8_key, made[int8_key], made[TFLITE_FP32])
-            for key, path in made.items():
-                if key not in keys or (by_litert and key == int8_key):
-                    path.unlink()
-                    continue
-                int8 = FORMATS[key].precision == "int8"
-                extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype),
-                         "converter": "onnx2tf"} if int8 else None
-                self._sidecar(key, path, tflite_io(path), extra)
-        if by_litert:
+        if converter == "auto":  # may put litert-torch's model in place of onnx2tf's int8 (with its sidecar)
+            converter = self._pick_converter(made[int8_key], scheme, io_dtype)
+        if converter == "onnx2tf" and int8_key in keys and self.recalibration == "auto" and self.validation is not None:
+            self._recalibrate(made, io_dtype)
+        if converter == "onnx2tf" and int8_key in keys and self.layer_error_images:  # before the fp32 twin may be dropped
+            self._layer_error(int8_key, made[int8_key], made[TFLITE_FP32])
+        for key, path in made.items():
+            if key == int8_key and converter == "litert_torch":
+                if self.converter == "litert_torch":
+                    path.unlink()  # made next, from the weights
+                continue
+            if key not in keys:
+                path.unlink()
+                continue
+            int8 = FORMATS[key].precision == "int8"
+            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype),
+                     "converter": "onnx2tf", **self._converter_choice()} if int8 else None
+            if int8 and self.recalibration_record:
+                extra["recalibration"] = self.recalibration_record
+                if self.recalibration_record["used"]:  # the images it was calibrated on: the recorded subset and more
+                    tried = self.recalibration_record["tried"]
+                    extra["quantization"].update(calibration_images=tried["calibration_images"], calibration_sha256=tried["calibration_sha256"],
+                                                 calibration="the recorded subset, then the next training images")
+            self._sidecar(key, path, tflite_io(path), extra)
+        if self.converter == "litert_torch" and int8_key in keys:
             self._litert(int8_key, scheme, io_dtype)
 
-    def _litert(self, key: str, scheme: str, io_dtype: str) -> None:
-        """tflite_int8 by litert-torch from the same (dead-channel-neutralised) weights that went to ONNX."""
+    def _recalibrate(self, made: dict[str, Path], io_dtype: str) -> None:
+        from rich.markup import escape
+
+        from pipeline.export.tflite_recalibration import recalibrate_tflite_int8
+
+        t = self._step(f"TFLite int8 vs fp32 on {len(self.validation[1])} validation images (recalibration: auto)")
+        self.recalibration_record = recalibrate_tflite_int8(self.paths["onnx"], made, self.calibration, self.more_images,
+                                                            self.validation, io_dtype=io_dtype, per_channel=self.rules.per_channel)
+        self._done("tflite_recalibration", t)
+        style = "yellow" if "<" in self.recalibration_record["reason"] else "dim"
+        self.console.print(f"    [{style}]{escape(self.recalibration_record['reason'])}[/{style}]")
+
+    def _converter_choice(self) -> dict:
+        return {"converter_choice": self.converter_record} if self.converter_record else {}
+
+    def _litert_unusable(self, io_dtype: str) -> str | None:
+        """Why litert-torch cannot make this model's tflite_int8 here (None: it can)."""
+        from pipeline.export.torch2litert import litert_python
+
+        if self.model is None:
+            return "litert_torch converts PyTorch weights, and the given model is ONNX; use onnx2tf"
+        if io_dtype != "int8":
+            return f"litert_torch makes int8 I/O only, the target wants {io_dtype}; use onnx2tf"
+        try:
+            litert_python()
+        except PipelineError as exc:
+            return str(exc).removeprefix("export: ")
+        return None
+
+    def _pick_converter(self, onnx2tf_int8: Path, scheme: str, io_dtype: str) -> str:
+        """``tflite_converter: auto``: litert-torch's int8 beside onnx2tf's, top-1 of both on the validation split; the
+        better one stays at ``onnx2tf_int8`` (a tie keeps onnx2tf, the default). Either way the choice is recorded."""
+        import shutil
         import tempfile
 
-        from pipeline.export.sidecar import tflite_io
+        from rich.markup import escape
+
+        from pipeline.export.tflite_recalibration import top1
+
+        x_val, y_val = self.validation if self.validation is not None else (None, np.zeros(0))
+        why_not = self._litert_unusable(io_dtype) or (None if len(y_val) else "no validation images to choose by")
+        if why_not:
+            self.converter_record = {"mode": "auto", "chosen": "onnx2tf", "reason": f"litert-torch not tried: {why_not}"}
+            self.console.print(f"    [dim]tflite_converter auto → onnx2tf ({escape(self.converter_record['reason'])})[/dim]")
+            return "onnx2tf"
+        t = self._step(f"tflite_int8 converter (auto): litert-torch beside onnx2tf, int8 top-1 on {len(y_val)} validation images")
+        with tempfile.TemporaryDirectory(prefix=".litert-candidate-", dir=self.out) as tmp:
+            candidate = Path(tmp) / onnx2tf_int8.name
+            try:
+                versions = self._litert_convert(candidate)
+            except PipelineError as exc:
+                self.converter_record = {"mode": "auto", "chosen": "onnx2tf", "reason": f"litert-torch failed: {exc}"}
+                self._done("tflite_converter", t)
+                self.console.print(f"    [yellow]{escape(self.converter_record['reason'])}[/yellow]")
+                return "onnx2tf"
+            accuracy = {"onnx2tf": top1(onnx2tf_int8, x_val, y_val), "litert_torch": top1(candidate, x_val, y_val)}
+            chosen = "litert_torch" if accuracy["litert_torch"] > accuracy["onnx2tf"] else "onnx2tf"
+            self.converter_record = {
+                "mode": "auto", "chosen": chosen, "validation_images": int(len(y_val)), "val_accuracy": accuracy,
+                "reason": f"int8 top-1 on validation: onnx2tf {accuracy['onnx2tf']:.2%}, litert-torch {accuracy['litert_torch']:.2%}"
+                          + ("" if chosen == "litert_torch" else " (a tie keeps onnx2tf)" if accuracy["litert_torch"] == accuracy["onnx2tf"] else "")}
+            if chosen == "litert_torch":
+                shutil.move(candidate, onnx2tf_int8)
+                self._litert_sidecar(TFLITE_INT8, onnx2tf_int8, versions, scheme, io_dtype)
+        self._done("tflite_converter", t)
+        self.console.print(f"    → {chosen}: {escape(self.converter_record['reason'])}")
+        return chosen
+
+    def _litert(self, key: str, scheme: str, io_dtype: str) -> None:
+        """tflite_int8 by litert-torch (``export.tflite_converter: litert_torch``)."""
+        why_not = self._litert_unusable(io_dtype)
+        if why_not:
+            raise PipelineError(f"export.tflite_converter: {why_not}")
+        t = self._step(f"TFLite int8 via litert-torch (PT2E, {scheme}, int8 I/O, {len(self.calibration)} calibration images)")
+        path = self.out / FORMATS[key].file
+        versions = self._litert_convert(path)
+        self._done("tflite_litert", t)
+        self._litert_sidecar(key, path, versions, scheme, io_dtype)
+
+    def _litert_convert(self, path: Path) -> dict:
+        """litert-torch's int8 .tflite at ``path`` from the same (dead-channel-neutralised) weights that went to ONNX;
+        the tool versions it ran with."""
+        import tempfile
+
         from pipeline.export.torch2litert import tool_versions, torch2litert
         from pipeline.models.checkpoint import save_checkpoint
 
-        if self.model is None:
-            raise PipelineError("export.tflite_converter: litert_torch converts PyTorch weights, and the given model is ONNX; use onnx2tf")
-        if io_dtype != "int8":
-            raise PipelineError(f"export.tflite_converter: litert_torch makes int8 I/O only, the target wants {io_dtype}; use onnx2tf")
-        t = self._step(f"TFLite int8 via litert-torch (PT2E, {scheme}, int8 I/O, {len(self.calibration)} calibration images)")
-        path = self.out / FORMATS[key].file
         with tempfile.TemporaryDirectory(prefix=".litert-src-", dir=self.out) as tmp:
             source = Path(tmp) / "student.pt"
             save_checkpoint(source, self.model, self.meta)
             torch2litert(source, path, self.calibration, per_channel=self.rules.per_channel)
-        self._done("tflite_litert", t)
         versions = tool_versions(path)
         path.with_name(path.name + ".versions.json").unlink(missing_ok=True)
+        return versions
+
+    def _litert_sidecar(self, key: str, path: Path, versions: dict, scheme: str, io_dtype: str) -> None:
+        from pipeline.export.sidecar import tflite_io
+
         record = self._calibration_record("litert_torch.quantize.pt2e_quantizer", scheme=scheme, io_dtype=io_dtype)
-        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch", "converter_versions": versions},
+        self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch",
+                                                   "converter_versions": versions, **self._converter_choice()},
                       from_weights=True)
 
     def _layer_error(self, key: str, artifact: Path, reference: Path) -> None:
