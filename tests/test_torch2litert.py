@@ -177,7 +177,7 @@ def test_auto_without_the_venv_or_with_uint8_io_is_onnx2tf_and_says_why(tmp_path
     assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "int8") == "onnx2tf"
     assert job.converter_record["chosen"] == "onnx2tf" and PYTHON_ENV in job.converter_record["reason"]
     assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "uint8") == "onnx2tf"
-    assert job.converter_record["reason"] == "litert-torch not tried: litert_torch makes int8 I/O only, the target wants uint8; use onnx2tf"
+    assert job.converter_record["reason"] == "litert-torch not tried: litert_torch makes int8 I/O only, the target wants uint8"
     assert not list(tmp_path.iterdir())  # nothing converted
 
 
@@ -188,7 +188,7 @@ def test_litert_torch_refuses_the_edge_tpu_uint8_io(tmp_path):
                   np.zeros((1, 1, 8, 8), np.float32), tmp_path / "c.npy", rules=None, console=None, fp32_rtol=1e-3,
                   check_images=None, converter="litert_torch")
     job.model = object()
-    with pytest.raises(PipelineError, match="int8 I/O only, the target wants uint8; use onnx2tf"):
+    with pytest.raises(PipelineError, match="int8 I/O only, the target wants uint8; use onnx2tf or auto"):
         job._litert("tflite_int8", "per-channel", "uint8")
 
 

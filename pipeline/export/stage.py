@@ -292,9 +292,9 @@ class _Export:
         from pipeline.export.torch2litert import litert_python
 
         if self.model is None:
-            return "litert_torch converts PyTorch weights, and the given model is ONNX; use onnx2tf"
+            return "litert_torch converts PyTorch weights, and the given model is ONNX"
         if io_dtype != "int8":
-            return f"litert_torch makes int8 I/O only, the target wants {io_dtype}; use onnx2tf"
+            return f"litert_torch makes int8 I/O only, the target wants {io_dtype}"
         try:
             litert_python()
         except PipelineError as exc:
@@ -344,7 +344,7 @@ class _Export:
         """tflite_int8 by litert-torch (``export.tflite_converter: litert_torch``)."""
         why_not = self._litert_unusable(io_dtype)
         if why_not:
-            raise PipelineError(f"export.tflite_converter: {why_not}")
+            raise PipelineError(f"export.tflite_converter: {why_not}; use onnx2tf or auto")
         t = self._step(f"TFLite int8 via litert-torch (PT2E, {scheme}, int8 I/O, {len(self.calibration)} calibration images)")
         path = self.out / FORMATS[key].file
         versions = self._litert_convert(path)
