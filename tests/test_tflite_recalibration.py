@@ -15,7 +15,8 @@ from test_accuracy_control import _digits, _trained
 
 from pipeline.artifacts import sha256_file
 from pipeline.export.fidelity import MIN_INT8_RETAINED
-from pipeline.export.tflite_recalibration import FACTOR, recalibrate_tflite_int8, top1
+from pipeline.export.fidelity import top1
+from pipeline.export.tflite_recalibration import FACTOR, recalibrate_tflite_int8
 
 CALIBRATION = 16
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, one_line
-from pipeline.export.fidelity import MIN_INT8_RETAINED
+from pipeline.export.fidelity import MIN_INT8_RETAINED, keeps_int8_rule
 
 MAX_DROP = round(1 - MIN_INT8_RETAINED, 6)  # relative: int8 top-1 ≥ 99 % of fp32's
 
@@ -57,10 +57,9 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
     plain_acc = validation_accuracy(core.read_model(str(int8_xml)), x_val, y_val)
     record = {"mode": mode, "used": False, "max_drop": MAX_DROP, "drop_type": "relative", "validation_images": int(len(y_val)),
               "fp32_val_accuracy": fp32_acc, "plain_val_accuracy": plain_acc}
-    retained = plain_acc / fp32_acc if fp32_acc > 0 else float("nan")
-    if not retained < MIN_INT8_RETAINED:
-        return {**record, "reason": f"plain int8 keeps {retained:.2%} of fp32 top-1 on validation (≥ {MIN_INT8_RETAINED:.0%})"}
-    missed = f"plain int8 keeps {retained:.2%} of fp32 top-1 on validation (< {MIN_INT8_RETAINED:.0%})"
+    keeps, missed = keeps_int8_rule(plain_acc, fp32_acc, "plain int8")
+    if keeps:
+        return {**record, "reason": missed}
     if mode != "auto":
         return {**record, "reason": f"{missed}; export.openvino_accuracy_control: {mode}"}
     try:

@@ -55,6 +55,22 @@ def compare(key: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndar
     return row
 
 
+def keeps_int8_rule(int8_acc: float, fp32_acc: float, what: str = "int8") -> tuple[bool, str]:
+    """Whether int8 top-1 on the validation split keeps ≥ 99 % of fp32's, and that in one line (for the records of the
+    steps that act when it does not: OpenVINO accuracy control, TFLite recalibration)."""
+    retained = int8_acc / fp32_acc if fp32_acc > 0 else float("nan")
+    keeps = not retained < MIN_INT8_RETAINED
+    return keeps, f"{what} keeps {retained:.2%} of fp32 top-1 on validation ({'≥' if keeps else '<'} {MIN_INT8_RETAINED:.0%})"
+
+
+def top1(path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 of an exported model on (x, y), run by its runtime."""
+    from pipeline.runtimes import load
+
+    with load(path) as rt:
+        return float((rt.predict(x).argmax(1) == y).mean())
+
+
 def logits_match(got: np.ndarray, expected: np.ndarray, rtol: float) -> tuple[bool, float, float]:
     """fp32 agreement relative to the logits' scale: max |Δ| ≤ rtol × max(1, max |expected|).
 

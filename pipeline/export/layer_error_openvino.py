@@ -34,9 +34,10 @@ def openvino_layer_errors(int8_xml: Path, reference: Path, images: np.ndarray) -
     core = ov_core()
     q_model, f_model = core.read_model(str(int8_xml)), core.read_model(str(reference))
     twins = {op.get_friendly_name(): op for op in f_model.get_ordered_ops()}
-    order = {op.get_friendly_name(): i for i, op in enumerate(q_model.get_ordered_ops())}
+    q_ops = q_model.get_ordered_ops()
+    order = {op.get_friendly_name(): i for i, op in enumerate(q_ops)}
     probes = []  # (int8 output, fp32 output, producer, the FakeQuantize or None)
-    for op in q_model.get_ordered_ops():
+    for op in q_ops:
         kind = op.get_type_name()
         if kind not in ("FakeQuantize", "Result"):
             continue

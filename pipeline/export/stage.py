@@ -259,18 +259,21 @@ class _Export:
             if key not in keys:
                 path.unlink()
                 continue
-            int8 = FORMATS[key].precision == "int8"
-            extra = {"quantization": self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype),
-                     "converter": "onnx2tf", **self._converter_choice()} if int8 else None
-            if int8 and self.recalibration_record:
-                extra["recalibration"] = self.recalibration_record
-                if self.recalibration_record["used"]:  # the images it was calibrated on: the recorded subset and more
-                    tried = self.recalibration_record["tried"]
-                    extra["quantization"].update(calibration_images=tried["calibration_images"], calibration_sha256=tried["calibration_sha256"],
-                                                 calibration="the recorded subset, then the next training images")
+            extra = self._onnx2tf_int8_record(scheme, io_dtype) if FORMATS[key].precision == "int8" else None
             self._sidecar(key, path, tflite_io(path), extra)
         if self.converter == "litert_torch" and int8_key in keys:
             self._litert(int8_key, scheme, io_dtype)
+
+    def _onnx2tf_int8_record(self, scheme: str, io_dtype: str) -> dict:
+        """The sidecar's extra fields of onnx2tf's tflite_int8: how it was quantised, and what auto decided about it."""
+        quantization = self._calibration_record("onnx2tf", scheme=scheme, io_dtype=io_dtype)
+        recalibration = self.recalibration_record or {}
+        if recalibration.get("used"):  # calibrated on the recorded subset and more
+            tried = recalibration["tried"]
+            quantization.update(calibration_images=tried["calibration_images"], calibration_sha256=tried["calibration_sha256"],
+                                calibration="the recorded subset, then the next training images")
+        return {"quantization": quantization, "converter": "onnx2tf", **self._converter_choice(),
+                **({"recalibration": recalibration} if recalibration else {})}
 
     def _recalibrate(self, made: dict[str, Path], io_dtype: str) -> None:
         from rich.markup import escape
@@ -281,7 +284,7 @@ class _Export:
         self.recalibration_record = recalibrate_tflite_int8(self.paths["onnx"], made, self.calibration, self.more_images,
                                                             self.validation, io_dtype=io_dtype, per_channel=self.rules.per_channel)
         self._done("tflite_recalibration", t)
-        style = "yellow" if "<" in self.recalibration_record["reason"] else "dim"
+        style = "yellow" if "tried" in self.recalibration_record else "dim"
         self.console.print(f"    [{style}]{escape(self.recalibration_record['reason'])}[/{style}]")
 
     def _converter_choice(self) -> dict:
@@ -309,7 +312,7 @@ class _Export:
 
         from rich.markup import escape
 
-        from pipeline.export.tflite_recalibration import top1
+        from pipeline.export.fidelity import top1
 
         x_val, y_val = self.validation if self.validation is not None else (None, np.zeros(0))
         why_not = self._litert_unusable(io_dtype) or (None if len(y_val) else "no validation images to choose by")
@@ -329,10 +332,10 @@ class _Export:
                 return "onnx2tf"
             accuracy = {"onnx2tf": top1(onnx2tf_int8, x_val, y_val), "litert_torch": top1(candidate, x_val, y_val)}
             chosen = "litert_torch" if accuracy["litert_torch"] > accuracy["onnx2tf"] else "onnx2tf"
+            tie = " (a tie keeps onnx2tf)" if accuracy["litert_torch"] == accuracy["onnx2tf"] else ""
             self.converter_record = {
                 "mode": "auto", "chosen": chosen, "validation_images": int(len(y_val)), "val_accuracy": accuracy,
-                "reason": f"int8 top-1 on validation: onnx2tf {accuracy['onnx2tf']:.2%}, litert-torch {accuracy['litert_torch']:.2%}"
-                          + ("" if chosen == "litert_torch" else " (a tie keeps onnx2tf)" if accuracy["litert_torch"] == accuracy["onnx2tf"] else "")}
+                "reason": f"int8 top-1 on validation: onnx2tf {accuracy['onnx2tf']:.2%}, litert-torch {accuracy['litert_torch']:.2%}{tie}"}
             if chosen == "litert_torch":
                 shutil.move(candidate, onnx2tf_int8)
                 self._litert_sidecar(TFLITE_INT8, onnx2tf_int8, versions, scheme, io_dtype)

@@ -24,18 +24,10 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.export.fidelity import MIN_INT8_RETAINED
+from pipeline.export.fidelity import keeps_int8_rule, top1
 
 FACTOR = 4  # calibration images in the second conversion, × the recorded subset's
 MAX_IMAGES = 2048
-
-
-def top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 of an exported model on (x, y), run by its runtime."""
-    from pipeline.runtimes import load
-
-    with load(path) as rt:
-        return float((rt.predict(x).argmax(1) == y).mean())
 
 
 def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration: np.ndarray,
@@ -54,10 +46,9 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
     fp32_acc, int8_acc = top1(made[fp32_key], x_val, y_val), top1(made[int8_key], x_val, y_val)
     record = {"mode": mode, "used": False, "validation_images": int(len(y_val)), "fp32_val_accuracy": fp32_acc,
               "calibration_images": int(len(calibration)), "val_accuracy": int8_acc}
-    retained = int8_acc / fp32_acc if fp32_acc > 0 else float("nan")
-    if not retained < MIN_INT8_RETAINED:
-        return {**record, "reason": f"int8 keeps {retained:.2%} of fp32 top-1 on validation (≥ {MIN_INT8_RETAINED:.0%})"}
-    missed = f"int8 keeps {retained:.2%} of fp32 top-1 on validation (< {MIN_INT8_RETAINED:.0%})"
+    keeps, missed = keeps_int8_rule(int8_acc, fp32_acc)
+    if keeps:
+        return {**record, "reason": missed}
     if mode != "auto":
         return {**record, "reason": f"{missed}; export.tflite_recalibration: {mode}"}
     wanted = min(FACTOR * len(calibration), MAX_IMAGES)

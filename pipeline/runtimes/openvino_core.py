@@ -34,6 +34,7 @@ class _Stack(ctypes.Structure):  # stack_t, <signal.h>
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.cache
 def _sigaltstack():
     return ctypes.CDLL(None, use_errno=True).sigaltstack if sys.platform.startswith("linux") else None
 
