@@ -2,13 +2,17 @@
 
 Setting: Fashion-MNIST at 16×16, teacher resnet56 → student resnet8 (the pair whose KD step cost
 3.4× the student-alone step, benchmarks/README.md), batch 128, 1 torch thread unless a row says
-otherwise. Four parts, each merged into ``benchmarks/results/train_throughput.json``:
+otherwise. Six parts, each merged into ``benchmarks/results/train_throughput.json``:
 
 * ``forward``: the frozen teacher's forward per batch of 128 in fp32, channels-last, conv-BN
   folded, bf16 autocast, their combinations and ``torch.compile``, timed interleaved (one call of
   each variant per round, median over rounds), with top-1 agreement with fp32 on the test images.
 * ``steps``: the distill stage's own step (``setup_seed``), student alone (method none) vs KD with
-  the old fp32 teacher vs KD with the new default teacher, interleaved: KD step ÷ student step.
+  the old fp32 teacher vs KD with the fast teacher forward, both run every step, interleaved: KD
+  step ÷ student step.
+* ``schedule``: the distill stage's whole schedule through ``fit`` (8 epochs), student alone vs KD
+  with each teacher setting, the kinds taking turns: the mean step over every epoch, where the
+  default reuses the teacher's logits for 4 epochs (``distill.teacher_reuse``: 2 views replayed).
 * ``processes``: images/s of teacher training and of a KD step through the pipeline's ``fit``,
   1 process × 1 thread, 1 process × 2 threads, ``torchrun`` 2 gloo processes × 1 thread.
 * ``top1``: the distill stage, 3 seeds, with the old fp32 teacher and with the new default.
@@ -41,7 +45,7 @@ from pipeline.artifacts import atomic_write_json, hash_json  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 
 RESULTS = ROOT / "results" / "train_throughput.json"
-PARTS = ("forward", "steps", "processes", "top1", "steps224")
+PARTS = ("forward", "steps", "schedule", "processes", "top1", "steps224")
 BATCH = 128
 BUDGET = {
     "data": {"dataset": "fashion_mnist", "image_size": 16, "max_train": 8000, "max_test": 5000, "val_fraction": 0.05,
@@ -52,11 +56,15 @@ BUDGET = {
     "distill": {"method": "kd", "epochs": 8, "lr": 0.1},
     "target": {"check_before_training": False},
 }
-# the frozen teacher's forward before issue 17, and the new defaults (config.FrozenTeacherConfig)
+# the frozen teacher before issue 17; its cheaper forward (config.FrozenTeacherConfig), still run every
+# step; and the new default, that forward with its logits reused for 4 epochs (distill.teacher_reuse:
+# 8 epochs replay 2 views)
 TEACHERS = {
-    "fp32 (old)": {"teacher_precision": "fp32", "teacher_channels_last": False, "teacher_fold_bn": False},
-    "default (new)": {},
+    "fp32 (old)": {"teacher_precision": "fp32", "teacher_channels_last": False, "teacher_fold_bn": False, "teacher_reuse": 1},
+    "fast forward, every step": {"teacher_reuse": 1},
+    "default (new): fast forward, logits reused ×4": {},
 }
+EVERY_STEP = {k: v for k, v in TEACHERS.items() if "teacher_reuse" in v}  # what one interleaved step can time
 
 
 def config(runs: Path, name: str, **sections) -> dict:
@@ -158,7 +166,7 @@ def part_steps(runs: Path, steps: int) -> dict:
     from pipeline.train.loop import make_optimizer
 
     teacher_pt = ensure_teacher(runs)
-    kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in TEACHERS.items()}}
+    kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in EVERY_STEP.items()}}
     calls, setups, records = {}, {}, {}
     for name, distill in kinds.items():
         cfg = validate_config(student_config(runs, teacher_pt, "steps", distill), source="train_throughput.py")
@@ -189,6 +197,44 @@ def part_steps(runs: Path, steps: int) -> dict:
     rows = {name: {"ms_per_step": ms[name], "ratio_to_student_alone": ms[name] / base,
                    "teacher_ms_per_batch": setups[name].step.teacher_ms_per_batch, **records[name]} for name in kinds}
     return {"rows": rows, "steps": steps, "batch": BATCH, "threads": torch.get_num_threads()}
+
+
+def part_schedule(runs: Path, rounds: int) -> dict:
+    """The distill stage's whole schedule (``fit``, every epoch) per kind, the kinds taking turns for
+    ``rounds`` rounds: mean ms per step over all steps, the first views' full teacher cost included."""
+    import torch
+
+    from pipeline.distill.stage import setup_seed
+    from pipeline.distill.trainer import freeze, supervising_teacher
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.run import run_pipeline, stage_dir
+    from pipeline.train.data import training_data
+    from pipeline.train.loop import fit
+
+    teacher_pt = ensure_teacher(runs)
+    kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in TEACHERS.items()}}
+    times: dict[str, list[dict]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for name, distill in kinds.items():
+            cfg = validate_config(student_config(runs, teacher_pt, "schedule", distill), source="train_throughput.py")
+            run_pipeline(cfg, until="data")
+            data = training_data(stage_dir(cfg, "data"), cfg.data)
+            teacher = freeze(load_checkpoint(teacher_pt)[0])
+            supervisor, teacher_run, _ = supervising_teacher(teacher, cfg.distill)
+            setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
+            t0 = time.perf_counter()
+            result = fit(modules=[setup.student, setup.criterion], step=setup.step, train=data.train, cfg=cfg.distill,
+                         batch_size=BATCH, augment=data.batch_augment, seed=0, desc=name, views=setup.views)
+            times[name].append({"ms_per_step": result["ms_per_step"], "seconds": time.perf_counter() - t0,
+                                "teacher_ms_per_batch": setup.step.teacher_ms_per_batch,
+                                **(setup.step.reuse.record() if setup.step.reuse else {})})
+    mean = lambda rows, k: statistics.mean(r[k] for r in rows)  # noqa: E731
+    base = mean(times["student alone"], "ms_per_step")
+    rows = {name: {"ms_per_step": mean(t, "ms_per_step"), "ratio_to_student_alone": mean(t, "ms_per_step") / base,
+                   "seconds": mean(t, "seconds"), "teacher_ms_per_batch": mean(t, "teacher_ms_per_batch"),
+                   **{k: v for k, v in t[0].items() if k.startswith("teacher_batches")}} for name, t in times.items()}
+    return {"rows": rows, "rounds": rounds, "epochs": BUDGET["distill"]["epochs"], "images": BUDGET["data"]["max_train"],
+            "batch": BATCH, "threads": torch.get_num_threads()}
 
 
 STEPS224 = {"teacher": "timm:resnet50", "student": "timm:resnet18", "shape": (3, 224, 224), "classes": 1000}
@@ -360,6 +406,16 @@ def tables(data: dict) -> str:
                 "| step | ms / step | ÷ student alone | teacher ms / batch |", "|---|---|---|---|"]
         out += [f"| {k} | {r['ms_per_step']:.1f} | {r['ratio_to_student_alone']:.2f} | {r['teacher_ms_per_batch']:.1f} |" for k, r in s["rows"].items()]
         out.append("")
+    if "schedule" in data:
+        s = data["schedule"]
+        out += [f"The distill stage's whole schedule ({s['epochs']} epochs × {s['images']} images, batch {s['batch']}, "
+                f"{s['threads']} thread), mean over every step, {s['rounds']} rounds taking turns:", "",
+                "| kind | ms / step | ÷ student alone | s / schedule | teacher ms / batch | teacher batches computed / reused |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {k} | {r['ms_per_step']:.1f} | {r['ratio_to_student_alone']:.2f} | {r['seconds']:.1f} | {r['teacher_ms_per_batch']:.1f} | "
+                + (f"{r['teacher_batches_computed']} / {r['teacher_batches_reused']}" if "teacher_batches_computed" in r else "—") + " |"
+                for k, r in s["rows"].items()]
+        out.append("")
     if "processes" in data:
         p = data["processes"]
         out += [f"Training throughput through `fit`, {p['images']} images, batch {p['batch']} (global), second epoch timed:", "",
@@ -394,12 +450,13 @@ def merge(part: str, result: dict) -> None:
 def main() -> int:
     global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:4]),
-                        help="default: the four CPU parts (steps224 is meant for a GPU)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:5]),
+                        help="default: the five CPU parts (steps224 is meant for a GPU)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON the parts merge into")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--rounds", type=int, default=20, help="forward: interleaved rounds")
     parser.add_argument("--steps", type=int, default=30, help="steps: interleaved steps per kind")
+    parser.add_argument("--schedule-rounds", type=int, default=2, help="schedule: whole schedules per kind, taking turns")
     parser.add_argument("--images", type=int, default=2048, help="processes: training images per epoch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--table", action="store_true", help="print the stored tables and stop")
@@ -417,6 +474,7 @@ def main() -> int:
         worker_processes(args.runs_dir, args.out, args.images)
         return 0
     run = {"forward": lambda: part_forward(args.runs_dir, args.rounds), "steps": lambda: part_steps(args.runs_dir, args.steps),
+           "schedule": lambda: part_schedule(args.runs_dir, args.schedule_rounds),
            "processes": lambda: part_processes(args.runs_dir, args.images), "top1": lambda: part_top1(args.runs_dir, args.seeds),
            "steps224": lambda: part_steps224(args.steps)}
     for part in args.parts:

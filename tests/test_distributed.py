@@ -36,6 +36,8 @@ def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_train_through_distill_once_and_one_process_reuses_it(tiny_recipe):
+    # three distill epochs: the third replays the first (teacher_reuse: 2 gives 2 views), each rank its own shard
+    tiny_recipe.write_text(tiny_recipe.read_text().replace("method: kd\n  epochs: 1", "method: kd\n  epochs: 3\n  teacher_reuse: 2"))
     done = torchrun("-m", "pipeline", "run", str(tiny_recipe), "--until", "distill")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run folder:") == 1  # rank 1 is quiet
@@ -49,6 +51,8 @@ def test_two_processes_train_through_distill_once_and_one_process_reuses_it(tiny
     # the two ranks trained on disjoint halves of the 300 training images
     shards = distill.metrics["seeds"][0]["shards"]
     assert shards == {"world_size": 2, "images_per_rank": [150, 150], "overlap": 0, "distinct": 300, "dataset": 300}
+    # rank 0's 5 batches of 32 per epoch: the teacher ran for the two views, the third epoch reused them
+    assert distill.metrics["seeds"][0]["teacher_batches_computed"] == 10 and distill.metrics["seeds"][0]["teacher_batches_reused"] == 5
     # what the stage recorded is what one process measures on the saved student
     student, _ = load_checkpoint(stage_dir(cfg, "distill") / "student.pt")
     data = training_data(stage_dir(cfg, "data"), cfg.data)

@@ -3,8 +3,9 @@
 The first seed's student is the one the deploy stages carry on with (``student.pt``); every
 seed's checkpoint is kept (``student_seed<N>.pt``) so a seed can be inspected later. The
 teacher supervises through a cheaper copy of itself (``supervising_teacher``: folded BN,
-channels-last, bf16 where native); what that costs per batch, and what the student's own part
-of a step costs, are recorded.
+channels-last, bf16 where native), and for logit-only methods its logits are reused over
+replayed views (``distill.teacher_reuse``); what the teacher costs per batch (averaged over every
+step, reused ones included), and what the student's own part of a step costs, are recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from pipeline.distill import LOSSES
-from pipeline.distill.trainer import DistillStep, LossWeights, TeacherForward, freeze, supervising_teacher
+from pipeline.distill.trainer import (DistillStep, LossWeights, ReusedTeacherLogits, TeacherForward, freeze, reused_teacher,
+                                      supervising_teacher)
 from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
@@ -39,6 +41,8 @@ class SeedSetup:
     prepare: dict
     arch: tuple[str, dict]
     source: dict | None = None  # provenance of student.checkpoint
+    views: int | None = None  # fit replays this many views where the teacher's logits are reused
+    views_record: dict | None = None  # what the manifest says about it
 
     def remove_taps(self) -> None:
         self.step.student_taps.remove()
@@ -81,7 +85,9 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache, supervisor
         phase_data = make_loader(data.train_plain, cfg.data.batch_size, shuffle=True, seed=seed, shard=False)
         prep = criterion.prepare_teacher(teacher, phase_taps, phase_data, cache)
     t_taps = FeatureTaps(supervisor, feature_names)
-    return SeedSetup(student.train(), criterion, DistillStep(s_taps, t_taps, criterion, weights, teacher_run), prep, arch, source)
+    views, views_record = reused_teacher(cfg.distill, loss_cls, weights, len(data.train) // current().world_size, data.num_classes)
+    step = DistillStep(s_taps, t_taps, criterion, weights, teacher_run, reuse=ReusedTeacherLogits() if views else None)
+    return SeedSetup(student.train(), criterion, step, prep, arch, source, views, views_record)
 
 
 def run(ctx) -> dict:
@@ -107,6 +113,7 @@ def run(ctx) -> dict:
             seed=seed,
             desc=f"distill[{cfg.distill.method} seed {seed}]",
             evaluate_fn=lambda: evaluate(student, val_or_test(data)),
+            views=setup.views,
         )
         setup.remove_taps()
         bn = recalibrate_bn(student, cfg.distill.recalibrate_bn, trained=cfg.distill.epochs > 0, images=data.train_plain,
@@ -117,7 +124,8 @@ def run(ctx) -> dict:
                      "seconds_per_epoch": result["seconds_per_epoch"],
                      "step_ms_per_batch": result["ms_per_step"], "teacher_ms_per_batch": step.teacher_ms_per_batch,
                      "student_ms_per_batch": max(result["ms_per_step"] - step.teacher_ms_per_batch, 0.0),
-                     "shards": result["shards"], **{f"prepare_{k}": v for k, v in prep.items()},
+                     "shards": result["shards"], **(step.reuse.record() if step.reuse else {}),
+                     **{f"prepare_{k}": v for k, v in prep.items()},
                      "bn_recalibration": bn, **({"source_checkpoint": setup.source} if setup.source else {})})
         if cfg.student.stages:
             student.stage_names = list(cfg.student.stages)
@@ -146,6 +154,7 @@ def run(ctx) -> dict:
         "teacher_ms_per_batch": mean_of("teacher_ms_per_batch"),
         "student_ms_per_batch": mean_of("student_ms_per_batch"),
         **teacher_record,
+        **setup.views_record,
         "weights": step.weights.__dict__,
         "bn_recalibrated": runs[0]["bn_recalibration"]["applied"],
         "seeds": runs,

@@ -4,12 +4,15 @@ The teacher is frozen and in eval mode; only the student and the loss's own trai
 modules receive gradients. Time spent in the teacher's forward is measured, since methods
 such as AMA claim to make it cheaper. The frozen teacher's forward is also made cheaper here
 (``supervising_teacher``, ``TeacherForward``): conv-BN folded, channels-last, bf16 autocast where
-the device runs bf16 natively; its outputs are handed to the losses in fp32.
+the device runs bf16 natively; its outputs are handed to the losses in fp32. Where the loss needs
+only the teacher's logits, training replays a few augmented views of each image and the teacher's
+logits from the first pass over each view are reused (``reused_teacher``, ``ReusedTeacherLogits``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,6 +25,7 @@ from pipeline.distill.base import DistillLoss
 from pipeline.distill.kd import kd_loss
 from pipeline.models.taps import FeatureTaps, ModelIO
 from pipeline.train.distributed import current, resolve_precision
+from pipeline.train.loop import batch_in_cycle
 
 
 @dataclass
@@ -97,6 +101,51 @@ def supervising_teacher(teacher: nn.Module, cfg) -> tuple[nn.Module, TeacherForw
     return fast, run, record
 
 
+REUSE_BUDGET_BYTES = 2 << 30  # the most memory reused teacher logits may take on one rank
+
+
+@dataclass
+class ReusedTeacherLogits:
+    """The frozen teacher's outputs per (view, batch) of ``fit``'s replayed epochs: computed the first
+    time a position comes round, then looked up (the same images, augmented the same way)."""
+
+    store: dict[tuple[int, int], ModelIO] = field(default_factory=dict)
+    computed: int = 0
+    reused: int = 0
+
+    def __call__(self, compute: Callable[[], ModelIO]) -> ModelIO:
+        key = batch_in_cycle()
+        if key is None:
+            return compute()
+        if key in self.store:
+            self.reused += 1
+            return self.store[key]
+        self.computed += 1
+        out = self.store[key] = compute()
+        return out
+
+    def record(self) -> dict[str, int]:
+        return {"teacher_batches_computed": self.computed, "teacher_batches_reused": self.reused}
+
+
+def reused_teacher(cfg, loss_cls: type[DistillLoss], weights: LossWeights, images: int, classes: int) -> tuple[int | None, dict[str, Any]]:
+    """How many views ``fit`` replays so that the distill step reuses the teacher's logits
+    (``cfg.teacher_reuse``; ``images`` per rank, ``classes`` logits each), or None and why not."""
+    views = math.ceil(cfg.epochs / cfg.teacher_reuse)
+    if views >= cfg.epochs or not (weights.w_kd or weights.w_feat):  # nothing replays, or no teacher at all
+        return None, {"teacher_views": None}
+    why_not = None
+    if loss_cls.needs_features:
+        why_not = f"{loss_cls.name} compares intermediate features: the teacher runs every step, each epoch a new view"
+    elif views * images * classes * 4 > REUSE_BUDGET_BYTES:
+        need = views * images * classes * 4 / 2**30
+        why_not = (f"the teacher's logits of {views} views would take {need:.1f} GiB per process "
+                   f"(over {REUSE_BUDGET_BYTES / 2**30:.0f}): the teacher runs every step; raise distill.teacher_reuse")
+    if why_not:
+        return None, {"teacher_views": None, "teacher_reuse_not_used": why_not}
+    return views, {"teacher_views": views, "teacher_reuse": cfg.teacher_reuse}
+
+
 def _fp32(io: ModelIO) -> ModelIO:
     return ModelIO(io.logits.float(), {k: v.float() for k, v in io.feats.items()})
 
@@ -114,6 +163,7 @@ class DistillStep:
     criterion: DistillLoss
     weights: LossWeights
     teacher_run: TeacherForward = TeacherForward()
+    reuse: ReusedTeacherLogits | None = None  # set where the teacher's logits are reused over replayed views
     teacher_seconds: float = 0.0
     batches: int = 0
     parts: dict[str, float] = field(default_factory=lambda: {"ce": 0.0, "kd": 0.0, "feat": 0.0})
@@ -124,7 +174,8 @@ class DistillStep:
         if w.w_kd or w.w_feat:  # the student trained alone (method none) never pays for a teacher forward
             _wait(x)
             t0 = time.perf_counter()
-            teacher = _fp32(self.teacher_run(lambda xt: self.criterion.teacher_forward(self.teacher_taps, xt), x))
+            compute = lambda: _fp32(self.teacher_run(lambda xt: self.criterion.teacher_forward(self.teacher_taps, xt), x))  # noqa: E731
+            teacher = self.reuse(compute) if self.reuse is not None else compute()
             _wait(x)
             self.teacher_seconds += time.perf_counter() - t0
         self.batches += 1

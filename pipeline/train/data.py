@@ -150,13 +150,14 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     if batch_size % ranks:
         raise PipelineError(f"data.batch_size: {batch_size} is the global batch and torchrun started {ranks} processes; "
                             f"make it a multiple of {ranks}")
-    # one generator for the shuffle and the loader's worker seeds, never the global RNG
+    # generators of their own for the shuffle and for the loader's worker seeds, never the global RNG;
+    # apart, so that a replayed epoch (replay_epoch) draws its shuffle alone from a reseeded generator
     gen = torch.Generator().manual_seed(seed)
     sampler: Sampler
     if ranks > 1:
         sampler = DistributedSampler(dataset, num_replicas=ranks, rank=place.rank, shuffle=shuffle, seed=seed, drop_last=True)
     elif shuffle:
-        sampler = RandomSampler(dataset, generator=gen)
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(dataset)
     if getattr(dataset, "random", False):
@@ -170,6 +171,20 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     """A new shuffle (and new augmentation seeds) per epoch, the same on every rank."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
+
+
+def replay_epoch(loader: DataLoader, view: int, seed: int) -> None:
+    """Start an epoch that repeats view ``view`` exactly: the same shards, order and per-image
+    augmentation seeds each time the view comes round (``fit``'s ``views``)."""
+    set_epoch(loader, view)  # DistributedSampler's shuffle and SeededSampler's seeds follow the epoch given
+    inner = getattr(loader.sampler, "inner", loader.sampler)
+    if isinstance(inner, RandomSampler):
+        inner.generator.manual_seed(view_seed(seed, view))
+
+
+def view_seed(seed: int, view: int, rank: int = 0) -> int:
+    """The seed of view ``view`` of a replayed cycle (view 0 draws what an unreplayed first epoch draws)."""
+    return seed + rank + 7919 * view
 
 
 def sampled_indices(loader: DataLoader) -> list[int]:

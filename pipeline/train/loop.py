@@ -9,8 +9,10 @@ data, and evaluation gathers every rank's predictions so it equals one process's
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable, Iterable
+from contextvars import ContextVar
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -19,10 +21,26 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.train.data import Augment, Loader, make_loader, set_epoch, shard_record
+from pipeline.train.data import Augment, Loader, make_loader, replay_epoch, set_epoch, shard_record, view_seed
 from pipeline.train.distributed import Placement, all_gather, all_sum, current
 
 EVAL_BATCH = 256
+_POSITION: ContextVar[tuple[int, int] | None] = ContextVar("batch_in_cycle", default=None)
+
+
+def batch_in_cycle() -> tuple[int, int] | None:
+    """(view, batch number) of the step running now where ``fit`` replays views; None otherwise.
+    Two steps with the same position get the same images, augmented the same way."""
+    return _POSITION.get()
+
+
+@contextlib.contextmanager
+def _at(position: tuple[int, int] | None) -> Iterator[None]:
+    token = _POSITION.set(position)
+    try:
+        yield
+    finally:
+        _POSITION.reset(token)
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -141,6 +159,7 @@ def fit(
     evaluate_fn: Callable[[], float] | None = None,
     on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
     precision: str | None = None,
+    views: int | None = None,
 ) -> dict:
     """Train the parameters of ``modules`` with ``step``; returns per-epoch history and timings.
 
@@ -150,6 +169,9 @@ def fit(
     ``evaluate_fn`` (validation accuracy) runs after every epoch when given; ``on_epoch_start(epoch, optimizer)``
     may change the model's mode or scale the learning rate (the schedulers continue from the scaled
     rate). A non-finite loss stops training with a clear error instead of writing a NaN checkpoint.
+    ``views`` (fewer than the epochs): epoch e replays epoch e mod ``views`` (same shards, order and
+    augmentation), and each step runs at ``batch_in_cycle()`` = (view, batch), so a step may reuse
+    what it computed for that position before (distill's ``teacher_reuse``).
     """
     place = current()
     precision = precision or place.precision
@@ -164,8 +186,14 @@ def fit(
     history: list[dict] = []
     shards: dict = {}
     step_seconds, steps = 0.0, 0
+    replay = views is not None and views < cfg.epochs
     for epoch in range(cfg.epochs):
-        set_epoch(data, epoch)
+        view = epoch % views if replay else epoch
+        if replay:
+            replay_epoch(data, view, seed)
+            gen.manual_seed(view_seed(seed, view, place.rank))
+        else:
+            set_epoch(data, epoch)
         if epoch == 0:
             shards = shard_record(data)
         if on_epoch_start:
@@ -174,12 +202,12 @@ def fit(
             m.train()
         t0, seen, correct, total_loss = time.perf_counter(), 0, 0, 0.0
         bar = tqdm(data, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=None, dynamic_ncols=True)
-        for xb, yb in bar:
+        for batch, (xb, yb) in enumerate(bar):
             if augment is not None:
                 xb = augment(xb, gen)
             xb, yb = xb.to(place.device, non_blocking=True), yb.to(place.device, non_blocking=True)
             t_step = time.perf_counter()
-            with place.autocast(precision):
+            with place.autocast(precision), _at((view, batch) if replay else None):
                 loss, logits = run_step(xb, yb)
             if not torch.isfinite(loss):
                 raise PipelineError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
