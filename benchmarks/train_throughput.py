@@ -64,7 +64,7 @@ TEACHERS = {
     "fast forward, every step": {"teacher_reuse": 1},
     "default (new): fast forward, logits reused ×4": {},
 }
-EVERY_STEP = {k: v for k, v in TEACHERS.items() if "teacher_reuse" in v}  # what one interleaved step can time
+EVERY_STEP = {k: v for k, v in TEACHERS.items() if v.get("teacher_reuse") == 1}  # what one interleaved step can time
 
 
 def config(runs: Path, name: str, **sections) -> dict:
@@ -213,15 +213,17 @@ def part_schedule(runs: Path, rounds: int) -> dict:
 
     teacher_pt = ensure_teacher(runs)
     kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in TEACHERS.items()}}
+    cfgs = {name: validate_config(student_config(runs, teacher_pt, "schedule", distill), source="train_throughput.py")
+            for name, distill in kinds.items()}
+    first = next(iter(cfgs.values()))  # every kind shares the data section
+    run_pipeline(first, until="data")
+    data = training_data(stage_dir(first, "data"), first.data)
+    teacher = freeze(load_checkpoint(teacher_pt)[0])
+    supervisors = {name: supervising_teacher(teacher, cfg.distill)[:2] for name, cfg in cfgs.items()}
     times: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(rounds):
-        for name, distill in kinds.items():
-            cfg = validate_config(student_config(runs, teacher_pt, "schedule", distill), source="train_throughput.py")
-            run_pipeline(cfg, until="data")
-            data = training_data(stage_dir(cfg, "data"), cfg.data)
-            teacher = freeze(load_checkpoint(teacher_pt)[0])
-            supervisor, teacher_run, _ = supervising_teacher(teacher, cfg.distill)
-            setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
+        for name, cfg in cfgs.items():
+            setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", *supervisors[name])
             t0 = time.perf_counter()
             result = fit(modules=[setup.student, setup.criterion], step=setup.step, train=data.train, cfg=cfg.distill,
                          batch_size=BATCH, augment=data.batch_augment, seed=0, desc=name, views=setup.views)

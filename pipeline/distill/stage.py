@@ -11,7 +11,7 @@ step, reused ones included), and what the student's own part of a step costs, ar
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,8 +41,12 @@ class SeedSetup:
     prepare: dict
     arch: tuple[str, dict]
     source: dict | None = None  # provenance of student.checkpoint
-    views: int | None = None  # fit replays this many views where the teacher's logits are reused
-    views_record: dict | None = None  # what the manifest says about it
+    views_record: dict = field(default_factory=dict)  # teacher_reuse as applied: what the manifest says
+
+    @property
+    def views(self) -> int | None:
+        """How many views ``fit`` replays (None: a new view every epoch)."""
+        return self.views_record.get("teacher_views")
 
     def remove_taps(self) -> None:
         self.step.student_taps.remove()
@@ -87,7 +91,7 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache, supervisor
     t_taps = FeatureTaps(supervisor, feature_names)
     views, views_record = reused_teacher(cfg.distill, loss_cls, weights, len(data.train) // current().world_size, data.num_classes)
     step = DistillStep(s_taps, t_taps, criterion, weights, teacher_run, reuse=ReusedTeacherLogits() if views else None)
-    return SeedSetup(student.train(), criterion, step, prep, arch, source, views, views_record)
+    return SeedSetup(student.train(), criterion, step, prep, arch, source, views_record)
 
 
 def run(ctx) -> dict:

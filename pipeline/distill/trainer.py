@@ -134,12 +134,11 @@ def reused_teacher(cfg, loss_cls: type[DistillLoss], weights: LossWeights, image
     views = math.ceil(cfg.epochs / cfg.teacher_reuse)
     if views >= cfg.epochs or not (weights.w_kd or weights.w_feat):  # nothing replays, or no teacher at all
         return None, {"teacher_views": None}
-    why_not = None
+    why_not, need = None, views * images * classes * 4  # bytes of fp32 logits
     if loss_cls.needs_features:
         why_not = f"{loss_cls.name} compares intermediate features: the teacher runs every step, each epoch a new view"
-    elif views * images * classes * 4 > REUSE_BUDGET_BYTES:
-        need = views * images * classes * 4 / 2**30
-        why_not = (f"the teacher's logits of {views} views would take {need:.1f} GiB per process "
+    elif need > REUSE_BUDGET_BYTES:
+        why_not = (f"the teacher's logits of {views} views would take {need / 2**30:.1f} GiB per process "
                    f"(over {REUSE_BUDGET_BYTES / 2**30:.0f}): the teacher runs every step; raise distill.teacher_reuse")
     if why_not:
         return None, {"teacher_views": None, "teacher_reuse_not_used": why_not}

@@ -281,8 +281,10 @@ class _Export:
         from pipeline.export.tflite_recalibration import recalibrate_tflite_int8
 
         t = self._step(f"TFLite int8 vs fp32 on {len(self.validation[1])} validation images (recalibration: auto)")
+        measured = (self.converter_record or {}).get("val_accuracy", {}).get("onnx2tf")  # by the auto converter choice
         self.recalibration_record = recalibrate_tflite_int8(self.paths["onnx"], made, self.calibration, self.more_images,
-                                                            self.validation, io_dtype=io_dtype, per_channel=self.rules.per_channel)
+                                                            self.validation, io_dtype=io_dtype, per_channel=self.rules.per_channel,
+                                                            int8_acc=measured)
         self._done("tflite_recalibration", t)
         style = "yellow" if "tried" in self.recalibration_record else "dim"
         self.console.print(f"    [{style}]{escape(self.recalibration_record['reason'])}[/{style}]")

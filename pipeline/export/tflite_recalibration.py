@@ -32,10 +32,11 @@ MAX_IMAGES = 2048
 
 def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration: np.ndarray,
                             more_images: Callable[[int], np.ndarray], validation: tuple[np.ndarray, np.ndarray], *,
-                            io_dtype: str, per_channel: bool, mode: str = "auto") -> dict:
+                            io_dtype: str, per_channel: bool, mode: str = "auto", int8_acc: float | None = None) -> dict:
     """Judge onnx2tf's int8 in ``made`` ({"tflite_fp32": …, "tflite_int8": …}) on ``validation``; when it keeps < 99 % of
     fp32's top-1 (and ``mode`` is "auto"), convert again calibrated on ``FACTOR``× the images (``more_images(n)``: n
-    normalised training images) and put the pair in place if that int8 is better. Returns the record for the sidecar."""
+    normalised training images) and put the pair in place if that int8 is better. ``int8_acc``: that int8's top-1 on
+    ``validation`` where it is known already (the auto converter choice measured it). Returns the record for the sidecar."""
     from pipeline.export.formats import primary
     from pipeline.export.onnx2tflite import onnx2tflite
 
@@ -43,7 +44,8 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
     x_val, y_val = (np.asarray(a) for a in validation)
     if len(y_val) == 0:
         return {"mode": mode, "used": False, "reason": "no validation images to judge int8 on"}
-    fp32_acc, int8_acc = top1(made[fp32_key], x_val, y_val), top1(made[int8_key], x_val, y_val)
+    fp32_acc = top1(made[fp32_key], x_val, y_val)
+    int8_acc = top1(made[int8_key], x_val, y_val) if int8_acc is None else int8_acc
     record = {"mode": mode, "used": False, "validation_images": int(len(y_val)), "fp32_val_accuracy": fp32_acc,
               "calibration_images": int(len(calibration)), "val_accuracy": int8_acc}
     keeps, missed = keeps_int8_rule(int8_acc, fp32_acc)
