@@ -147,6 +147,25 @@ def test_benchmark_command_measures_given_artifacts_with_the_same_report(exporte
     assert report["target"]["verdict"] == "fully mapped"  # the deploy artifact was among them: the target stage ran
 
 
+@pytest.mark.parametrize("artifact", ["student.onnx", "student_int8.tflite", "openvino_int8/student.xml"])
+def test_benchmark_of_each_format_alone_finishes(exported, artifact):
+    """The README's own example, one artifact and nothing beside it: its parent in the accuracy chain was never
+    measured, and the walk up the chain used to loop forever. In a child process with a deadline, so a regression
+    fails here instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    export, recipe = exported["run"] / "05_export", exported["folder"] / "edge_tpu.yaml"
+    name = "alone-" + artifact.split("/")[0].replace(".", "-")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "benchmark", str(export / artifact), str(recipe),
+                           "--set", f"name={name}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((exported["folder"] / "runs" / name / "report.json").read_text())
+    (row,) = report["accuracy"]
+    assert row["parent"] is None and row["drop_vs_parent_pts"] is None and row["top1"] > 0.5
+    assert {r["artifact"] for r in report["latency"]} == {row["artifact"]}
+
+
 def test_benchmark_command_refuses_what_it_cannot_measure_in_one_line(exported, tmp_path, capsys):
     recipe = str(exported["folder"] / "edge_tpu.yaml")
     onnx = str(exported["run"] / "05_export" / "student.onnx")

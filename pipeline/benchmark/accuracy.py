@@ -83,11 +83,7 @@ def accuracy_rows(
     for stage, (label, parent) in chain.items():
         if stage not in preds and stage not in errors:
             continue
-        if parent == EXPORT_SOURCE:
-            parent = export_source
-        while parent is not None and parent not in acc and parent in chain:
-            parent = chain[parent][1]  # skip a missing link (e.g. no QAT): compare with what it came from
-            parent = export_source if parent == EXPORT_SOURCE else parent
+        parent = _measured_ancestor(stage, chain, acc, export_source)
         p = preds.get(stage)
         agree = {
             name: (agreement(p, preds[ref]) if p is not None and ref in preds else None)
@@ -109,6 +105,23 @@ def accuracy_rows(
             "error": errors.get(stage) if p is None else None,
         })
     return rows
+
+
+def _measured_ancestor(stage: str, chain: dict[str, tuple[str, str | None]], acc: dict[str, float],
+                       export_source: str) -> str | None:
+    """The nearest stage up the chain that was measured, skipping missing links (no QAT: compare with what it came
+    from). Each stage is visited once: given artifacts alone (``benchmark X.tflite``) have ``export_source`` = a format
+    whose own source is EXPORT_SOURCE, a loop that used to spin forever; it ends at no parent instead."""
+    seen, parent = {stage}, chain[stage][1]
+    while parent is not None:
+        parent = export_source if parent == EXPORT_SOURCE else parent
+        if parent in seen:
+            return None
+        if parent in acc or parent not in chain:
+            return parent
+        seen.add(parent)
+        parent = chain[parent][1]
+    return None
 
 
 PYTORCH_STAGES = ("teacher_fp32", "student_fp32", "student_fakequant", "student_qat_fp32")

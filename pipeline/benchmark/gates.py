@@ -111,11 +111,14 @@ def evaluate_gates(
     for a CPU target); ``command``: the run's (``NOT_APPLICABLE``).
     """
     ctx = _Readings(accuracy, latency, deploy_artifact, threads, tuple(target_devices), target_threads, accelerator)
+    given = {r.get("artifact") for r in [*accuracy, *latency]}
+    absent = (f"the deploy artifact {deploy_artifact} is not among the files given to python -m pipeline benchmark"
+              if command == "benchmark" and deploy_artifact not in given else None)
     results = []
     for name, limit in gates.items():
         if limit is None:
             continue
-        if why := NOT_APPLICABLE.get(command, {}).get(name):
+        if why := NOT_APPLICABLE.get(command, {}).get(name) or absent or _reference_not_given(name, ctx, accuracy, command):
             status, value, where, device, what = NOT_MEASURED, None, None, None, why
         elif name in ACCURACY_GATES:
             status, value, where, device, what = ctx.accuracy_gate(name, float(limit))
@@ -135,6 +138,17 @@ def evaluate_gates(
             "message": f"{name} {status}: {what} ({bound})",
         })
     return results
+
+
+def _reference_not_given(name: str, ctx: "_Readings", accuracy: list[dict[str, Any]], command: str) -> str | None:
+    """`benchmark X_int8.tflite` alone: the fp32 model an accuracy gate compares with was not given, so the gate
+    cannot be measured (not a failure of the given file)."""
+    if command != "benchmark" or name not in ACCURACY_GATES:
+        return None
+    ref = ACCURACY_GATES[name][0] or ctx.source
+    if any(r.get("stage") == ref for r in accuracy):
+        return None
+    return f"its reference ({ref}) is not among the files given to python -m pipeline benchmark"
 
 
 def gate_failed(gate: dict[str, Any]) -> bool:
