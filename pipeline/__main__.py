@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="edgetpu_compiler's -o folder: <model>_edgetpu.tflite, <model>_edgetpu.log "
                         "(and its stdout as edgetpu_compiler.log, if saved)")
 
+    p = sub.add_parser("sweep", help="search for the student to ship: many candidates, each distilled, exported and measured (Optuna)")
+    p.add_argument("sweep_file", type=Path, help="a sweep file: base recipe, search space, objectives, constraints, budget")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the cores (default 1)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage shared by every worker: postgresql+psycopg2://user@host/db, "
+                                                    "mysql://…, journal:PATH (default: sqlite in sweeps/NAME/study.db)")
+    p.add_argument("--device", metavar="USER@HOST", help="measure each trial's deploy artifact on this board over ssh")
+    p.add_argument("--target", help="the board's target (e.g. rpi4); replaces the base recipe's target.name")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers N
+
     sub.add_parser("device", add_help=False,
                    help="bundle a run, benchmark it on a board over ssh, merge the results (python -m pipeline.device remote)")
 
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 DEFAULT_RECIPE = "edge_tpu.yaml"  # export/benchmark without a recipe: the default target's (targets/)
 
 # import names of the `host` extra (pyproject.toml): missing on a board-style install
-HOST_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf",
+HOST_MODULES = {"optuna", "sqlalchemy", "torch", "torchvision", "timm", "safetensors", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf",
                 "sklearn", "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
 
 
@@ -267,7 +276,14 @@ def cmd_bundle(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
+def cmd_sweep(args) -> int:
+    from pipeline.sweep import run_sweep
+
+    return run_sweep(args.sweep_file, workers=args.workers, storage=args.storage, device=args.device, target=args.target,
+                     worker=args.worker)
+
+
+COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
             "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle}
 
 if __name__ == "__main__":

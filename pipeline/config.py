@@ -366,8 +366,19 @@ def resolve_recipe(name: str | Path) -> Path:
 def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read, merge overrides into, and validate a recipe; any problem becomes one PipelineError line."""
     path = resolve_recipe(name)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path.name}: expected a mapping of sections at the top level")
+    raw.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return validate_config(raw, source=path.name)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file as plain data (safe loader, duplicate keys refused); any problem is one line naming the file."""
     try:
-        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
+        return yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                             "save it as UTF-8") from None
@@ -377,12 +388,6 @@ def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Co
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise PipelineError(f"{path.name}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{path.name}: expected a mapping of sections at the top level")
-    raw.setdefault("name", path.stem)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    return validate_config(raw, source=path.name)
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pipeline
 from pipeline.artifacts import Manifest, hash_json, hash_outputs, now, tool_versions, verify_outputs
@@ -36,6 +36,7 @@ from pipeline.inputs import external_inputs
 from pipeline.lock import run_lock
 from pipeline.run_folder import record_config
 from pipeline.stages import STAGES, Stage, benchmark_plan, export_plan  # noqa: F401  (the plans: imported from here by the CLI)
+from pipeline.store import SHARED_STAGES, StageStore
 
 
 @dataclass
@@ -44,6 +45,9 @@ class StageContext:
     out: Path  # this stage's folder (still .partial while it runs)
     inputs: dict[str, Path]  # finished upstream stage folders, by stage name
     cache: Path  # runs/<name>/cache: teacher-side artifacts shared by several student runs
+    # called after every training epoch with (stage, seed index, history row); may raise to stop the run
+    # (the student search's pruner). Explicit, so a stage never guesses who is watching.
+    on_epoch: Callable[[str, int, dict[str, Any]], None] | None = None
 
     def input(self, stage: str) -> Path:
         return self.inputs[stage]
@@ -72,12 +76,16 @@ def run_pipeline(
     until: str | None = None,
     fresh: bool = False,
     plan: list[Stage] | None = None,
+    store: StageStore | None = None,
+    on_epoch: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Manifest]:
     """Run stages in order, reusing every finished stage whose cache key still matches.
 
     ``start`` forces that stage (and so everything after it) to re-run; ``until`` stops after
     that stage; ``fresh`` ignores every cache. One run at a time per run folder (``pipeline.lock``).
-    ``plan`` replaces the training sequence (``export_plan``, ``benchmark_plan``).
+    ``plan`` replaces the training sequence (``export_plan``, ``benchmark_plan``). ``store``: a stage store
+    shared with other run folders (``pipeline.store``; one process only: under torchrun it is not used).
+    ``on_epoch``: see ``StageContext.on_epoch``.
     """
     plan = plan or STAGES
     names = [s.name for s in plan]
@@ -91,10 +99,12 @@ def run_pipeline(
     with distributed.session(cfg.train) as place:
         # rank 0 holds the run folder's lock for all ranks (the others only write into scratch folders)
         with run_lock(cfg.run_dir) if place.is_main else contextlib.nullcontext(), stage_write_errors(cfg.run_dir):
-            return _run_stages(cfg, place, plan, start=start, until=until, fresh=fresh)
+            return _run_stages(cfg, place, plan, start=start, until=until, fresh=fresh,
+                               store=None if place.distributed else store, on_epoch=on_epoch)
 
 
-def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, until: str | None, fresh: bool) -> dict[str, Manifest]:
+def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, until: str | None, fresh: bool,
+                store: StageStore | None = None, on_epoch=None) -> dict[str, Manifest]:
     from pipeline.train import distributed
 
     names = [s.name for s in plan]
@@ -121,15 +131,33 @@ def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, unt
             if old is not None:
                 console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
             else:
-                if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
-                    distributed.on_main(lambda: _precheck(cfg))  # cached by student spec, so the second call is free
-                with stage_write_errors(folder.with_name(folder.name + ".partial")):
-                    old = _execute(cfg, stage, key, folder, dict(inputs), manifests)
+                def compute() -> Manifest:
+                    if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
+                        distributed.on_main(lambda: _precheck(cfg))  # cached by student spec, so the second call is free
+                    with stage_write_errors(folder.with_name(folder.name + ".partial")):
+                        return _execute(cfg, stage, key, folder, dict(inputs), manifests, on_epoch)
+
+                old = (_through_store(store, stage, key, folder, cfg, compute)
+                       if store is not None and i < forced and stage.name in SHARED_STAGES else compute())
         manifests[stage.name] = old
         inputs[stage.provides] = folder
     if place.is_main:
         _raise_on_failed_gates(manifests)
     return manifests
+
+
+def _through_store(store: StageStore, stage: Stage, key: str, folder: Path, cfg: Config,
+                   compute: Callable[[], Manifest]) -> Manifest:
+    """The stage from the shared store when another run made it, else computed here and stored; one process
+    computes a missing entry while the others wait for it (``StageStore.claim``)."""
+    with store.claim(stage.name, key):
+        found = store.fetch(stage.name, key, folder, run=str(cfg.run_dir))
+        if found is not None:
+            console.print(f"[dim]✓ {stage.folder}: from the shared stage store ({_summary(found.metrics)})[/dim]")
+            return found
+        made = compute()
+        store.publish(stage.name, key, folder, run=str(cfg.run_dir))
+        return made
 
 
 def _reusable(folder: Path, key: str) -> Manifest | None:
@@ -138,7 +166,8 @@ def _reusable(folder: Path, key: str) -> Manifest | None:
     return old if old is not None and old.cache_key == key and verify_outputs(folder, old) else None
 
 
-def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str, Path], upstream: dict[str, Manifest]) -> Manifest:
+def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str, Path], upstream: dict[str, Manifest],
+             on_epoch=None) -> Manifest:
     """Run one stage into ``NN_stage.partial/`` and rename it when complete; rank 0's folder is the
     one kept. Every rank gets the finished stage's manifest."""
     from pipeline.train import distributed
@@ -172,7 +201,7 @@ def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str
         return manifest
 
     def run_in(out: Path) -> dict[str, Any]:
-        ctx = StageContext(cfg=cfg, out=out, inputs=inputs, cache=cfg.run_dir / "cache")
+        ctx = StageContext(cfg=cfg, out=out, inputs=inputs, cache=cfg.run_dir / "cache", on_epoch=on_epoch)
         return stage.function()(ctx) or {}
 
     def run_here() -> Manifest:

@@ -118,6 +118,7 @@ def run(ctx) -> dict:
             desc=f"distill[{cfg.distill.method} seed {seed}]",
             evaluate_fn=lambda: evaluate(student, val_or_test(data)),
             views=setup.views,
+            on_epoch_end=(lambda row, i=len(runs): ctx.on_epoch("distill", i, row)) if getattr(ctx, "on_epoch", None) else None,
         )
         setup.remove_taps()
         bn = recalibrate_bn(student, cfg.distill.recalibrate_bn, trained=cfg.distill.epochs > 0, images=data.train_plain,

@@ -160,6 +160,7 @@ def fit(
     on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
     precision: str | None = None,
     views: int | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train the parameters of ``modules`` with ``step``; returns per-epoch history and timings.
 
@@ -171,7 +172,8 @@ def fit(
     rate). A non-finite loss stops training with a clear error instead of writing a NaN checkpoint.
     ``views`` (fewer than the epochs): epoch e replays epoch e mod ``views`` (same shards, order and
     augmentation), and each step runs at ``batch_in_cycle()`` = (view, batch), so a step may reuse
-    what it computed for that position before (distill's ``teacher_reuse``).
+    what it computed for that position before (distill's ``teacher_reuse``). ``on_epoch_end(row)`` sees each
+    epoch's history row (the student search's pruner; it may raise to stop training).
     """
     place = current()
     precision = precision or place.precision
@@ -229,6 +231,8 @@ def fit(
         history.append(row)
         tqdm.write(f"  {desc} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f} train {row['train_acc']:.3f}"
                    + (f" val {row['val_acc']:.3f}" if "val_acc" in row else "") + f" ({row['seconds']:.1f}s)")
+        if on_epoch_end is not None:
+            on_epoch_end(row)
     if place.sync_bn and place.distributed:
         for m in modules:
             revert_sync_batchnorm(m)

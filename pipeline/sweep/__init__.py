@@ -1,0 +1,130 @@
+"""``python -m pipeline sweep SWEEP.yaml``: which student to ship, searched with Optuna and measured per trial.
+
+Each trial is an ordinary run (``pipeline.sweep.trial``) in ``sweeps/NAME/trials/NNNN/``; the data split and the
+teacher are computed once for the sweep (``pipeline.store``); Optuna's storage shares the study between worker
+processes here (``--workers N``) and on other machines (``--storage URL``, the same command on each). The report
+(``pipeline.sweep.report``) is written when this command's workers are done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.console import console
+from pipeline.errors import PipelineError
+
+NO_TRIAL_MET = 3  # exit code: the sweep ran, but no trial met the constraints (like a failed gate)
+
+
+def run_sweep(path: str | Path, *, workers: int = 1, storage: str | None = None, device: str | None = None,
+              target: str | None = None, worker: bool = False) -> int:
+    from pipeline.sweep.spec import check_space, load_sweep
+    from pipeline.sweep.study import default_storage, open_storage, open_study
+
+    spec = load_sweep(path)
+    if target is not None:
+        from pipeline.target import TARGETS
+
+        if target not in TARGETS:
+            raise PipelineError(f"--target {target}: unknown (known: {', '.join(sorted(TARGETS))})")
+        spec = spec.model_copy(update={"set": {**spec.set, "target.name": target}})
+    if device is not None and not target:
+        raise PipelineError("--device needs --target (the board's target, e.g. --target rpi4): it decides the bundle")
+    check_space(spec)
+    if workers < 1:
+        raise PipelineError(f"--workers {workers}: must be ≥ 1")
+    url = storage or default_storage(spec)
+    storage_obj = open_storage(url, spec.heartbeat_s)
+    study, sampler = open_study(spec, storage_obj, url)  # created once here, before the workers join it
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        _spawn_workers(path, workers, url, device, target)
+    else:
+        _work(spec, study, storage_obj, threads=_threads(workers), device=device, device_target=target)
+    if worker:
+        return 0
+    return _report(spec, study, url, sampler, device)
+
+
+def _threads(workers: int) -> int:
+    from pipeline.sweep.study import worker_threads
+
+    env = os.environ.get("PIPELINE_SWEEP_THREADS")
+    return int(env) if env and env.isdigit() and int(env) > 0 else worker_threads(workers)
+
+
+def _work(spec, study, storage, *, threads: int, device: str | None, device_target: str | None) -> None:
+    """One worker: trials until the budget (counted over every worker) or the timeout is spent."""
+    import optuna
+    import torch
+
+    from pipeline.store import StageStore
+    from pipeline.sweep.study import budget_left
+    from pipeline.sweep.spec import base_recipe
+    from pipeline.sweep.trial import SweepRun, SweepTrialFailed, objective
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(threads)
+    curves = optuna.create_study(
+        storage=storage, study_name=f"{spec.name}.curves", direction="maximize", load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.pruning.startup_trials,
+                                           n_warmup_steps=spec.pruning.warmup_epochs))
+    run = SweepRun(spec=spec, base=base_recipe(spec)[0], store=StageStore(spec.folder / "store"), curves=curves,
+                   threads=threads, device=device, device_target=device_target)
+
+    def after(study, trial) -> None:
+        a = trial.user_attrs
+        what = (f"top-1 {a['top1']:.4f}, p90 {a['p90_ms']:.3f} ms" if trial.state.name == "COMPLETE" and a.get("top1") is not None
+                else a.get("pruned") or a.get("error") or trial.state.name.lower())
+        console.print(f"[bold]sweep {spec.name}[/bold] trial {trial.number:04d} {trial.state.name}: {what}")
+        if budget_left(study, spec) <= 0:
+            study.stop()
+
+    if budget_left(study, spec) > 0:
+        study.optimize(lambda t: objective(t, run), timeout=spec.budget.timeout_s, callbacks=[after],
+                       catch=(SweepTrialFailed,), gc_after_trial=True)
+
+
+def _spawn_workers(path, workers: int, url: str, device: str | None, target: str | None) -> None:
+    """N processes of this same command against the same storage, each with its share of the cores; Ctrl-C or a
+    failing worker stops the others."""
+    from pipeline.sweep.study import worker_threads
+
+    threads = worker_threads(workers)
+    cmd = [sys.executable, "-m", "pipeline", "sweep", str(path), "--storage", url, "--worker"]
+    if device:
+        cmd += ["--device", device]
+    if target:
+        cmd += ["--target", target]
+    env = {**os.environ, "PIPELINE_SWEEP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    bad = [c for c in codes if c not in (0,)]
+    if bad:
+        raise PipelineError(f"{len(bad)} of {workers} workers failed (exit {', '.join(map(str, bad))}); "
+                            "their lines are above; run the same command again to continue the study")
+
+
+def _report(spec, study, url: str, sampler: str, device: str | None) -> int:
+    from pipeline.store import StageStore
+    from pipeline.sweep import report
+    from pipeline.sweep.study import redact
+
+    summary = report.build(spec, study, storage=redact(url), sampler=sampler,
+                           store_counts=StageStore(spec.folder / "store").counts(), device=device)
+    paths = report.write(spec, summary)
+    console.print(f"[bold]{summary['verdict']}[/bold]")
+    console.print(summary["latency_note"])
+    console.print(f"sweep report: {paths['html']}" + (f"; reproduce: python -m pipeline run {paths['best']}" if "best" in paths else ""))
+    return 0 if summary["recommended"] is not None else NO_TRIAL_MET

@@ -1,0 +1,152 @@
+"""The search engine is Optuna: its storage shares one study between workers, its samplers propose candidates.
+
+Storage: an SQLite file in the sweep folder by default (embedded, nothing to start); ``--storage URL`` takes any
+Optuna RDB URL (``postgresql+psycopg2://user@host/db``, ``mysql://…``) or a journal file (``journal:PATH`` or a
+path ending in ``.log``), so workers on several machines share one study, each started with the same command.
+Workers send heartbeats; a trial whose worker died (SIGKILL, a lost machine) goes stale, is marked failed by the
+next worker that starts a trial, and retried with the same parameters (``RetryFailedTrialCallback``). Optuna
+hands each trial number to exactly one worker. The study records its search space: the same name with another
+space is refused in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.sweep.spec import Choice, FloatRange, IntRange, LogRange, Param, SweepSpec, grid_points, grid_size
+
+SPACE_ATTR = "sweep_space"
+DB_FILE = "study.db"
+
+
+def default_storage(spec: SweepSpec) -> str:
+    return f"sqlite:///{(spec.folder / DB_FILE).resolve()}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and reports."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, heartbeat_s: int):
+    """An Optuna storage for ``url``, with heartbeats and retry of stale trials; unreachable = one line."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    retry = RetryFailedTrialCallback(max_retry=2)
+    try:
+        if url.startswith("journal:") or url.endswith(".log"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat is "experimental" in Optuna's words
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                              grace_period=3 * heartbeat_s, failed_trial_callback=retry)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise PipelineError(f"--storage {redact(url)}: its database driver is not installed ({_first_line(exc)}); "
+                            "for PostgreSQL use postgresql+psycopg2://… (psycopg2-binary is installed with the host extra)") from None
+    except Exception as exc:  # SQLAlchemy's OperationalError, ArgumentError, … : all mean "cannot use that URL"
+        raise PipelineError(f"--storage {redact(url)}: cannot open the study storage ({_first_line(exc)})") from None
+
+
+def make_sampler(spec: SweepSpec):
+    import optuna
+
+    kind = spec.sampler
+    size = grid_size(spec.space)
+    if kind == "auto":
+        kind = "grid" if size is not None and size <= spec.budget.trials else "nsga2"
+    if kind == "grid":
+        return optuna.samplers.GridSampler({k: grid_points(p) for k, p in spec.space.items()}, seed=spec.seed), "grid"
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraint_values,
+                                             population_size=max(4, min(50, spec.budget.trials // 2))), "nsga2"
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.seed, constraints_func=constraint_values), "tpe"
+    return optuna.samplers.RandomSampler(seed=spec.seed), "random"
+
+
+def constraint_values(trial) -> list[float]:
+    """Optuna's constraint convention (≤ 0 = met), written by the trial (``user_attrs["constraints"]``); a trial
+    that never measured them (failed, pruned) counts as violating."""
+    return list(trial.user_attrs.get("constraints") or [1.0])
+
+
+def suggest(trial, key: str, param: Param) -> Any:
+    if isinstance(param, Choice):
+        return trial.suggest_categorical(key, grid_points(param))
+    if isinstance(param, IntRange):
+        return trial.suggest_int(key, param.bounds[0], param.bounds[1], step=param.step)
+    if isinstance(param, FloatRange):
+        return trial.suggest_float(key, param.bounds[0], param.bounds[1])
+    if isinstance(param, LogRange):
+        return trial.suggest_float(key, param.bounds[0], param.bounds[1], log=True)
+    raise TypeError(param)
+
+
+def open_study(spec: SweepSpec, storage, url: str):
+    """Create the study or join it; a different search space under the same name is one line."""
+    import optuna
+
+    sampler, kind = make_sampler(spec)
+    try:
+        study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions(),
+                                    sampler=sampler, load_if_exists=True)
+    except ValueError as exc:  # the stored study has other directions
+        raise PipelineError(f"{spec.name}: the study in {redact(url)} was made with other objectives ({exc}); "
+                            "give this sweep another name, or delete the study") from None
+    except Exception as exc:
+        raise PipelineError(f"--storage {redact(url)}: cannot open the study ({_first_line(exc)})") from None
+    record = spec.space_record()
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        study.set_user_attr(SPACE_ATTR, record)
+        study.set_user_attr("sampler", kind)
+    elif stored != record:
+        changed = sorted(set(stored["space"]) ^ set(record["space"])) or \
+            sorted(k for k in record["space"] if stored["space"].get(k) != record["space"][k])
+        what = ", ".join(f"space.{k}" for k in changed) or "objectives"
+        raise PipelineError(f"{spec.name}: this study's search space changed ({what}) since it was started in "
+                            f"{redact(url)}; give the changed sweep another name (name: …), or delete the study")
+    return study, kind
+
+
+def counted(trial) -> bool:
+    """Whether a finished trial uses up budget: complete, pruned, or failed for a reason of its own (a trial whose
+    worker died is retried, so it does not count)."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+
+
+def budget_left(study, spec: SweepSpec) -> int:
+    return spec.budget.trials - sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def worker_threads(workers: int) -> int:
+    from pipeline.runtimes import all_cores
+
+    return max(1, all_cores() // max(1, workers))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def worker_id() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
