@@ -4,7 +4,7 @@ Storage: an SQLite file in the sweep folder by default (embedded, nothing to sta
 Optuna RDB URL (``postgresql+psycopg2://user@host/db``, ``mysql://…``) or a journal file (``journal:PATH`` or a
 path ending in ``.log``), so workers on several machines share one study, each started with the same command.
 Workers send heartbeats; a trial whose worker died (SIGKILL, a lost machine) goes stale, is marked failed by the
-next worker that starts a trial, and retried with the same parameters (``RetryFailedTrialCallback``). Optuna
+next worker that starts a trial, and retried with the same parameters (``RetryHeartbeatStaleTrialCallback``). Optuna
 hands each trial number to exactly one worker. The study records its search space: the same name with another
 space is refused in one line.
 """
@@ -36,9 +36,13 @@ def redact(url: str) -> str:
 def open_storage(url: str, heartbeat_s: int):
     """An Optuna storage for ``url``, with heartbeats and retry of stale trials; unreachable = one line."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage
 
-    retry = RetryFailedTrialCallback(max_retry=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" in Optuna's words
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
     try:
         if url.startswith("journal:") or url.endswith(".log"):
             from optuna.storages.journal import JournalFileBackend
@@ -70,17 +74,11 @@ def make_sampler(spec: SweepSpec):
     if kind == "grid":
         return optuna.samplers.GridSampler({k: grid_points(p) for k, p in spec.space.items()}, seed=spec.seed), "grid"
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraint_values,
-                                             population_size=max(4, min(50, spec.budget.trials // 2))), "nsga2"
+        # constraints reach NSGA-II through Trial.set_constraint (pipeline.sweep.trial), Optuna 5's way
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=max(4, min(50, spec.budget.trials // 2))), "nsga2"
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, constraints_func=constraint_values), "tpe"
+        return optuna.samplers.TPESampler(seed=spec.seed), "tpe"
     return optuna.samplers.RandomSampler(seed=spec.seed), "random"
-
-
-def constraint_values(trial) -> list[float]:
-    """Optuna's constraint convention (≤ 0 = met), written by the trial (``user_attrs["constraints"]``); a trial
-    that never measured them (failed, pruned) counts as violating."""
-    return list(trial.user_attrs.get("constraints") or [1.0])
 
 
 def suggest(trial, key: str, param: Param) -> Any:

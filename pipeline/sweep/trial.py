@@ -102,8 +102,10 @@ def objective(trial, run: SweepRun) -> tuple[float, ...]:
     missing = [o for o in spec.objectives if measured.get(o) is None]
     if missing:
         return _fail(trial, f"the run measured no {', '.join(missing)} for the deploy artifact ({measured.get('why') or 'see its report'})")
-    trial.set_user_attr("constraints", constraint_terms(spec, measured))
-    trial.set_user_attr("meets_constraints", all(c <= 0 for c in constraint_terms(spec, measured)))
+    terms = constraint_terms(spec, measured)
+    for name, value in terms.items():
+        trial.set_constraint(name, value)  # read by NSGA-II: feasible trials dominate infeasible ones
+    trial.set_user_attr("meets_constraints", all(v <= 0 for v in terms.values()))
     return tuple(float(measured[o]) for o in spec.objectives)
 
 
@@ -278,15 +280,15 @@ def device_measurements(cfg, run: SweepRun) -> dict[str, Any]:
     return {k: measured[k] for k in ("p90_ms", "p50_ms", "latency_where", "latency_machine", "latency_threads")}
 
 
-def constraint_terms(spec: SweepSpec, m: dict[str, Any]) -> list[float]:
-    """One number per constraint, ≤ 0 when met (Optuna's convention, read by NSGA-II)."""
-    c, out = spec.constraints, []
+def constraint_terms(spec: SweepSpec, m: dict[str, Any]) -> dict[str, float]:
+    """One number per constraint, ≤ 0 when met (Optuna's convention), scaled so that 1 = twice the limit."""
+    c, out = spec.constraints, {}
     if c.max_p90_ms is not None:
-        out.append((m["p90_ms"] - c.max_p90_ms) / c.max_p90_ms if m.get("p90_ms") is not None else 1.0)
+        out["max_p90_ms"] = (m["p90_ms"] - c.max_p90_ms) / c.max_p90_ms if m.get("p90_ms") is not None else 1.0
     if c.max_size_mb is not None:
-        out.append((m["size_mb"] - c.max_size_mb) / c.max_size_mb if m.get("size_mb") is not None else 1.0)
+        out["max_size_mb"] = (m["size_mb"] - c.max_size_mb) / c.max_size_mb if m.get("size_mb") is not None else 1.0
     if c.min_top1 is not None:
-        out.append(c.min_top1 - m["top1"] if m.get("top1") is not None else 1.0)
+        out["min_top1"] = c.min_top1 - m["top1"] if m.get("top1") is not None else 1.0
     if c.fully_mapped:
-        out.append(0.0 if m.get("fully_mapped") else 1.0)
-    return out or [0.0]
+        out["fully_mapped"] = 0.0 if m.get("fully_mapped") else 1.0
+    return out
