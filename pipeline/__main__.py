@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "mysql://…, journal:PATH (default: sqlite in sweeps/NAME/study.db)")
     p.add_argument("--device", metavar="USER@HOST", help="measure each trial's deploy artifact on this board over ssh")
     p.add_argument("--target", help="the board's target (e.g. rpi4); replaces the base recipe's target.name")
+    p.add_argument("--no-docker", action="store_true", help="with --device: run the runner installed on the board, not its docker image")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers N
 
     sub.add_parser("device", add_help=False,
@@ -280,7 +281,7 @@ def cmd_sweep(args) -> int:
     from pipeline.sweep import run_sweep
 
     return run_sweep(args.sweep_file, workers=args.workers, storage=args.storage, device=args.device, target=args.target,
-                     worker=args.worker)
+                     docker=not args.no_docker, worker=args.worker)
 
 
 COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,

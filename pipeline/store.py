@@ -92,10 +92,13 @@ class StageStore:
                 continue  # a line cut by a killed writer
         return out
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """stage -> {"computed": n, "fetched": m}, from the event log."""
+    def counts(self, runs_under: Path | None = None) -> dict[str, dict[str, int]]:
+        """stage -> {"computed": n, "fetched": m}, from the event log; only the runs in ``runs_under`` if given."""
+        under = None if runs_under is None else Path(runs_under).resolve()
         out: dict[str, dict[str, int]] = {}
         for e in self.events():
+            if under is not None and under not in Path(e["run"]).resolve().parents:
+                continue
             out.setdefault(e["stage"], {"computed": 0, "fetched": 0})[e["event"]] += 1
         return out
 

@@ -48,8 +48,8 @@ def _study(folder: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'sweeps' / name / 'study.db'}")
 
 
-def _cli(*args, cwd=None, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+def _cli(*args, cwd=None, env_path=None, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": env_path or os.environ["PATH"]}
     return subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -141,7 +141,7 @@ def test_a_hard_swish_candidate_for_the_edge_tpu_is_pruned_without_training(tmp_
     assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at"] == "before training"
     assert "HARD_SWISH" in trial.user_attrs["pruned"]
     run = Path(trial.user_attrs["run"])
-    assert not (run / "02_teacher").exists() and not (tmp_path / "sweeps" / "hs" / "store" / "teacher").exists()
+    assert not (run / "02_teacher").exists() and not (tmp_path / "sweeps" / ".store" / "teacher").exists()
     summary = json.loads((tmp_path / "sweeps" / "hs" / "sweep.json").read_text())
     assert summary["verdict"] == "no trial met the constraints" and summary["trials"][0]["pruned"]
 
@@ -178,7 +178,8 @@ def test_size_and_latency_rejections_are_reasoned_from_parameters_and_macs():
 # ---------------------------------------------------------------- the engine: workers, faults, PostgreSQL
 
 ENGINE_BASE = {**BASE, "teacher": {"arch": "resnet8", "epochs": 0}, "distill": {"epochs": 0, "seeds": [0]},
-               "benchmark": {"warmup": 1, "min_runs": 3, "min_seconds": 0, "max_images": 60}}
+               "target": {"name": "openvino_cpu", "check_before_training": False},
+               "benchmark": {"warmup": 1, "min_runs": 3, "min_seconds": 0, "max_images": 60}, "report": {"formats": ["json"]}}
 FOUR = {"student.arch": {"choice": ["resnet8", "resnet14", "mobile_half", "resnet20"]}}
 
 
@@ -250,30 +251,30 @@ def postgres(tmp_path):
         import psycopg2  # noqa: F401
     except ImportError:
         pytest.skip("psycopg2 is not installed (pip install -e '.[host]')")
-    data = tmp_path / "pg"
-    data.mkdir()
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="sweep-pg-"))  # in /tmp itself: pytest's folders are private to root
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
         shutil.chown(data, "postgres")
-        os.chmod(tmp_path, 0o755)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "test"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "-l", str(data / "log"), "start"],
-                   check=True, capture_output=True)
+    for step in ([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "test"],
+                 [str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                  "-w", "-l", str(data / "server.log"), "start"]):
+        done = subprocess.run([*as_postgres, *step], capture_output=True, text=True)
+        assert done.returncode == 0, f"{step[0]}: {done.stdout[-1500:]} {done.stderr[-1500:]}"
     try:
         yield f"postgresql+psycopg2://test@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_two_workers_against_postgresql_complete_one_study(tmp_path, postgres):
     import optuna
 
-    os.chmod(tmp_path, 0o755)
     path = _engine_sweep(tmp_path, "pg")
     proc = _cli("sweep", path, "--workers", "2", "--storage", postgres)
     out, _ = proc.communicate(timeout=600)
@@ -283,6 +284,32 @@ def test_two_workers_against_postgresql_complete_one_study(tmp_path, postgres):
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     assert not (tmp_path / "sweeps" / "pg" / "study.db").exists()  # nothing went to the default SQLite file
     assert json.loads((tmp_path / "sweeps" / "pg" / "sweep.json").read_text())["storage"] == postgres
+
+
+def test_with_device_each_trial_is_measured_on_the_board_and_that_latency_is_the_objective(tmp_path):
+    """--device through the real bundle → ssh/scp → board runner → merge path, with stand-ins for ssh and scp that
+    run here (the board's runner, installed: --no-docker)."""
+    import optuna
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text('#!/bin/bash\n# stand-in for ssh to a board: runs the command here\nshift\nexec bash -c "$1"\n')
+    (bin_dir / "scp").write_text('#!/bin/bash\n# stand-in for scp: copies here, dropping host:\nshift\ncp "${1#*:}" "${2#*:}"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    path = _sweep(tmp_path, "board", base=ENGINE_BASE, space={"student.arch": {"choice": ["resnet8"]}},
+                  budget={"trials": 1}, pruning={"enabled": False})
+    proc = _cli("sweep", path, "--device", "pi@board", "--target", "openvino_cpu", "--no-docker",
+                env_path=f"{bin_dir}:{os.environ['PATH']}")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    (trial,) = optuna.load_study(study_name="board", storage=f"sqlite:///{tmp_path / 'sweeps' / 'board' / 'study.db'}").trials
+    assert trial.user_attrs["latency_where"] == "device" and trial.user_attrs["latency_machine"] == "board"
+    report = json.loads((Path(trial.user_attrs["run"]) / "report.json").read_text())
+    row = next(r for r in report["latency"] if r["where"] == "device" and r["artifact"] == "openvino_int8")
+    assert trial.values[1] == row["latency_ms"]["p90"]
+    summary = json.loads((tmp_path / "sweeps" / "board" / "sweep.json").read_text())
+    assert summary["latency_note"] == "latency measured on the target board (pi@board)"
 
 
 # ---------------------------------------------------------------- bad sweep files

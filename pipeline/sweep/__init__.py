@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.console import console
@@ -21,7 +22,7 @@ NO_TRIAL_MET = 3  # exit code: the sweep ran, but no trial met the constraints (
 
 
 def run_sweep(path: str | Path, *, workers: int = 1, storage: str | None = None, device: str | None = None,
-              target: str | None = None, worker: bool = False) -> int:
+              target: str | None = None, docker: bool = True, worker: bool = False) -> int:
     from pipeline.sweep.spec import check_space, load_sweep
     from pipeline.sweep.study import default_storage, open_storage, open_study
 
@@ -42,9 +43,9 @@ def run_sweep(path: str | Path, *, workers: int = 1, storage: str | None = None,
     study, sampler = open_study(spec, storage_obj, url)  # created once here, before the workers join it
     spec.folder.mkdir(parents=True, exist_ok=True)
     if workers > 1:
-        _spawn_workers(path, workers, url, device, target)
+        _spawn_workers(path, workers, url, device, target, docker)
     else:
-        _work(spec, study, storage_obj, threads=_threads(workers), device=device, device_target=target)
+        _work(spec, study, storage_obj, threads=_threads(workers), device=device, device_target=target, docker=docker)
     if worker:
         return 0
     return _report(spec, study, url, sampler, device)
@@ -57,7 +58,7 @@ def _threads(workers: int) -> int:
     return int(env) if env and env.isdigit() and int(env) > 0 else worker_threads(workers)
 
 
-def _work(spec, study, storage, *, threads: int, device: str | None, device_target: str | None) -> None:
+def _work(spec, study, storage, *, threads: int, device: str | None, device_target: str | None, docker: bool) -> None:
     """One worker: trials until the budget (counted over every worker) or the timeout is spent."""
     import optuna
     import torch
@@ -73,23 +74,28 @@ def _work(spec, study, storage, *, threads: int, device: str | None, device_targ
         storage=storage, study_name=f"{spec.name}.curves", direction="maximize", load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.pruning.startup_trials,
                                            n_warmup_steps=spec.pruning.warmup_epochs))
-    run = SweepRun(spec=spec, base=base_recipe(spec)[0], store=StageStore(spec.folder / "store"), curves=curves,
-                   threads=threads, device=device, device_target=device_target)
+    run = SweepRun(spec=spec, base=base_recipe(spec)[0], store=StageStore(spec.store_dir), curves=curves,
+                   threads=threads, device=device, device_target=device_target, docker=docker)
 
     def after(study, trial) -> None:
         a = trial.user_attrs
         what = (f"top-1 {a['top1']:.4f}, p90 {a['p90_ms']:.3f} ms" if trial.state.name == "COMPLETE" and a.get("top1") is not None
                 else a.get("pruned") or a.get("error") or trial.state.name.lower())
         console.print(f"[bold]sweep {spec.name}[/bold] trial {trial.number:04d} {trial.state.name}: {what}")
-        if budget_left(study, spec) <= 0:
-            study.stop()
 
-    if budget_left(study, spec) > 0:
-        study.optimize(lambda t: objective(t, run), timeout=spec.budget.timeout_s, callbacks=[after],
+    # one trial at a time, the budget checked before each over every worker's trials (running ones included), so
+    # workers neither overshoot it nor make the grid sampler repeat a point that another worker is running
+    started = time.monotonic()
+    while budget_left(study, spec) > 0:
+        left_s = None if spec.budget.timeout_s is None else spec.budget.timeout_s - (time.monotonic() - started)
+        if left_s is not None and left_s <= 0:
+            console.print(f"sweep {spec.name}: budget.timeout_s {spec.budget.timeout_s:g} spent; this worker stops")
+            break
+        study.optimize(lambda t: objective(t, run), n_trials=1, timeout=left_s, callbacks=[after],
                        catch=(SweepTrialFailed,), gc_after_trial=True)
 
 
-def _spawn_workers(path, workers: int, url: str, device: str | None, target: str | None) -> None:
+def _spawn_workers(path, workers: int, url: str, device: str | None, target: str | None, docker: bool) -> None:
     """N processes of this same command against the same storage, each with its share of the cores; Ctrl-C or a
     failing worker stops the others."""
     from pipeline.sweep.study import worker_threads
@@ -100,6 +106,8 @@ def _spawn_workers(path, workers: int, url: str, device: str | None, target: str
         cmd += ["--device", device]
     if target:
         cmd += ["--target", target]
+    if not docker:
+        cmd += ["--no-docker"]
     env = {**os.environ, "PIPELINE_SWEEP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
     try:
@@ -122,7 +130,7 @@ def _report(spec, study, url: str, sampler: str, device: str | None) -> int:
     from pipeline.sweep.study import redact
 
     summary = report.build(spec, study, storage=redact(url), sampler=sampler,
-                           store_counts=StageStore(spec.folder / "store").counts(), device=device)
+                           store_counts=StageStore(spec.store_dir).counts(runs_under=spec.folder / "trials"), device=device)
     paths = report.write(spec, summary)
     console.print(f"[bold]{summary['verdict']}[/bold]")
     console.print(summary["latency_note"])

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.errors import PipelineError
 
 OBJECTIVES = {"top1": "maximize", "p90_ms": "minimize", "size_mb": "minimize"}
-MAX_GRID = 10_000  # a space with more points than this is never enumerated
+STORE_DIR = ".store"  # in sweeps_dir: the default stage store
 
 
 class _Closed(BaseModel):
@@ -118,6 +118,10 @@ class SweepSpec(_Closed):
     pruning: Pruning = Pruning()
     seed: int = 0
     sweeps_dir: str = "sweeps"
+    # the stage store trials share (pipeline.store): every sweep in sweeps_dir by default, so a second sweep over
+    # the same base reuses the first one's data, teacher and identical candidates; a path on a shared filesystem
+    # serves workers on several machines
+    store: str | None = None
     heartbeat_s: int = Field(10, ge=1, le=600)  # a worker silent for 3× this is taken as dead: its trial is retried
 
     @model_validator(mode="after")
@@ -133,6 +137,10 @@ class SweepSpec(_Closed):
     @property
     def folder(self) -> Path:
         return Path(self.sweeps_dir) / self.name
+
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.store) if self.store else Path(self.sweeps_dir) / STORE_DIR
 
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]

@@ -130,7 +130,23 @@ def counted(trial) -> bool:
 
 
 def budget_left(study, spec: SweepSpec) -> int:
-    return spec.budget.trials - sum(counted(t) for t in study.get_trials(deepcopy=False))
+    """Trials still to start: the budget (at most the grid, for the grid sampler) less the trials that used it
+    up and those running now. Stale trials are failed first (and their retries queued), so a dead worker's trial
+    is run again rather than counted as running."""
+    from optuna.trial import TrialState
+
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental"
+            optuna.storages.fail_stale_trials(study)
+    cap = spec.budget.trials
+    if study.user_attrs.get("sampler") == "grid":
+        cap = min(cap, grid_size(spec.space) or cap)
+    trials = study.get_trials(deepcopy=False)
+    return cap - sum(counted(t) or t.state == TrialState.RUNNING for t in trials)
 
 
 def worker_threads(workers: int) -> int:

@@ -16,9 +16,10 @@ report's headline reads it (the board's when a device result was merged, else th
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pipeline.errors import GateFailure, PipelineError
 from pipeline.sweep.spec import SweepSpec, apply, unlabel
@@ -39,6 +40,7 @@ class SweepRun:
     threads: int
     device: str | None = None  # user@host: latency measured on the board
     device_target: str | None = None
+    docker: bool = True  # run the board's docker/ image (False: the runner installed on the board)
     extra_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -272,12 +274,32 @@ def device_measurements(cfg, run: SweepRun) -> dict[str, Any]:
     from pipeline.device.remote import RemoteSpec, default_image, run_remote
 
     target = run.device_target or cfg.target.name
-    spec = RemoteSpec(ssh=run.device, target=target, image=default_image(target), name=f"sweep-{cfg.name}")
-    run_remote(cfg.run_dir, spec)
+    image = default_image(target) if run.docker else None
+    if run.docker and image is None:
+        raise PipelineError(f"--target {target}: no docker image for this target; pass --no-docker to use the board's runner")
+    # a folder of its own on the board per trial; one measurement at a time from this machine's workers (a board
+    # timing two models at once would time neither)
+    spec = RemoteSpec(ssh=run.device, target=target, image=image, name=run.device.rpartition("@")[2],
+                      remote_dir=f"/tmp/edge-pipeline/{run.spec.name}-{cfg.name}")
+    with _board_lock(run.spec.folder / "board.lock"):
+        run_remote(cfg.run_dir, spec)
     measured = read_measurements(cfg.run_dir, cfg)
     if measured.get("latency_where") != "device":
         raise PipelineError(f"{cfg.run_dir}: the board's results did not give a deploy latency row")
     return {k: measured[k] for k in ("p90_ms", "p50_ms", "latency_where", "latency_machine", "latency_threads")}
+
+
+@contextmanager
+def _board_lock(path: Path) -> Iterator[None]:
+    import fcntl
+    import os
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def constraint_terms(spec: SweepSpec, m: dict[str, Any]) -> dict[str, float]:
