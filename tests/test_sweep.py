@@ -114,8 +114,9 @@ def test_a_changed_search_space_under_the_same_name_is_one_line(three, capsys):
     assert "\n" not in err and "search space changed (space.distill.method)" in err
 
 
-def test_no_trial_meeting_the_constraints_exits_3_with_the_verdict(three, capsys):
-    """The same study re-reported under an impossible latency budget: verdict first, exit 3, no best.yaml."""
+def test_under_an_impossible_latency_budget_no_trial_is_recommended(three):
+    """The same trials judged against a budget none meets: every constraint term is violated, no recommendation
+    (the command then exits 3: test_a_hard_swish_candidate…)."""
     from pipeline.sweep import report
     from pipeline.sweep.spec import load_sweep
 
@@ -195,19 +196,10 @@ def _assert_each_point_once(trials, n: int) -> None:
     assert len({t.user_attrs["run"] for t in done}) == n
 
 
-def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
-    path = _engine_sweep(tmp_path, "two")
-    proc = _cli("sweep", path, "--workers", "2")
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    trials = _study(tmp_path, "two").trials
-    _assert_each_point_once(trials, 4)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both worked
-    summary = json.loads((tmp_path / "sweeps" / "two" / "sweep.json").read_text())
-    assert sum(summary["trials_per_worker"].values()) == 4 and summary["shared_stages"]["teacher"]["computed"] == 1
-
-
-def test_a_worker_killed_mid_trial_loses_only_that_trial_and_the_same_command_completes_the_study(tmp_path):
+def test_a_worker_killed_mid_trial_loses_only_that_trial_and_two_workers_complete_the_study(tmp_path):
+    """One worker is SIGKILLed while a trial runs; the same command with --workers 2 then finishes the study: the
+    dead trial is marked failed by the heartbeat and retried with the same candidate, the two workers share the
+    rest, and no candidate runs twice."""
     import optuna
 
     path = _engine_sweep(tmp_path, "killed")
@@ -225,7 +217,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial_and_the_same_command_co
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
     time.sleep(3.5)  # past the grace period (3 × heartbeat_s)
-    again = _cli("sweep", path)
+    again = _cli("sweep", path, "--workers", "2")
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out[-3000:]
     trials = optuna.load_study(study_name="killed", storage=storage).trials
@@ -234,6 +226,10 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial_and_the_same_command_co
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == running.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == killed.params
     _assert_each_point_once(trials, 4)
+    resumed = {t.user_attrs["worker"] for t in trials if t.number > running.number}
+    assert len(resumed) == 2  # both new workers ran trials
+    summary = json.loads((tmp_path / "sweeps" / "killed" / "sweep.json").read_text())
+    assert summary["shared_stages"]["teacher"]["computed"] == 1  # the killed worker's teacher was reused
 
 
 def _postgres_bin() -> Path | None:
@@ -403,3 +399,22 @@ def test_space_values_apply_to_the_recipe_and_grids_enumerate():
     raw = apply({"student": {"arch": "resnet20", "stages": None}}, {"student": {"arch": "resnet8", "arch_args": {"width": 2}},
                                                                     "data.image_size": 12})
     assert raw == {"student": {"arch": "resnet8", "stages": None, "arch_args": {"width": 2}}, "data": {"image_size": 12}}
+
+
+def test_an_interrupted_trial_is_queued_again_once_with_the_same_candidate():
+    """Ctrl-C fails the running trial without a reason of its own: the next worker queues its candidate again (the
+    grid sampler would otherwise take the point as visited); a trial that failed for its own reason is not."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline.sweep.study import requeue_interrupted
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"student.arch": optuna.distributions.CategoricalDistribution(["resnet8", "resnet14"])}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet8"}, distributions=dist))
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet14"}, distributions=dist,
+                                        user_attrs={"error": "not a valid recipe"}))
+    assert requeue_interrupted(study) == [0]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == {"student.arch": "resnet8"} and waiting[0].system_attrs["failed_trial"] == 0
+    assert requeue_interrupted(study) == []  # once

@@ -64,7 +64,7 @@ def _work(spec, study, storage, *, threads: int, device: str | None, device_targ
     import torch
 
     from pipeline.store import StageStore
-    from pipeline.sweep.study import budget_left
+    from pipeline.sweep.study import budget_left, requeue_interrupted
     from pipeline.sweep.spec import base_recipe
     from pipeline.sweep.trial import SweepRun, SweepTrialFailed, objective
 
@@ -85,6 +85,9 @@ def _work(spec, study, storage, *, threads: int, device: str | None, device_targ
 
     # one trial at a time, the budget checked before each over every worker's trials (running ones included), so
     # workers neither overshoot it nor make the grid sampler repeat a point that another worker is running
+    if again := requeue_interrupted(study):
+        console.print(f"sweep {spec.name}: trial{'s' * (len(again) > 1)} {', '.join(f'{n:04d}' for n in again)} "
+                      "were interrupted; queued again with the same candidate")
     started = time.monotonic()
     while budget_left(study, spec) > 0:
         left_s = None if spec.budget.timeout_s is None else spec.budget.timeout_s - (time.monotonic() - started)

@@ -149,6 +149,24 @@ def budget_left(study, spec: SweepSpec) -> int:
     return cap - sum(counted(t) or t.state == TrialState.RUNNING for t in trials)
 
 
+def requeue_interrupted(study) -> list[int]:
+    """Queue again, with the same candidate, each trial that failed without a reason of its own and has no retry
+    yet: one interrupted by Ctrl-C (a stale one was already requeued by the storage's heartbeat callback).
+    Without this the grid sampler would take an interrupted point as visited."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    again = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in retried]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental"
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        for t in again:
+            RetryHeartbeatStaleTrialCallback()(study, t)
+    return [t.number for t in again]
+
+
 def worker_threads(workers: int) -> int:
     from pipeline.runtimes import all_cores
 
