@@ -295,11 +295,14 @@ def test_with_device_each_trial_is_measured_on_the_board_and_that_latency_is_the
         f.chmod(0o755)
     path = _sweep(tmp_path, "board", base=ENGINE_BASE, space={"student.arch": {"choice": ["resnet8"]}},
                   budget={"trials": 1}, pruning={"enabled": False})
-    proc = _cli("sweep", path, "--device", "pi@board", "--target", "openvino_cpu", "--no-docker",
+    journal = tmp_path / "journal.log"  # Optuna's journal file storage, the third kind --storage takes
+    proc = _cli("sweep", path, "--device", "pi@board", "--target", "openvino_cpu", "--no-docker", "--storage", f"journal:{journal}",
                 env_path=f"{bin_dir}:{os.environ['PATH']}")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    (trial,) = optuna.load_study(study_name="board", storage=f"sqlite:///{tmp_path / 'sweeps' / 'board' / 'study.db'}").trials
+    from optuna.storages.journal import JournalFileBackend
+
+    (trial,) = optuna.load_study(study_name="board", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))).trials
     assert trial.user_attrs["latency_where"] == "device" and trial.user_attrs["latency_machine"] == "board"
     report = json.loads((Path(trial.user_attrs["run"]) / "report.json").read_text())
     row = next(r for r in report["latency"] if r["where"] == "device" and r["artifact"] == "openvino_int8")

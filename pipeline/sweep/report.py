@@ -104,7 +104,8 @@ def teacher_reference(rows: list[dict]) -> dict[str, Any] | None:
             continue
         report = read_json(run / "report.json")
         teacher = read_json(run / "02_teacher" / "manifest.json").get("metrics", {}) if (run / "02_teacher").is_dir() else {}
-        lat = [x for x in report["latency"] if x["model"] == "teacher" and x.get("latency_ms") and x["where"] == "host"]
+        lat = sorted((x for x in report["latency"] if x["model"] == "teacher" and x.get("latency_ms") and x["where"] == "host"),
+                     key=lambda x: x["artifact"] != "onnx")  # the ONNX teacher: the latency baseline the run's gates use
         return {"top1": teacher.get("val_acc"), "test_top1": next(
             (a["top1"] for a in report["accuracy"] if a["stage"] == "teacher_fp32"), None),
             "p90_ms": lat[0]["latency_ms"]["p90"] if lat else None, "artifact": lat[0]["artifact"] if lat else None}
@@ -219,7 +220,7 @@ def _linked(table_html: str, summary: dict[str, Any]) -> str:
 
 
 def pareto_png(spec: SweepSpec, summary: dict[str, Any]) -> bytes | None:
-    from pipeline.report.plots import _plt, _png
+    from pipeline.report.plots import _plain_log_ticks, _plt, _png
 
     done = [r for r in summary["trials"] if r["state"] == "COMPLETE" and r.get("top1") is not None and r.get("p90_ms")]
     if not done:
@@ -246,6 +247,8 @@ def pareto_png(spec: SweepSpec, summary: dict[str, Any]) -> bytes | None:
         ax.axvline(c.max_p90_ms, color="#cf222e", lw=1, label=f"max_p90_ms {c.max_p90_ms:g}")
     if c.min_top1 is not None:
         ax.axhline(100 * c.min_top1, color="#cf222e", ls="-.", lw=1, label=f"min_top1 {100 * c.min_top1:g} %")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     where = "board" if "device" in {r.get("latency_where") for r in done} else "host CPU, not the target"
     ax.set_xlabel(f"deploy artifact p90 latency, ms ({where})")
     ax.set_ylabel("validation top-1, %")

@@ -189,7 +189,7 @@ def reject_before_training(cfg, run: SweepRun, trial) -> str | None:
         from pipeline.target.check import precheck
 
         try:
-            precheck(cfg, force=True)
+            precheck(cfg, force=True, shared=run.spec.store_dir / "precheck")
         except PipelineError as exc:
             return f"the target's static check of the untrained model: {exc}"
     return None

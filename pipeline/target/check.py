@@ -25,11 +25,12 @@ CHECK_VERSION = 1  # bump when a checker's rules change, so cached verdicts are 
 CALIBRATION_IMAGES = 8
 
 
-def precheck(cfg, force: bool = False) -> dict:
+def precheck(cfg, force: bool = False, shared: Path | None = None) -> dict:
     """Check ``cfg.student`` against ``cfg.target`` before any training; print one line; raise if it cannot run.
 
     ``force`` (``python -m pipeline check``): also when ``target.check_before_training`` is
-    false. Returns the checker's report plus ``target``, ``input_shape``, ``seconds``, ``cached``.
+    false. ``shared``: a second cache folder that other runs read too (a sweep's trials check each student
+    spec once). Returns the checker's report plus ``target``, ``input_shape``, ``seconds``, ``cached``.
     """
     from rich.markup import escape
 
@@ -48,6 +49,9 @@ def precheck(cfg, force: bool = False) -> dict:
         "check_version": CHECK_VERSION, "pipeline": pipeline.__version__,
     })
     cache_file = Path(cfg.run_dir) / "cache" / f"precheck-{rules.name}-{key[:16]}.json"
+    shared_file = Path(shared) / cache_file.name if shared is not None else None
+    if not cache_file.is_file() and shared_file is not None and shared_file.is_file():
+        atomic_write_json(cache_file, read_json(shared_file))
     if cache_file.is_file():
         report = {**read_json(cache_file), "cached": True}
     else:
@@ -61,6 +65,8 @@ def precheck(cfg, force: bool = False) -> dict:
         report.update(target=rules.name, student=cfg.student.arch, input_shape=list(input_shape),
                       seconds=round(time.perf_counter() - started, 1))
         atomic_write_json(cache_file, report)
+        if shared_file is not None:
+            atomic_write_json(shared_file, report)
         report["cached"] = False
 
     when = "cached" if report["cached"] else f"{report['seconds']:.0f}s"
