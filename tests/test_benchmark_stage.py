@@ -241,3 +241,20 @@ def test_a_missing_export_listing_is_a_one_line_error(run_folder, tmp_path):
     empty.mkdir()
     with pytest.raises(PipelineError, match="artifacts.json: missing"):
         bench_stage(StageContext(cfg=cfg, out=tmp_path, inputs={**dirs, "export": empty}, cache=tmp_path))
+
+
+def test_an_empty_or_unreadable_validation_split_is_said_not_scored(monkeypatch, tmp_path):
+    from pipeline.benchmark.stage import validation_split, validation_top1
+
+    monkeypatch.setattr("pipeline.data.load_split", lambda d, w: (np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64)))
+    x, y, record = validation_split(tmp_path, "tflite_int8")
+    assert record == {"split": "val", "artifact": "tflite_int8", "images": 0, "top1": None,
+                      "error": "the validation split is empty (data.val_fraction is 0)"}
+    assert validation_top1(None, x, y) == {}
+
+    def unreadable(d, w):
+        raise PipelineError("data: digits now has 3 images, the split recorded 1797; re-run the data stage (--from data)")
+
+    monkeypatch.setattr("pipeline.data.load_split", unreadable)
+    _, _, record = validation_split(tmp_path, "tflite_int8")
+    assert record["top1"] is None and record["error"].startswith("the validation split could not be read: data: digits")

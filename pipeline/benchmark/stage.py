@@ -72,8 +72,7 @@ def run(ctx) -> dict:
     subjects, errors = collect_subjects(ctx)
     subjects = timed_subjects(subjects, bench.timed, rules.deploy_artifact, bench.gates)
     rule = stop_rule(bench)
-    val_x, val_y = load_split(ctx.input("data"), "val")
-    validation = {"split": "val", "artifact": rules.deploy_artifact, "images": int(len(val_y)), "top1": None, "error": None}
+    val_x, val_y, validation = validation_split(ctx.input("data"), rules.deploy_artifact)
     export_source = next((s.stage for s in subjects if s.stage in ("student_qat_fp32", "student_fp32")), "onnx")
     preds: dict[str, np.ndarray] = {}
     engines: dict[str, str] = {}
@@ -197,10 +196,27 @@ def timed_subjects(subjects: list[Subject], timed: str, deploy: str, gates) -> l
     return [replace(s, timed=s.timed and (s.model, s.artifact) in keep) for s in subjects]
 
 
-def validation_top1(runtime, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Top-1 of the deploy artifact on the validation split; an empty split is said, not scored as 0."""
-    if len(y) == 0:
-        return {"top1": None, "error": "the validation split is empty (data.val_fraction is 0)"}
+def validation_split(data_dir: Path, deploy: str) -> tuple[np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """The validation images and labels, and the ``validation`` record the deploy artifact's top-1 goes into (its
+    ``error`` says why there is none: an empty split is said, not scored as 0)."""
+    from pipeline.data import load_split
+
+    record: dict[str, Any] = {"split": "val", "artifact": deploy, "images": 0, "top1": None, "error": None}
+    try:
+        x, y = load_split(data_dir, "val")
+    except Exception as exc:
+        x, y = None, np.zeros(0, np.int64)
+        record["error"] = f"the validation split could not be read: {_describe(exc)}"
+    record["images"] = int(len(y))
+    if len(y) == 0 and record["error"] is None:
+        record["error"] = "the validation split is empty (data.val_fraction is 0)"
+    return x, y, record
+
+
+def validation_top1(runtime, x: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+    """Top-1 of the deploy artifact on the validation split (nothing to add where the split is empty)."""
+    if x is None or len(y) == 0:
+        return {}
     return {"top1": float(np.mean(predict_classes(runtime, x) == y)), "error": None}
 
 
@@ -309,9 +325,9 @@ def stage_metrics(results: dict) -> dict:
         "deploy_accuracy": acc.get(deploy),
         "teacher_accuracy": acc.get("teacher_fp32"),
         "deploy_p50_ms": lat["latency_ms"]["p50"] if lat else None,
-        "deploy_val_top1": results["validation"]["top1"],
-        "val_images": results["validation"]["images"],
         "gates_failed": sum(gate_failed(g) for g in results["gates"]),
+        "deploy_val_top1": results["validation"]["top1"],  # what a student search ranks by
+        "val_images": results["validation"]["images"],
         "accuracy": acc,
         "failed_rows": sum(1 for r in results["latency"] if r["error"]),
         "gates": results["gates"],
