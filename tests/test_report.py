@@ -374,3 +374,14 @@ def test_an_npu_target_without_its_npu_says_so_and_has_no_compiler_to_run(result
     assert report["verdict"]["not_measured"][0].startswith("No Intel NPU was measured: every latency in this report is the host CPU's")
     assert {"kind": "target device", "subject": "NPU", "status": "NOT RUN", "deploy": True, "message": note} in report["checks"]
     assert report["target"]["compiler"] is None and report["headline"]["compiler"] == "no vendor compiler for this target"
+
+
+def test_precision_text_says_when_the_time_cap_stopped_short():
+    from pipeline.report.tables import precision_text
+
+    assert precision_text(None) == ""  # results from before the precision rule
+    assert precision_text({"half_width_pct": 2.14, "reached": True, "target_pct": 3.0, "stopped_by": "precision"}) == "±2.1 %"
+    capped = {"half_width_pct": 4.2, "reached": False, "target_pct": 3.0, "stopped_by": "max_seconds"}
+    assert precision_text(capped) == "±4.2 % (time cap reached; target ±3 %)"
+    assert precision_text({**capped, "half_width_pct": None}) == "± n/a (time cap reached; target ±3 %)"
+    assert precision_text({"half_width_pct": 1.0, "reached": None, "target_pct": None, "stopped_by": "fixed"}) == "±1.0 %"

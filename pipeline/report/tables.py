@@ -135,12 +135,12 @@ def summary(report: dict[str, Any]) -> Table:
 
 def precision_text(prec: dict[str, Any] | None) -> str:
     """'±2.1 %' (the larger 95 % half-width of p50 and p90), with why timing stopped when it was not the precision:
-    '±4.2 % (cap 1 s; target ±3 %)'. Empty without a record (a results file from before the precision rule)."""
+    '±4.2 % (time cap reached; target ±3 %)'. Empty without a record (a results file from before the precision rule)."""
     if not prec:
         return ""
     width = "± n/a" if prec.get("half_width_pct") is None else f"±{prec['half_width_pct']:.1f} %"
-    if prec.get("stopped_by") == "max_seconds" or prec.get("reached") is False:
-        return f"{width} (cap reached; target ±{prec['target_pct']:g} %)"
+    if prec.get("reached") is False:
+        return f"{width} (time cap reached; target ±{prec['target_pct']:g} %)"
     return width
 
 
