@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.benchmark.latency import measure_latency, resolve_threads  # noqa: E402
+from pipeline.benchmark.latency import StopRule, measure_latency, resolve_threads  # noqa: E402
 
 TOLERANCE = 0.15
 DEFAULT_MODELS = ("resnet8:1x16x16", "resnet20:3x32x32")  # the edge_tpu recipe's student; a CIFAR-size net
@@ -74,7 +74,8 @@ def ours(xml: Path, images: np.ndarray, threads: int, niter: int) -> dict:
     """The pipeline's measurement, as the benchmark stage takes it."""
     from pipeline.runtimes import load
 
-    res = measure_latency(lambda: load(xml, threads=threads), images, warmup=10, min_runs=niter, min_seconds=0.0)
+    rule = StopRule(min_runs=niter, precision_pct=None)  # exactly niter calls, as benchmark_app -niter
+    res = measure_latency(lambda: load(xml, threads=threads), images, warmup=10, rule=rule)
     runtime = res.pop("runtime")
     config = {k: str(runtime.compiled.get_property(k)) for k in
               ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "ENABLE_CPU_PINNING")}

@@ -302,10 +302,18 @@ RENAMED_GATES = {
 
 
 class BenchmarkConfig(Section):
+    """How the benchmark stage times and scores; the timing method is ``pipeline/benchmark/latency.py``'s docstring."""
+
     threads: list[NonNegative] = Field([1, 0], min_length=1)  # 0 = all cores
     warmup: int = Field(10, ge=0)
-    min_runs: int = Field(50, gt=0)
-    min_seconds: float = Field(1.0, ge=0)
+    min_runs: int = Field(25, gt=0)  # timed calls before the stopping rule is asked
+    min_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)  # and at least this long (1.0 with precision_pct null: the old fixed rule)
+    # stop once p50 and p90 are known to ±this % (95 % confidence); null: stop at min_runs and min_seconds
+    precision_pct: float | None = Field(3.0, gt=0, allow_inf_nan=False)
+    max_seconds: float = Field(1.0, gt=0, allow_inf_nan=False)  # the cap per timed phase, precision reached or not
+    # which artifacts are timed: all | deploy (the target's deploy artifact, and the teacher when a latency gate needs it);
+    # every artifact is still scored for accuracy
+    timed: Literal["all", "deploy"] = "all"
     max_images: int | None = Field(None, gt=0)  # accuracy on at most this many test images
     gates: Gates = Gates()
     # files to measure instead of a run's own exports (.onnx, .tflite, OpenVINO .xml): python -m pipeline benchmark

@@ -30,8 +30,17 @@ def _row(model, artifact, threads, p50, error=None):
     if error is None:
         row.update({"init_ms": 5.0, "first_ms": 2 * p50, "warmup": 10, "runs": 50, "measured_s": 1.0, "rss_before_mb": 100.0,
                     "rss_delta_mb": 1.5, "memory_method": "peak (VmHWM)",
-                    "latency_ms": {"mean": p50, "std": 0.01, "min": 0.9 * p50, "max": 2 * p50, "p50": p50, "p90": 1.2 * p50, "p99": 1.5 * p50}})
+                    "latency_ms": {"mean": p50, "std": 0.01, "min": 0.9 * p50, "max": 2 * p50, "p50": p50, "p90": 1.2 * p50, "p99": 1.5 * p50},
+                    "latency_precision": precision(p50, capped=model == "teacher" and threads == 0)})
     return row
+
+
+def precision(p50: float, capped: bool = False) -> dict:
+    """A row's latency_precision: ±2 % on p50 and p90 (±4 % on p90 where the time cap stopped it first)."""
+    p90, w90 = 1.2 * p50, 0.04 if capped else 0.02
+    return {"confidence": 0.95, "target_pct": 3.0, "p50_low": 0.98 * p50, "p50_high": 1.02 * p50, "p50_half_width_pct": 2.0,
+            "p90_low": (1 - w90) * p90, "p90_high": (1 + w90) * p90, "p90_half_width_pct": 100 * w90,
+            "half_width_pct": 100 * w90, "reached": not capped, "stopped_by": "max_seconds" if capped else "precision"}
 
 
 def target_metrics() -> dict:
@@ -81,11 +90,13 @@ def make_results(int8_errors: int = 2, teacher_p50: float = 2.0, int8_p50: float
         "run": {"name": "demo", "target": "edge_tpu", "deploy_artifact": "tflite_int8", "export_source": "qat", "gate_threads": 0},
         "data": {"dataset": "digits", "split": "test", "images": 100, "num_classes": 10, "input_shape": [1, 8, 8]},
         "environment": {"host": HOST},
-        "settings": {"batch": 1, "warmup": 10, "min_runs": 50, "min_seconds": 1.0, "threads": [1, 0], "max_images": None,
+        "settings": {"batch": 1, "warmup": 10, "min_runs": 25, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 1.0,
+                     "confidence": 0.95, "timed": "all", "threads": [1, 0], "max_images": None,
                      "timer": "time.perf_counter", "method": "pipeline.benchmark.latency.measure_latency"},
         "models": {"teacher": {"arch": "resnet20", "params": 270_000, "macs": 40_000_000, "file": "teacher.pt", "size_bytes": 1_200_000},
                    "student": {"arch": "resnet8", "params": 78_000, "macs": 6_000_000, "file": "student.pt", "size_bytes": 320_000}},
         "accuracy": acc,
+        "validation": {"split": "val", "artifact": "tflite_int8", "images": 40, "top1": 0.925, "error": None},
         "latency": rows,
         "gates": evaluate_gates(gates or GATES, accuracy=acc, latency=rows, deploy_artifact="tflite_int8", threads=0,
                                 accelerator="Edge TPU"),

@@ -76,6 +76,24 @@ def test_a_gate_on_a_failed_artifact_fails_and_says_why():
     assert all(g["value"] is None and "tflite_int8" in g["message"] and " FAIL: " in g["message"] for g in res)
 
 
+def test_a_latency_gate_on_a_row_timed_deploy_did_not_time_is_not_measured_with_the_reason():
+    only_deploy = [r for r in LAT if r["model"] == "student"]  # benchmark.timed: deploy, teacher not timed
+    res = evaluate_gates(_gates(min_speedup_vs_teacher=2.0, max_p90_latency_ms=1.0, max_drop_vs_teacher=5.0), accuracy=_acc(),
+                         latency=only_deploy, deploy_artifact="tflite_int8", threads=0, timed="deploy")
+    by = {g["name"]: g for g in res}
+    speed = by["min_speedup_vs_teacher"]
+    assert speed["status"] == "NOT MEASURED" and speed["passed"] is None
+    assert "teacher not timed at threads=all (benchmark.timed: deploy" in speed["message"]
+    assert by["max_p90_latency_ms"]["status"] == "PASS" and by["max_drop_vs_teacher"]["status"] == "PASS"
+    failed = [_lat("student", "tflite_int8", 0, None, None, error="boom")]  # timed and failed: still a failure
+    res = evaluate_gates(_gates(max_p90_latency_ms=1.0), accuracy=_acc(), latency=failed, deploy_artifact="tflite_int8",
+                         threads=0, timed="deploy")
+    assert res[0]["status"] == "FAIL"
+    res = evaluate_gates(_gates(min_speedup_vs_teacher=2.0), accuracy=_acc(), latency=only_deploy,
+                         deploy_artifact="tflite_int8", threads=0)  # timed: all: a teacher row missing is a failure
+    assert res[0]["status"] == "FAIL"
+
+
 def test_gate_threads_prefers_the_targets_setting_else_the_most_cores():
     assert gate_threads([1, 0], 0) == 0
     assert gate_threads([1, 0], 1) == 1

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.benchmark.latency import batch_of_one, measure_latency, resolve_threads, summarise
+from pipeline.benchmark.latency import (StopRule, batch_of_one, measure_latency, precision_record, quantile_interval,
+                                        resolve_threads, summarise)
 
 
 def test_summary_statistics_on_known_samples():
@@ -55,7 +56,7 @@ class FakeRuntime:
         return np.zeros((len(x), 3), np.float32)
 
 
-def _run(images, warmup, min_runs, min_seconds):
+def _run(images, warmup, min_runs, min_seconds, precision_pct=None):
     clock = FakeClock()
     made = []
 
@@ -64,8 +65,8 @@ def _run(images, warmup, min_runs, min_seconds):
         made.append(FakeRuntime(clock, warmup))
         return made[-1]
 
-    res = measure_latency(factory, images, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
-                          keep_samples=True, clock=clock)
+    rule = StopRule(min_runs=min_runs, min_seconds=min_seconds, precision_pct=precision_pct)
+    res = measure_latency(factory, images, warmup=warmup, rule=rule, keep_samples=True, clock=clock)
     return res, made[0]
 
 
@@ -75,13 +76,13 @@ def _images(n):
     return x
 
 
-def test_min_runs_rule_when_runs_are_fast():
+def test_fixed_rule_min_runs_when_runs_are_fast():
     res, rt = _run(_images(7), warmup=3, min_runs=50, min_seconds=0.010)  # 50 runs take 50 ms > 10 ms
     assert res["runs"] == 50
     assert rt.calls == 1 + 3 + 50
 
 
-def test_min_seconds_rule_when_min_runs_is_reached_early():
+def test_fixed_rule_min_seconds_when_min_runs_is_reached_early():
     res, _ = _run(_images(7), warmup=0, min_runs=5, min_seconds=0.2)  # 1 ms per call: 200 calls to pass 0.2 s
     assert res["runs"] == 200
     assert res["measured_s"] == pytest.approx(0.2)
@@ -110,8 +111,9 @@ def test_result_carries_the_runtime_and_memory_fields():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError):
-        measure_latency(lambda: None, _images(2), min_runs=0)
+    for bad in ({"min_runs": 0}, {"max_seconds": float("inf")}, {"max_seconds": 0}, {"precision_pct": 0.0}, {"min_seconds": -1}):
+        with pytest.raises(ValueError):
+            StopRule(**bad)
     with pytest.raises(ValueError):
         batch_of_one(np.zeros((0, 1, 2, 2), np.float32))
     assert resolve_threads(3) == 3 and resolve_threads(0) >= 1
@@ -161,7 +163,8 @@ def test_engine_call_is_timed_apart_from_the_whole_predict():
         made.append(EngineRuntime(clock, 2))
         return made[-1]
 
-    res = measure_latency(factory, _images(4), warmup=2, min_runs=6, min_seconds=0.0, keep_samples=True, clock=clock)
+    rule = StopRule(min_runs=6, precision_pct=None)
+    res = measure_latency(factory, _images(4), warmup=2, rule=rule, keep_samples=True, clock=clock)
     rt = made[0]
     assert res["timed"] == "invoke" and res["runs"] == 6
     assert rt.prepared == 4  # every image prepared once, outside the timed calls
@@ -174,3 +177,101 @@ def test_runtime_without_an_engine_call_is_timed_by_predict():
     res, _ = _run(_images(3), warmup=0, min_runs=4, min_seconds=0.0)
     assert res["timed"] == "predict"
     assert res["latency_ms"] == res["e2e_latency_ms"]
+
+
+# --- the precision rule: stop once p50 and p90 are known to ±precision_pct % ----------------------------------
+
+
+class SampledRuntime:
+    """Each call costs the next draw of ``draw()`` seconds on the fake clock (no engine call: timed by predict)."""
+
+    def __init__(self, clock: FakeClock, draw):
+        self.clock, self.draw, self.calls = clock, draw, 0
+
+    def predict(self, x):
+        self.clock.t += float(self.draw())
+        self.calls += 1
+        return np.zeros((1, 3), np.float32)
+
+
+def _sampled(draw, rule):
+    clock = FakeClock()
+    return measure_latency(lambda: SampledRuntime(clock, draw), _images(4), warmup=0, rule=rule, keep_samples=True, clock=clock)
+
+
+def test_quantile_interval_is_open_until_its_order_statistics_exist():
+    a = np.arange(1.0, 21.0)  # 20 samples: p50's ranks exist, p90's upper rank (⌈18 + 2.63⌉ + 1 = 22) does not
+    lo, hi = quantile_interval(a, 0.5)
+    assert lo is not None and hi is not None and lo < 10.5 < hi
+    assert quantile_interval(a, 0.9)[1] is None
+    rec = precision_record(a, 3.0)
+    assert rec["p90_high"] is None and rec["half_width_pct"] is None and rec["reached"] is False
+
+
+def test_tight_distribution_stops_early_on_precision():
+    rng = np.random.default_rng(0)
+    rule = StopRule(min_runs=20, precision_pct=3.0, max_seconds=10.0)
+    res = _sampled(lambda: 1e-3 * (1 + 0.01 * rng.standard_normal()), rule)  # 1 ms ± 1 %
+    p = res["latency_precision"]
+    assert p["stopped_by"] == "precision" and p["reached"] is True and p["half_width_pct"] <= 3.0
+    assert res["runs"] < 200 and res["measured_s"] < 0.25  # far from the 10 s cap
+    assert p["p50_low"] <= res["latency_ms"]["p50"] <= p["p50_high"] and p["p90_low"] <= res["latency_ms"]["p90"] <= p["p90_high"]
+
+
+def test_wide_distribution_runs_to_the_cap_and_says_so():
+    rng = np.random.default_rng(1)
+    rule = StopRule(min_runs=20, precision_pct=0.5, max_seconds=0.5)
+    res = _sampled(lambda: 1e-3 * rng.lognormal(0.0, 1.0), rule)  # heavy-tailed: ±0.5 % needs far more than 0.5 s
+    p = res["latency_precision"]
+    assert p["stopped_by"] == "max_seconds" and p["reached"] is False and p["half_width_pct"] > 0.5
+    assert 0.5 <= res["measured_s"] < 0.5 + 0.05  # stops at the first call past the cap
+    assert p["target_pct"] == 0.5 and p["confidence"] == 0.95
+
+
+def test_min_seconds_above_the_cap_still_runs_that_long():
+    rng = np.random.default_rng(2)
+    res = _sampled(lambda: 1e-3 * rng.lognormal(0.0, 1.0), StopRule(min_runs=5, min_seconds=0.3, precision_pct=0.1, max_seconds=0.1))
+    assert res["measured_s"] >= 0.3 and res["latency_precision"]["stopped_by"] == "max_seconds"
+
+
+def test_fixed_rule_is_kept_when_precision_is_off():
+    res, _ = _run(_images(7), warmup=0, min_runs=5, min_seconds=0.2)
+    assert res["latency_precision"]["stopped_by"] == "fixed" and res["latency_precision"]["reached"] is None
+    assert res["latency_precision"]["half_width_pct"] is not None  # the interval is still reported
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9])
+def test_interval_contains_the_true_quantile_at_about_the_stated_rate(q):
+    """Coverage over many synthetic samples from a skewed distribution with a known quantile (lognormal)."""
+    rng = np.random.default_rng(3)
+    from statistics import NormalDist
+
+    true = float(np.exp(NormalDist().inv_cdf(q)))
+    hits, trials = 0, 1000
+    for _ in range(trials):
+        lo, hi = quantile_interval(np.sort(rng.lognormal(0.0, 1.0, size=300)), q)
+        hits += lo <= true <= hi
+    assert hits / trials >= 0.93  # nominal 95 %; the slack is the normal approximation's and the trials' noise
+
+
+def test_stopped_run_interval_contains_the_true_quantiles():
+    """Where the rule stops, the recorded intervals bracket the true p50 and p90 of the sampled distribution."""
+    from statistics import NormalDist
+
+    misses = 0
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        res = _sampled(lambda: 1e-3 * rng.lognormal(0.0, 0.05), StopRule(min_runs=25, precision_pct=3.0, max_seconds=5.0))
+        p = res["latency_precision"]
+        assert p["reached"]
+        for name, q in (("p50", 0.5), ("p90", 0.9)):
+            true = float(np.exp(0.05 * NormalDist().inv_cdf(q)))
+            misses += not (p[f"{name}_low"] <= true <= p[f"{name}_high"])
+    assert misses <= 8  # 80 intervals at a nominal 95 %: about 4 misses expected
+
+
+def test_stop_rule_round_trips_through_recorded_settings():
+    rule = StopRule(min_runs=30, min_seconds=0.0, precision_pct=2.0, max_seconds=1.5)
+    assert StopRule.from_settings(rule.settings()) == rule
+    old = StopRule.from_settings({"min_runs": 50, "min_seconds": 1.0})  # a results file from before the precision rule
+    assert old.precision_pct is None and old.min_seconds == 1.0

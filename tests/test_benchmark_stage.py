@@ -69,7 +69,7 @@ def run_folder(tmp_path_factory):
         "runs_dir": str(root / "runs"),
         "data": {"dataset": "digits", "max_train": 100, "max_test": N_TEST, "calibration_size": 16},
         "export": {"formats": ["onnx", "tflite_fp32", "tflite_int8", "openvino_fp32"]},
-        "benchmark": {"threads": [1, 0], "warmup": 1, "min_runs": 3, "min_seconds": 0.0,
+        "benchmark": {"threads": [1, 0], "warmup": 1, "min_runs": 3, "min_seconds": 0.0, "max_seconds": 0.2,
                       "gates": {"max_drop_vs_teacher": 100.0, "max_drop_vs_distilled_fp32": 1.0}},
     })
     run = cfg.run_dir
@@ -129,9 +129,54 @@ def test_every_artifact_and_the_teacher_get_a_row_per_thread_setting(benchmarked
         assert r["runs"] >= 3 and r["latency_ms"]["p50"] > 0 and r["init_ms"] > 0 and r["first_ms"] > 0
         assert r["size_bytes"] > 0 and r["params"] > 0 and r["macs"] > 0 and r["engine"] == "fake 0.0"
         assert r["where"] == "host" and r["images"] == N_TEST
+        prec = r["latency_precision"]
+        assert prec["stopped_by"] in ("precision", "max_seconds") and prec["target_pct"] == 3.0 and r["measured_s"] < 0.5
+        assert prec["reached"] == (prec["half_width_pct"] is not None and prec["half_width_pct"] <= 3.0)
     failed = {r["artifact"]: r["error"] for r in res["latency"] if r["error"]}
     assert "does not compile" in failed["openvino_fp32"] and "not exported" in failed["tflite_fp32"]
     assert [r["deploy"] for r in res["latency"] if r["artifact"] == "tflite_int8"] == [True, True]
+
+
+def test_settings_record_the_stopping_rule(benchmarked):
+    _, _, _, res = benchmarked
+    s = res["settings"]
+    assert (s["min_runs"], s["min_seconds"], s["precision_pct"], s["max_seconds"], s["confidence"], s["timed"]) == (
+        3, 0.0, 3.0, 0.2, 0.95, "all")
+
+
+def test_deploy_artifact_is_scored_on_the_validation_split(benchmarked, run_folder):
+    _, dirs = run_folder
+    _, _, metrics, res = benchmarked
+    from pipeline.data import load_split
+
+    x, y = load_split(dirs["data"], "val")
+    fake = FakeRuntime(dirs["export"] / "student_int8.tflite", 0)  # what the stage ran: the lossy fake int8
+    expected = float(np.mean(fake.predict(x).argmax(1) == y))
+    assert res["validation"] == {"split": "val", "artifact": "tflite_int8", "images": len(y), "top1": expected, "error": None}
+    assert len(y) > 0 and metrics["deploy_val_top1"] == expected and metrics["val_images"] == len(y)
+
+
+@pytest.mark.parametrize("speedup_gate", [None, 1.0])
+def test_timed_deploy_times_only_the_deploy_artifact_and_a_needed_teacher(run_folder, tmp_path, monkeypatch, speedup_gate):
+    cfg, dirs = run_folder
+    bench = cfg.benchmark.model_copy(update={"timed": "deploy", "threads": [0], "gates": cfg.benchmark.gates.model_copy(
+        update={"min_speedup_vs_teacher": speedup_gate})})
+    monkeypatch.setattr("pipeline.benchmark.stage.open_runtime", FakeRuntime)
+    from pipeline.benchmark.stage import run as bench_stage
+
+    metrics = bench_stage(StageContext(cfg=cfg.model_copy(update={"benchmark": bench}), out=tmp_path, inputs=dict(dirs),
+                                       cache=tmp_path))
+    res = read_json(tmp_path / "benchmark.json")
+    timed = [(r["model"], r["artifact"], r["threads"]) for r in res["latency"]]
+    expected = [("student", "tflite_int8", 0)] + ([("teacher", "pytorch", 0)] if speedup_gate else [])
+    assert sorted(timed) == sorted(expected)
+    assert len(res["accuracy"]) == 8 and res["settings"]["timed"] == "deploy"  # every stage still scored
+    assert metrics["deploy_p50_ms"] > 0 and res["validation"]["top1"] is not None
+    with np.load(tmp_path / "latency_samples.npz") as z:
+        assert len(z.files) == len(expected)
+    if speedup_gate:
+        (gate,) = [g for g in res["gates"] if g["name"] == "min_speedup_vs_teacher"]
+        assert gate["status"] == "NOT MEASURED" and "a host CPU latency says nothing about the Edge TPU" in gate["message"]
 
 
 def test_accuracy_chain_shows_where_accuracy_is_lost(benchmarked):
@@ -196,3 +241,20 @@ def test_a_missing_export_listing_is_a_one_line_error(run_folder, tmp_path):
     empty.mkdir()
     with pytest.raises(PipelineError, match="artifacts.json: missing"):
         bench_stage(StageContext(cfg=cfg, out=tmp_path, inputs={**dirs, "export": empty}, cache=tmp_path))
+
+
+def test_an_empty_or_unreadable_validation_split_is_said_not_scored(monkeypatch, tmp_path):
+    from pipeline.benchmark.stage import validation_split, validation_top1
+
+    monkeypatch.setattr("pipeline.data.load_split", lambda d, w: (np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64)))
+    x, y, record = validation_split(tmp_path, "tflite_int8")
+    assert record == {"split": "val", "artifact": "tflite_int8", "images": 0, "top1": None,
+                      "error": "the validation split is empty (data.val_fraction is 0)"}
+    assert validation_top1(None, x, y) == {}
+
+    def unreadable(d, w):
+        raise PipelineError("data: digits now has 3 images, the split recorded 1797; re-run the data stage (--from data)")
+
+    monkeypatch.setattr("pipeline.data.load_split", unreadable)
+    _, _, record = validation_split(tmp_path, "tflite_int8")
+    assert record["top1"] is None and record["error"].startswith("the validation split could not be read: data: digits")

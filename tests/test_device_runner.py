@@ -133,7 +133,8 @@ def test_bundle_holds_the_targets_artifacts_a_sample_and_the_hosts_answers(tiny_
     bench = read_json(tiny_run / "07_benchmark" / "benchmark.json")
     n_test = bench["data"]["images"]
     assert manifest["sample"]["count"] == n_test == 120  # the tiny test split is smaller than the 200-image sample
-    assert manifest["settings"] == {"warmup": 2, "min_runs": 5, "min_seconds": 0.0, "threads": [1]}
+    assert manifest["settings"] == {"warmup": 2, "min_runs": 5, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 1.0,
+                                    "confidence": 0.95, "threads": [1]}  # the host's stopping rule, carried to the board
     top1 = {r["stage"]: r["top1"] for r in bench["accuracy"]}
     for key, art in manifest["artifacts"].items():
         assert len(art["host"]["predictions"]) == manifest["sample"]["count"]
@@ -157,12 +158,26 @@ def test_runner_in_a_torch_free_venv_matches_the_host_and_fits_the_report_schema
         assert r["accuracy"] == r["host_accuracy"] and r["agreement_with_host"] == 1.0  # same sample, image by image
         assert r["runs"] >= 5 and 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["max"]
         assert r["init_ms"] > 0 and r["first_ms"] > 0 and r["engine"].startswith("tflite ")
+        prec = r["latency_precision"]  # the host's rule (precision_pct 3 from the bundle), by the same function
+        assert prec["target_pct"] == 3.0 and prec["stopped_by"] in ("precision", "max_seconds") and r["measured_s"] < 1.5
         _validator("LatencyRow").validate(r)
     assert rows[0]["deploy"] and not rows[2]["deploy"]
     _validator("Machine").validate(res["device"])
     assert "torch" not in res["device"]["runtimes"] and res["device"]["runtimes"]["ai-edge-litert"] == "2.1.0"
     assert res["bundle"]["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
-    assert res["settings"]["threads"] == [1, 0] and res["settings"]["min_runs"] == 5
+    assert res["settings"]["threads"] == [1, 0] and res["settings"]["min_runs"] == 5 and res["settings"]["precision_pct"] == 3.0
+
+
+def test_runner_settings_keep_an_old_bundles_fixed_rule_and_take_the_command_lines():
+    from pipeline.device.runner import _settings
+
+    old = _settings({"warmup": 10, "min_runs": 50, "min_seconds": 1.0, "threads": [1]}, None, None, None, None)
+    assert old["precision_pct"] is None and old["min_seconds"] == 1.0  # measured as the host measured it then
+    new = _settings({"warmup": 10, "min_runs": 25, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 1.0, "threads": [1]},
+                    [0], None, None, None, precision_pct=0, max_seconds=2.0)
+    assert new["precision_pct"] is None and new["max_seconds"] == 2.0 and new["threads"] == [0]  # --precision-pct 0: off
+    with pytest.raises(PipelineError, match="max_seconds"):
+        _settings({"warmup": 1, "min_runs": 5, "min_seconds": 0.0, "threads": [1]}, None, None, None, None, max_seconds=-1)
 
 
 def test_device_rows_merge_beside_host_rows_in_all_three_formats(tiny_run, device_venv, bundle, tmp_path):

@@ -228,6 +228,30 @@ def test_converter_failure_names_the_tool_and_the_op(tmp_path):
         onnx2tflite(tmp_path / "bogus.onnx", tmp_path / "out", calib, "int8", True)
 
 
+def test_onnx2tf_skips_the_variants_nobody_keeps_and_the_kept_two_are_the_same_bytes(run_dir, tmp_path, monkeypatch):
+    """float16, dynamic range, integer quant (float I/O) and both int16-activation models are not converted; the
+    float32 and full-integer models are byte for byte what onnx2tf makes when it converts all seven."""
+    from pipeline.export import onnx2tflite as mod
+
+    logs = []
+
+    def spy(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        logs.append(Path(kwargs["stdout"].name).read_text(errors="replace"))
+        return proc
+
+    real = mod.run_child
+    monkeypatch.setattr(mod, "run_child", spy)
+    calib = np.load(run_dir["inputs"]["data"] / "calibration.npy")[:32]
+    fast = mod.onnx2tflite(run_dir["out"] / "student.onnx", tmp_path / "fast", calib, "uint8", True)
+    monkeypatch.setenv(mod.ALL_VARIANTS_ENV, "1")
+    full = mod.onnx2tflite(run_dir["out"] / "student.onnx", tmp_path / "full", calib, "uint8", True)
+    assert logs[0].count("onnx2tf variant not converted (unused)") == 5 and "not converted" not in logs[1]
+    assert list(fast) == list(full) == ["tflite_fp32", "tflite_int8"]
+    for key in fast:
+        assert sha256_file(fast[key]) == sha256_file(full[key]), key
+
+
 def test_teacher_is_exported_to_onnx_as_the_latency_baseline_not_as_a_student_artifact(run_dir):
     out, metrics = run_dir["out"], run_dir["metrics"]
     assert (out / "teacher.onnx").is_file()

@@ -54,6 +54,37 @@ def test_report_files_exist_and_json_validates_against_the_schema_beside_it(tmp_
     assert teacher["speedup_vs_teacher"] == 1.0 and int8["speedup_vs_teacher"] == pytest.approx(10.0)
 
 
+def test_latency_intervals_and_the_validation_top1_reach_every_format(tmp_path, results):
+    report = build_report(results, records=records())
+    write_report(report, tmp_path, ["json", "md", "html"], {})
+    stored = json.loads((tmp_path / "report.json").read_text())
+    int8 = next(r for r in stored["latency"] if r["artifact"] == "tflite_int8" and r["threads"] == 0)
+    assert int8["latency_precision"]["p50_half_width_pct"] == 2.0 and int8["latency_precision"]["stopped_by"] == "precision"
+    assert stored["settings"]["precision_pct"] == 3.0 and stored["settings"]["timed"] == "all"
+    assert stored["validation"] == {"split": "val", "artifact": "tflite_int8", "images": 40, "top1": 0.925, "error": None}
+    assert stored["headline"]["val_top1"] == 0.925 and stored["headline"]["val_images"] == 40
+    assert stored["headline"]["p50_half_width_pct"] == 2.0
+    md = (tmp_path / "report.md").read_text()
+    assert "0.120 ±2.0 %" in md and "0.144 ±2.0 %" in md  # int8 at all cores: p50 and p90 with their half-widths
+    assert "1.440 ±4.0 %\\*" in md and "1.200 ±2.0 % |" in md  # the cap stopped the teacher at all cores: p90 short of ±3 %
+    assert "92.50 % on 40 validation images" in md and "0.120 ms ±2.0 % on the host CPU" in md
+    assert "92.50 % on 40 validation images" in (tmp_path / "report.html").read_text()
+
+
+def test_results_from_before_the_precision_rule_still_build(results):
+    for r in results["latency"]:
+        r.pop("latency_precision", None)
+    results.pop("validation")
+    results["settings"] = {k: v for k, v in results["settings"].items() if k not in ("precision_pct", "max_seconds", "confidence", "timed")}
+    report = build_report(results, records=records())
+    validate_report(report)
+    assert report["validation"] is None and report["headline"]["val_top1"] is None and report["settings"]["timed"] == "all"
+    from pipeline.report import tables
+
+    assert not any("±" in row[8] + row[9] for row in tables.summary(report)[1])  # p50, p90: no interval to show
+    assert "Top-1 (validation)" not in [row[0] for row in tables.headline(report)[1]]
+
+
 def test_every_object_of_the_schema_is_closed():
     schema = json_schema()
     objects = {name: d for name, d in schema["$defs"].items() if "properties" in d}
@@ -106,7 +137,7 @@ def test_a_default_edge_tpu_run_says_first_that_no_edge_tpu_was_measured_and_the
         assert "all gates passed" not in (tmp_path / name).read_text()
     md = (tmp_path / "report.md").read_text()
     assert "| Top-1 | 93.00 % [86.3–96.6] on 100 test images (host) |" in md  # Wilson 95 %, by hand: 0.8626–0.9657
-    assert "| p50 latency | 0.120 ms on the host CPU, not the target (Test CPU, threads=all) |" in md
+    assert "| p50 latency | 0.120 ms ±2.0 % on the host CPU, not the target (Test CPU, threads=all) |" in md
     assert "| Op mapping | fully mapped: 10/10 ops on the Edge TPU, 0.07 MiB of parameters (fits) (the pipeline's static check, not the compiler) |" in md
     assert ("| Deploy artifact | tflite_int8 (tflite_int8.bin), 0.090 MB; exported from the QAT weights: QAT kept 95.00% validation "
             "top-1 against the distilled 95.50% (guard: 1 pt) |") in md
@@ -206,7 +237,8 @@ def test_markdown_has_every_section_and_the_stage_chain(tmp_path, results):
     md = (tmp_path / "report.md").read_text()
     for heading in ("## Formats", "## Accuracy through the stages", "## Gates", "## Checks", "## Target", "## Environment", "## Method"):
         assert heading in md
-    assert "| student | tflite_int8 (deploy) | ci | 1 | OK | 0.090 | 93.00 [86.3–96.6] | 100 | 0.200 | 0.240 | 10.00× |" in md
+    assert ("| student | tflite_int8 (deploy) | ci | 1 | OK | 0.090 | 93.00 [86.3–96.6] | 100 | 0.200 ±2.0 % | 0.240 ±2.0 % "
+            "| 10.00× |") in md
     assert "| student | openvino_fp32 | ci | 1 | FAILED: RuntimeError: no |" in md
     assert "| TFLite int8 (LiteRT) | 93.00 [86.3–96.6] | onnx | +2.00 | +4.00 |" in md  # 2 pts lost in the int8 conversion
     assert "run demo (runs/demo)" in md
@@ -342,3 +374,14 @@ def test_an_npu_target_without_its_npu_says_so_and_has_no_compiler_to_run(result
     assert report["verdict"]["not_measured"][0].startswith("No Intel NPU was measured: every latency in this report is the host CPU's")
     assert {"kind": "target device", "subject": "NPU", "status": "NOT RUN", "deploy": True, "message": note} in report["checks"]
     assert report["target"]["compiler"] is None and report["headline"]["compiler"] == "no vendor compiler for this target"
+
+
+def test_precision_text_says_when_the_time_cap_stopped_short():
+    from pipeline.report.tables import precision_text
+
+    assert precision_text(None) == ""  # results from before the precision rule
+    assert precision_text({"half_width_pct": 2.14, "reached": True, "target_pct": 3.0, "stopped_by": "precision"}) == "±2.1 %"
+    capped = {"half_width_pct": 4.2, "reached": False, "target_pct": 3.0, "stopped_by": "max_seconds"}
+    assert precision_text(capped) == "±4.2 % (time cap reached; target ±3 %)"
+    assert precision_text({**capped, "half_width_pct": None}) == "± n/a (time cap reached; target ±3 %)"
+    assert precision_text({"half_width_pct": 1.0, "reached": None, "target_pct": None, "stopped_by": "fixed"}) == "±1.0 %"

@@ -22,6 +22,10 @@ and say "host CPU, not the target"; for a target with an accelerator (Edge TPU, 
 CPU latency says nothing about it, so those gates are NOT MEASURED (they do not fail the run;
 the report says so at the top).
 
+With ``benchmark.timed: deploy`` only the deploy artifact (and the teacher's baseline when
+``min_speedup_vs_teacher`` is set) is timed; a latency gate whose row was not timed is NOT MEASURED,
+with that reason, not failed (``timed``).
+
 Runs of ``python -m pipeline export`` (a given model, nothing trained) and ``python -m pipeline
 benchmark`` (given artifacts) have no teacher and no distilled student: the gates that compare with
 them are NOT MEASURED there, with the reason (``NOT_APPLICABLE``), and never fail the run.
@@ -103,14 +107,15 @@ def evaluate_gates(
     target_threads: int = 0,
     accelerator: str | None = None,
     command: str = "run",
+    timed: str = "all",
 ) -> list[dict[str, Any]]:
     """One result per gate that has a limit; ``accuracy``/``latency`` are report rows.
 
     ``threads``: the host thread setting read (``gate_threads``); ``target_devices``: names of
     the devices whose rows came from this target's bundle; ``accelerator``: the target's (None
-    for a CPU target); ``command``: the run's (``NOT_APPLICABLE``).
+    for a CPU target); ``command``: the run's (``NOT_APPLICABLE``); ``timed``: ``benchmark.timed``.
     """
-    ctx = _Readings(accuracy, latency, deploy_artifact, threads, tuple(target_devices), target_threads, accelerator)
+    ctx = _Readings(accuracy, latency, deploy_artifact, threads, tuple(target_devices), target_threads, accelerator, timed)
     given = {r.get("artifact") for r in [*accuracy, *latency]}
     absent = (f"the deploy artifact {deploy_artifact} is not among the files given to python -m pipeline benchmark"
               if command == "benchmark" and deploy_artifact not in given else None)
@@ -159,14 +164,15 @@ def gate_failed(gate: dict[str, Any]) -> bool:
 class _Readings:
     """The numbers the gates read, chosen once: device deploy rows first, else the host's."""
 
-    def __init__(self, accuracy, latency, deploy, threads, devices, target_threads, accelerator):
-        self.deploy, self.threads, self.accelerator = deploy, threads, accelerator
+    def __init__(self, accuracy, latency, deploy, threads, devices, target_threads, accelerator, timed="all"):
+        self.deploy, self.threads, self.accelerator, self.timed = deploy, threads, accelerator, timed
         self.top1 = {r["stage"]: r["top1"] for r in accuracy if r.get("top1") is not None}
         self.source = export_source_stage(accuracy)
         host = [r for r in latency if r.get("where") == "host" and r.get("threads") == threads]
         measured = [r for r in host if not r.get("error") and r.get("latency_ms")]
         self.host_deploy = next((r for r in measured if r["model"] == "student" and r["artifact"] == deploy), None)
         self.host_teacher = teacher_baseline(measured)
+        self.host_rows = {(r["model"], r["artifact"] if r["model"] == "student" else "teacher") for r in host}
         on_target = [r for r in latency if r.get("where") == "device" and r.get("device") in devices]
         deploy_rows = [r for r in on_target if r["model"] == "student" and r.get("deploy")]
         self.device_failures = [r for r in deploy_rows if r.get("error")]
@@ -227,6 +233,8 @@ class _Readings:
             value, row, teacher = worst
             return (_verdict(_passes(name, value, limit)), value, "device", row["device"],
                     _latency_what(name, value, row, teacher, f"on the device {row['device']} at threads={_t(row['threads'])}"))
+        if untimed := self._untimed(name):
+            return NOT_MEASURED, None, None, None, untimed
         missing = _missing(self.host_deploy is None and self.deploy,
                            name == "min_speedup_vs_teacher" and self.host_teacher is None and "teacher", kind="latency")
         if missing and not self.accelerator:
@@ -238,6 +246,18 @@ class _Readings:
             return (NOT_MEASURED, None, None, None,
                     f"no {self.accelerator} result merged ({shown}a host CPU latency says nothing about the {self.accelerator})")
         return _verdict(_passes(name, value, limit)), value, "host", None, _latency_what(name, value, self.host_deploy, self.host_teacher, where)
+
+
+    def _untimed(self, name: str) -> str | None:
+        """Why a row this latency gate reads was never timed on the host (``benchmark.timed``), else None."""
+        if self.timed == "all":
+            return None
+        needed = [("student", self.deploy)] + ([("teacher", "teacher")] if name == "min_speedup_vs_teacher" else [])
+        absent = [artifact for model, artifact in needed if (model, artifact) not in self.host_rows]
+        if not absent:
+            return None
+        return (f"{', '.join(absent)} not timed at threads={_t(self.threads)} (benchmark.timed: {self.timed} times the "
+                "deploy artifact, and the teacher only when min_speedup_vs_teacher is set)")
 
 
 def _latency_value(name: str, row: dict, teacher: dict | None) -> float | None:

@@ -2,9 +2,11 @@
 
 For each subject (teacher and student checkpoints, each exported artifact): first top-1 on the
 first ``benchmark.max_images`` test images (which also imports the runtime's library outside
-any timing), then latency at each ``benchmark.threads`` setting by ``latency.measure_latency``
-(method in its docstring). The QAT stage's fake-quant logits join the accuracy chain; the
-gates are evaluated on the target's deploy artifact.
+any timing), then, for the subjects ``benchmark.timed`` selects (``timed_subjects``), latency at
+each ``benchmark.threads`` setting by ``latency.measure_latency`` (method in its docstring). The
+QAT stage's fake-quant logits join the accuracy chain; the gates are evaluated on the target's
+deploy artifact. The deploy artifact is also scored on the validation split (``validation``):
+what a student search ranks by, so that the test split stays unseen until the end.
 
 Writes ``benchmark.json`` (the report's rows, environment and settings; ``pipeline.report``
 turns it into report.json/md/html) and ``latency_samples.npz`` (every timed sample, for the
@@ -13,7 +15,7 @@ latency plots). A failing artifact becomes a row with ``error`` set; the others 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,11 @@ from rich.console import Console
 import pipeline
 from pipeline.artifacts import Manifest, artifact_size, atomic_write_bytes, atomic_write_json, read_artifacts
 from pipeline.benchmark.accuracy import accuracy_rows, predict_classes
-from pipeline.benchmark.gates import evaluate_gates, gate_failed, gate_threads
-from pipeline.benchmark.latency import measure_latency, resolve_threads
+from pipeline.benchmark.gates import TEACHER_BASELINES, evaluate_gates, gate_failed, gate_threads
+from pipeline.benchmark.latency import StopRule, measure_latency, resolve_threads
 from pipeline.errors import PipelineError, one_line
 from pipeline.report.schema import sample_key
+from pipeline.report.tables import precision_text
 from pipeline.stages import (FAKEQUANT_LOGITS, RESULTS_FILE, SAMPLES_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
 
@@ -67,6 +70,9 @@ def run(ctx) -> dict:
 
     command = run_command(ctx)
     subjects, errors = collect_subjects(ctx)
+    subjects = timed_subjects(subjects, bench.timed, rules.deploy_artifact, bench.gates)
+    rule = stop_rule(bench)
+    val_x, val_y, validation = validation_split(ctx.input("data"), rules.deploy_artifact)
     export_source = next((s.stage for s in subjects if s.stage in ("student_qat_fp32", "student_fp32")), "onnx")
     preds: dict[str, np.ndarray] = {}
     engines: dict[str, str] = {}
@@ -86,6 +92,8 @@ def run(ctx) -> dict:
                 engines[subj.stage] = runtimes.engine_name(runtime)
                 infos[subj.stage] = engine_info(runtime)
                 preds[subj.stage] = predict_classes(runtime, x)
+                if subj.model == "student" and subj.artifact == rules.deploy_artifact:
+                    validation.update(validation_top1(runtime, val_x, val_y))
             finally:
                 _close(runtime)
         except Exception as exc:  # one broken artifact must not lose the others' numbers
@@ -97,11 +105,13 @@ def run(ctx) -> dict:
                 if subj.stage in errors:
                     row["error"] = errors[subj.stage]
                 else:
-                    _measure_into(row, subj, x, bench, samples)
+                    _measure_into(row, subj, x, bench.warmup, rule, samples)
                 rows.append(row)
+    if validation["top1"] is None and validation["error"] is None:
+        validation["error"] = errors.get(rules.deploy_artifact) or f"{rules.deploy_artifact}: not exported"
 
-    for stage in errors:  # formats asked for but not exported: a failed row per thread setting
-        if not any(s.stage == stage for s in subjects):
+    for stage in errors:  # formats asked for but not exported: a failed row per thread setting (where it would be timed)
+        if not any(s.stage == stage for s in subjects) and (bench.timed == "all" or stage == rules.deploy_artifact):
             for threads in bench.threads:
                 rows.append({**_latency_row(Subject(stage, "student", stage, Path(stage)), threads, host_name, models,
                                             rules.deploy_artifact, None), "error": errors[stage], "file": None, "size_bytes": None})
@@ -123,7 +133,8 @@ def run(ctx) -> dict:
 
     threads = gate_threads(list(bench.threads), rules.threads)
     gates = evaluate_gates(bench.gates.model_dump(), accuracy=acc, latency=rows, deploy_artifact=rules.deploy_artifact,
-                           threads=threads, target_threads=rules.threads, accelerator=rules.accelerator, command=command)
+                           threads=threads, target_threads=rules.threads, accelerator=rules.accelerator, command=command,
+                           timed=bench.timed)
     results = {
         "kind": RESULTS_KIND,
         "version": 1,
@@ -148,8 +159,8 @@ def run(ctx) -> dict:
         "settings": {
             "batch": 1,
             "warmup": bench.warmup,
-            "min_runs": bench.min_runs,
-            "min_seconds": bench.min_seconds,
+            **rule.settings(),
+            "timed": bench.timed,
             "threads": list(bench.threads),
             "max_images": bench.max_images,
             "timer": "time.perf_counter",
@@ -157,6 +168,7 @@ def run(ctx) -> dict:
         },
         "models": models,
         "accuracy": acc,
+        "validation": validation,
         "latency": rows,
         "gates": gates,
         "target": target_summary(ctx, rules.name),
@@ -164,6 +176,48 @@ def run(ctx) -> dict:
     atomic_write_json(ctx.out / RESULTS_FILE, results)
     atomic_write_bytes(ctx.out / SAMPLES_FILE, _npz_bytes(samples))
     return stage_metrics(results)
+
+
+def stop_rule(bench) -> StopRule:
+    """The timing stopping rule of ``benchmark.*`` (``latency.StopRule``)."""
+    return StopRule(min_runs=bench.min_runs, min_seconds=bench.min_seconds, precision_pct=bench.precision_pct,
+                    max_seconds=bench.max_seconds)
+
+
+def timed_subjects(subjects: list[Subject], timed: str, deploy: str, gates) -> list[Subject]:
+    """``benchmark.timed``: all (every subject the accuracy chain times) or deploy (the student's deploy artifact, and
+    the teacher's baseline row when ``min_speedup_vs_teacher`` is set: its ONNX export if any, else PyTorch)."""
+    if timed == "all":
+        return subjects
+    keep = {("student", deploy)}
+    if gates.min_speedup_vs_teacher is not None:
+        teachers = {s.artifact for s in subjects if s.model == "teacher"}
+        keep |= {("teacher", next((a for a in TEACHER_BASELINES if a in teachers), None))}
+    return [replace(s, timed=s.timed and (s.model, s.artifact) in keep) for s in subjects]
+
+
+def validation_split(data_dir: Path, deploy: str) -> tuple[np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """The validation images and labels, and the ``validation`` record the deploy artifact's top-1 goes into (its
+    ``error`` says why there is none: an empty split is said, not scored as 0)."""
+    from pipeline.data import load_split
+
+    record: dict[str, Any] = {"split": "val", "artifact": deploy, "images": 0, "top1": None, "error": None}
+    try:
+        x, y = load_split(data_dir, "val")
+    except Exception as exc:
+        x, y = None, np.zeros(0, np.int64)
+        record["error"] = f"the validation split could not be read: {_describe(exc)}"
+    record["images"] = int(len(y))
+    if len(y) == 0 and record["error"] is None:
+        record["error"] = "the validation split is empty (data.val_fraction is 0)"
+    return x, y, record
+
+
+def validation_top1(runtime, x: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+    """Top-1 of the deploy artifact on the validation split (nothing to add where the split is empty)."""
+    if x is None or len(y) == 0:
+        return {}
+    return {"top1": float(np.mean(predict_classes(runtime, x) == y)), "error": None}
 
 
 def run_command(ctx) -> str:
@@ -272,6 +326,8 @@ def stage_metrics(results: dict) -> dict:
         "teacher_accuracy": acc.get("teacher_fp32"),
         "deploy_p50_ms": lat["latency_ms"]["p50"] if lat else None,
         "gates_failed": sum(gate_failed(g) for g in results["gates"]),
+        "deploy_val_top1": results["validation"]["top1"],  # what a student search ranks by
+        "val_images": results["validation"]["images"],
         "accuracy": acc,
         "failed_rows": sum(1 for r in results["latency"] if r["error"]),
         "gates": results["gates"],
@@ -304,16 +360,10 @@ def _latency_row(subj: Subject, threads: int, host: str, models: dict, deploy: s
     }
 
 
-def _measure_into(row: dict, subj: Subject, x: np.ndarray, bench, samples: dict) -> None:
+def _measure_into(row: dict, subj: Subject, x: np.ndarray, warmup: int, rule: StopRule, samples: dict) -> None:
     try:
-        res = measure_latency(
-            lambda: open_runtime(subj.path, threads=row["threads"]),
-            x,
-            warmup=bench.warmup,
-            min_runs=bench.min_runs,
-            min_seconds=bench.min_seconds,
-            keep_samples=True,
-        )
+        res = measure_latency(lambda: open_runtime(subj.path, threads=row["threads"]), x, warmup=warmup, rule=rule,
+                              keep_samples=True)
     except Exception as exc:
         row["error"] = _describe(exc)
         console.print(f"  [red]{subj.model} {subj.artifact} threads={row['threads']}: {row['error']}[/red]")
@@ -323,9 +373,10 @@ def _measure_into(row: dict, subj: Subject, x: np.ndarray, bench, samples: dict)
     _close(runtime)
     samples[sample_key(row)] = res.pop("samples_ms").astype(np.float32)
     row.update(res)
-    lat = row["latency_ms"]
+    lat, prec = row["latency_ms"], row["latency_precision"]
     console.print(f"  {subj.model} {subj.artifact} threads={row['threads']}: p50 {lat['p50']:.3f} ms, "
-                  f"p90 {lat['p90']:.3f} ms ({row['runs']} runs, init {row['init_ms']:.1f} ms)")
+                  f"p90 {lat['p90']:.3f} ms {precision_text(prec)} ({row['runs']} runs in {row['measured_s']:.2f}s, "
+                  f"init {row['init_ms']:.1f} ms)")
 
 
 def _close(runtime) -> None:

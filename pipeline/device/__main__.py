@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="results JSON to write")
     p.add_argument("--threads", type=_int_list, help="thread counts, e.g. 1,0 (default: the host benchmark's; 0 = all cores)")
-    p.add_argument("--runs", type=int, help="minimum timed runs (default: the host benchmark's, 50)")
+    p.add_argument("--runs", type=int, help="minimum timed runs (default: the host benchmark's)")
     p.add_argument("--warmup", type=int, help="untimed calls after the first (default: the host benchmark's, 10)")
-    p.add_argument("--min-seconds", type=float, help="keep timing until at least this long (default: the host's, 1.0)")
+    p.add_argument("--min-seconds", type=float, help="keep timing until at least this long (default: the host's)")
+    p.add_argument("--precision-pct", type=float,
+                   help="stop once p50 and p90 are known to ± this %% (95 %% confidence); 0 = off, the fixed rule (default: the host's)")
+    p.add_argument("--max-seconds", type=float, help="cap on each timed phase (default: the host's)")
     p.add_argument("--name", help="label of this device in reports (default: the hostname)")
     p.add_argument("--only", help="comma-separated artifact keys to run (default: all)")
     p.add_argument("--delegate", help="Edge TPU delegate library (default: libedgetpu.so.1)")
@@ -77,6 +80,8 @@ def cmd_run(args) -> int:
         runs=args.runs,
         warmup=args.warmup,
         min_seconds=args.min_seconds,
+        precision_pct=args.precision_pct,
+        max_seconds=args.max_seconds,
         name=args.name,
         only=only or None,
         delegate_library=args.delegate,

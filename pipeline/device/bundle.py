@@ -25,6 +25,7 @@ import numpy as np
 
 import pipeline
 from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_json
+from pipeline.benchmark.latency import StopRule
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
@@ -116,8 +117,8 @@ def host_predictions(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def benchmark_settings(run_dir: Path, target_threads: int = 0) -> dict:
-    """warmup/min_runs/min_seconds/threads the host benchmark used (its results file), else the config defaults;
-    the threads follow the target's (``board_threads``)."""
+    """warmup, the stopping rule (``latency.StopRule``) and threads the host benchmark used (its results file), else
+    the config defaults; the threads follow the target's (``board_threads``)."""
     results = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     if results.is_file():
         s = read_json(results).get("settings", {})
@@ -125,7 +126,7 @@ def benchmark_settings(run_dir: Path, target_threads: int = 0) -> dict:
         from pipeline.config import BenchmarkConfig
 
         s = BenchmarkConfig().model_dump()
-    return {"warmup": int(s["warmup"]), "min_runs": int(s["min_runs"]), "min_seconds": float(s["min_seconds"]),
+    return {"warmup": int(s["warmup"]), **StopRule.from_settings(s).settings(),
             "threads": board_threads([int(t) for t in s["threads"]], target_threads)}
 
 

@@ -2,8 +2,9 @@
 
 Imports numpy, the runtime classes of ``pipeline.runtimes`` and the host benchmark's latency
 method (``pipeline.benchmark.latency.measure_latency``), nothing else: a board's numbers are
-taken exactly as the host's (init, first inference, warm-up, then at least ``min_runs`` runs
-and ``min_seconds``, percentiles, RSS delta), with the host's settings carried in the bundle,
+taken exactly as the host's (init, first inference, warm-up, then runs until the host's stopping
+rule ``StopRule`` ends them: p50 and p90 known to ±``precision_pct`` % or ``max_seconds`` passed,
+percentiles with their intervals, RSS delta), with the host's settings carried in the bundle,
 so the rows of both sit in one table keyed by (where, device, model, artifact, threads).
 
 Accuracy is measured on the bundle's fixed test sample and compared, image by image, with
@@ -87,10 +88,9 @@ def score_artifact(opener: ArtifactOpener, x: np.ndarray, y: np.ndarray, host: d
 
 def time_artifact(opener: ArtifactOpener, x: np.ndarray, settings: dict) -> dict[str, Any]:
     """Batch-1 latency by the host's method (``measure_latency``): init, first inference, runs, RSS."""
-    from pipeline.benchmark.latency import measure_latency, resolve_threads
+    from pipeline.benchmark.latency import StopRule, measure_latency, resolve_threads
 
-    res = measure_latency(opener, x, warmup=settings["warmup"], min_runs=settings["min_runs"],
-                          min_seconds=settings["min_seconds"])
+    res = measure_latency(opener, x, warmup=settings["warmup"], rule=StopRule.from_settings(settings))
     runtime = res.pop("runtime")
     out: dict[str, Any] = {
         "engine": engine_with_delegate(runtime, opener.delegate_info),
@@ -119,6 +119,8 @@ def run_bundle(
     runs: int | None = None,
     warmup: int | None = None,
     min_seconds: float | None = None,
+    precision_pct: float | None = None,
+    max_seconds: float | None = None,
     name: str | None = None,
     only: list[str] | None = None,
     delegate_library: str | None = None,
@@ -127,7 +129,8 @@ def run_bundle(
 ) -> dict[str, Any]:
     """Open ``bundle`` and measure every artifact at every thread setting; a failure becomes a row with ``error``.
 
-    Settings default to the host benchmark's (carried in the bundle); ``threads`` 0 = all cores.
+    Settings default to the host benchmark's (carried in the bundle); ``threads`` 0 = all cores;
+    ``precision_pct`` 0 turns the precision rule off (the fixed ``runs``/``min_seconds`` rule).
     """
     bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
@@ -136,7 +139,7 @@ def run_bundle(
         if not isinstance(manifest.get("artifacts"), dict) or not isinstance(manifest.get("sample"), dict):
             raise PipelineError(f"{bundle}: bundle.json has no 'artifacts' or 'sample' table; rebuild it with python -m pipeline bundle")
         digest = sha256_path(bundle)
-        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds)
+        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds, precision_pct, max_seconds)
         keys = _selected(list(manifest["artifacts"]), only)
         with np.load(root / manifest["sample"]["path"], allow_pickle=False) as sample:
             x, y = np.ascontiguousarray(sample["x"], dtype=np.float32), sample["y"].astype(np.int64)
@@ -208,14 +211,28 @@ def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, 
     return rows
 
 
-def _settings(carried: dict, threads, runs, warmup, min_seconds) -> dict[str, Any]:
+def _settings(carried: dict, threads, runs, warmup, min_seconds, precision_pct=None, max_seconds=None) -> dict[str, Any]:
+    """The bundle's settings with the command line's on top; a bundle from before the precision rule carries none
+    and keeps the fixed rule it was measured with on the host (``StopRule.from_settings``)."""
+    from pipeline.benchmark.latency import StopRule
+
+    def pick(given, key: str, default):
+        return carried.get(key, default) if given is None else given
+
+    precision = pick(precision_pct, "precision_pct", None)
     s = {
-        "warmup": int(carried.get("warmup", 10) if warmup is None else warmup),
-        "min_runs": int(carried.get("min_runs", 50) if runs is None else runs),
-        "min_seconds": float(carried.get("min_seconds", 1.0) if min_seconds is None else min_seconds),
-        "threads": [int(t) for t in (carried.get("threads", [0]) if threads is None else threads)],
+        "warmup": int(pick(warmup, "warmup", 10)),
+        "min_runs": int(pick(runs, "min_runs", 50)),
+        "min_seconds": float(pick(min_seconds, "min_seconds", 1.0)),
+        "precision_pct": None if not precision else float(precision),
+        "max_seconds": float(pick(max_seconds, "max_seconds", StopRule.max_seconds)),
+        "threads": [int(t) for t in pick(threads, "threads", [0])],
     }
-    if s["min_runs"] < 1 or s["warmup"] < 0 or s["min_seconds"] < 0 or not s["threads"] or min(s["threads"]) < 0:
+    try:
+        StopRule.from_settings(s)
+    except ValueError as exc:
+        raise PipelineError(f"settings {s}: {exc}") from None
+    if s["warmup"] < 0 or not s["threads"] or min(s["threads"]) < 0:
         raise PipelineError(f"settings {s}: need runs ≥ 1, warmup ≥ 0, min-seconds ≥ 0, threads ≥ 0 (0 = all cores)")
     return s
 
@@ -233,7 +250,10 @@ def _summary(row: dict) -> str:
     head = f"{row['artifact']} threads={row['threads']}"
     if row["error"]:
         return f"{head}: FAILED: {row['error']}"
+    from pipeline.report.tables import precision_text  # stdlib only
+
     lat = row["latency_ms"]
     acc = f", accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""
     host = f" (host {row['host_accuracy']:.4f}, agreement {row['agreement_with_host']:.3f})" if "host_accuracy" in row else ""
-    return f"{head}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms ({row['runs']} runs, init {row['init_ms']:.1f} ms){acc}{host}"
+    return (f"{head}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms {precision_text(row.get('latency_precision'))} "
+            f"({row['runs']} runs, init {row['init_ms']:.1f} ms){acc}{host}")

@@ -36,11 +36,49 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # onnx2tf's advice printed after every op failure: never the line worth showing
 _GENERIC = ("trace log", "Read this", "Alternatively", "If the input OP", "Also, for models", "input_onnx_file_path", "onnx_op_name")
 
+ALL_VARIANTS_ENV = "PIPELINE_ONNX2TF_ALL_VARIANTS"  # set to 1: let onnx2tf convert every variant (to compare, to debug)
+
+# onnx2tf converts seven TFLite variants when asked for int8 (float32, float16, dynamic range, integer quant with
+# float I/O, full integer, and two with int16 activations), each a full TFLiteConverter run (the int8 ones calibrate
+# again); the pipeline keeps float32 and full integer. The child answers the other five with an empty model without
+# converting: the kept two are the same bytes (tests/test_export.py compares), in about 30 % less CPU time. The
+# converters are told apart by their settings, not their order; if TensorFlow's classes ever differ, nothing is
+# skipped.
+_ONLY_KEPT_VARIANTS = """
+import os
+if os.environ.get("%s") != "1":
+    try:
+        import tensorflow as tf
+        from tensorflow.lite.python import lite as _lite
+        _want = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[sys.argv[2]]
+        _int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        def _unused(conv):
+            if not conv.optimizations:
+                return False  # float32
+            if conv.representative_dataset is None or _int16 in set(conv.target_spec.supported_ops or ()):
+                return True  # float16, dynamic range, int16 activations
+            return conv.inference_input_type != _want  # integer quant with float I/O, beside the full-integer one
+        def _only_kept(cls):
+            own = cls.__dict__["convert"]
+            def convert(self, *args, **kwargs):
+                if not args and not kwargs and _unused(self):
+                    print("pipeline: onnx2tf variant not converted (unused)", flush=True)
+                    return b""
+                return own(self, *args, **kwargs)
+            cls.convert = convert
+        for _cls in (_lite.TFLiteConverterV2, _lite.TFLiteKerasModelConverterV2, _lite.TFLiteSavedModelConverterV2,
+                     _lite.TFLiteFrozenGraphConverterV2):
+            _only_kept(_cls)
+    except Exception as exc:
+        print(f"pipeline: converting every onnx2tf variant ({type(exc).__name__}: {exc})", flush=True)
+""" % ALL_VARIANTS_ENV
+
 # Runs in the child process: onnx2tf's Python API with arguments from a JSON file
-# (mean/std must be numpy arrays, which its CLI builds from strings).
+# (mean/std must be numpy arrays, which its CLI builds from strings); argv[2] is the full-integer model's I/O dtype.
 _DRIVER = DIE_WITH_PARENT_SOURCE + """
 import json, sys
 import numpy as np
+""" + _ONLY_KEPT_VARIANTS + """
 import onnx2tf
 args = json.load(open(sys.argv[1]))
 for item in args.get("custom_input_op_name_np_data_path") or []:
@@ -102,7 +140,7 @@ def onnx2tflite(
                "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as f:
             try:
-                proc = run_child([sys.executable, "-c", _DRIVER, str(work / "args.json")], cwd=work, env=env,
+                proc = run_child([sys.executable, "-c", _DRIVER, str(work / "args.json"), io_dtype], cwd=work, env=env,
                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
                 rc = proc.returncode
             except subprocess.TimeoutExpired:

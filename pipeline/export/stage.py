@@ -12,6 +12,7 @@ on the whole test split by its runtime; a fidelity miss is printed loudly and re
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -96,15 +97,23 @@ def run(ctx) -> dict:
                   more_images=lambda n: load_split(data_dir, "train", limit=n)[0])
 
     job.onnx(cfg.opset, source_stage)  # always: every other format is converted from it
-    job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
-    for family in ("tflite", "openvino"):  # one converter call per family makes all its requested formats
-        getattr(job, family)(format_keys(family=family, among=cfg.formats))
+    tflite_keys = format_keys(family="tflite", among=cfg.formats)
+    # one converter call per family makes all its requested formats; onnx2tf (a child process, mostly one busy core)
+    # runs while this process makes the others and the teacher's ONNX, which need nothing from it
+    job.start_onnx2tf(tflite_keys)
+    try:
+        job.onnx_int8([k for k in format_keys(family="onnx", among=cfg.formats) if FORMATS[k].precision == "int8"])
+        job.openvino(format_keys(family="openvino", among=cfg.formats))
+        teacher_pt = Path(ctx.inputs["teacher"]) / TEACHER_CHECKPOINT if "teacher" in ctx.inputs else None
+        teacher = job.teacher_onnx(teacher_pt, cfg.opset, x, y) if cfg.teacher_onnx and teacher_pt and teacher_pt.is_file() else None
+        job.tflite(tflite_keys)
+    finally:
+        job.join_onnx2tf()  # a failure above must not leave the child writing into the stage folder
+    job.layer_error = {k: job.layer_error[k] for k in sorted(job.layer_error, key=lambda k: FORMATS[k].family != "tflite")}
     listed = {k: str(job.paths[k].relative_to(job.out)) for k in cfg.formats if k in job.paths}
     atomic_write_json(job.out / ARTIFACTS_FILE, listed)
 
     rows, source_acc = job.fidelity(listed, x, y)
-    teacher_pt = Path(ctx.inputs["teacher"]) / TEACHER_CHECKPOINT if "teacher" in ctx.inputs else None
-    teacher = job.teacher_onnx(teacher_pt, cfg.opset, x, y) if cfg.teacher_onnx and teacher_pt and teacher_pt.is_file() else None
 
     failed = [k for k, r in rows.items() if not r["passed"]]
     deploy = job.rules.deploy_artifact
@@ -156,6 +165,7 @@ class _Export:
         self.timings: dict[str, float] = {}
         self.layer_error_images, self.layer_error = layer_error_images, {}  # format key → its per-layer summary
         self.accuracy_control, self.validation, self.accuracy_record = accuracy_control, validation, None
+        self._onnx2tf: tuple[threading.Thread, dict] | None = None  # start_onnx2tf's conversion, until tflite takes it
 
     def _step(self, label: str) -> float:
         self.console.print(f"  → {label}…")
@@ -228,23 +238,65 @@ class _Export:
             io = nchw_io(self.input_shape, self.num_classes, graph.input[0].name, graph.output[0].name)
             self._sidecar(key, path, io, {"quantization": record})
 
-    def tflite(self, keys: list[str]) -> None:
-        """fp32 and full-integer come out of one onnx2tf conversion; the unrequested one is dropped. tflite_int8 comes
-        from litert-torch instead when ``export.tflite_converter`` says so, or when it wins on validation (``auto``)."""
-        if not keys:
+    def start_onnx2tf(self, keys: list[str]) -> None:
+        """Start the onnx2tf conversion ``tflite`` needs (fp32 and full-integer in one child process) on a thread that
+        waits for the child, so this process can convert the other formats meanwhile; nothing when it is not needed."""
+        converter = self.converter if TFLITE_INT8 in keys else "onnx2tf"
+        if not keys or (converter == "litert_torch" and len(keys) == 1):
             return
         from pipeline.export.onnx2tflite import onnx2tflite
+
+        scheme = "per-channel" if self.rules.per_channel else "per-tensor"
+        self.console.print(f"  → TFLite via onnx2tf ({scheme} int8, {self.rules.io_dtype} I/O, {len(self.calibration)} "
+                           "calibration images), in a child process beside the other formats…")
+        result: dict = {"started": time.perf_counter()}
+
+        def convert() -> None:
+            try:
+                result["made"] = onnx2tflite(self.paths["onnx"], self.out, self.calibration, self.rules.io_dtype,
+                                             self.rules.per_channel, strict=False)
+            except BaseException as exc:  # raised again by wait_onnx2tf, in the stage's own thread
+                result["error"] = exc
+            result["seconds"] = time.perf_counter() - result["started"]
+
+        thread = threading.Thread(target=convert, name="onnx2tf", daemon=True)
+        thread.start()
+        self._onnx2tf = (thread, result)
+
+    def join_onnx2tf(self) -> None:
+        """Wait for a conversion still running (after a failure elsewhere: its own outcome is not raised over that)."""
+        if self._onnx2tf is not None:
+            self._onnx2tf[0].join()
+            self._onnx2tf = None
+
+    def wait_onnx2tf(self) -> dict[str, Path]:
+        """The files ``start_onnx2tf``'s conversion made ({} if none was started); its exception, if it failed."""
+        if self._onnx2tf is None:
+            return {}
+        thread, result = self._onnx2tf
+        self._onnx2tf = None
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        self.timings["tflite"] = result["seconds"]
+        self.console.print(f"  → TFLite via onnx2tf [dim]done in {result['seconds']:.1f}s[/dim]")
+        return result["made"]
+
+    def tflite(self, keys: list[str]) -> None:
+        """fp32 and full-integer come out of one onnx2tf conversion (``start_onnx2tf``); the unrequested one is dropped.
+        tflite_int8 comes from litert-torch instead when ``export.tflite_converter`` says so, or when it wins on
+        validation (``auto``)."""
+        if not keys:
+            return
         from pipeline.export.sidecar import tflite_io
 
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         io_dtype = self.rules.io_dtype
         int8_key = TFLITE_INT8
         converter = self.converter if int8_key in keys else "onnx2tf"
-        made: dict[str, Path] = {}
-        if converter != "litert_torch" or len(keys) > 1:  # onnx2tf makes fp32 and int8 in one call
-            t = self._step(f"TFLite via onnx2tf ({scheme} int8, {io_dtype} I/O, {len(self.calibration)} calibration images)")
-            made = onnx2tflite(self.paths["onnx"], self.out, self.calibration, io_dtype, self.rules.per_channel, strict=False)
-            self._done("tflite", t)
+        if self._onnx2tf is None and (converter != "litert_torch" or len(keys) > 1):
+            self.start_onnx2tf(keys)  # a caller that did not start it: convert now
+        made: dict[str, Path] = self.wait_onnx2tf()
         if converter == "auto":  # may put litert-torch's model in place of onnx2tf's int8 (with its sidecar)
             converter = self._pick_converter(made[int8_key], scheme, io_dtype)
         if converter == "onnx2tf" and int8_key in keys and self.recalibration == "auto" and self.validation is not None:

@@ -80,6 +80,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         **{key: results[key] for key in TOP_LEVEL},
     }
     report["accuracy"] = [{**r, "top1_ci95": accuracy_interval(r.get("top1"), r.get("images"))} for r in results["accuracy"]]
+    report["validation"] = results.get("validation")  # absent in results written before it was measured
     report["environment"] = {"host": results["environment"]["host"], "devices": []}
 
     rows = {row_key(r): dict(r) for r in results["latency"]}
@@ -105,7 +106,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         gate_limits(results["gates"]), accuracy=report["accuracy"], latency=report["latency"],
         deploy_artifact=run["deploy_artifact"], threads=run.get("gate_threads"), target_devices=devices,
         target_threads=rules.threads if rules else 0, accelerator=rules.accelerator if rules else None,
-        command=run.get("command") or "run",
+        command=run.get("command") or "run", timed=results["settings"].get("timed", "all"),
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
     report["layer_error"] = layer_error_by_format(export.get("layer_error"))
@@ -276,7 +277,10 @@ def headline(report: dict[str, Any], devices: list[str], rules) -> dict[str, Any
         "top1": acc.get("top1"),
         "top1_ci95": acc.get("top1_ci95"),
         "top1_images": acc.get("images"),
+        "val_top1": (report.get("validation") or {}).get("top1"),
+        "val_images": (report.get("validation") or {}).get("images"),
         "p50_ms": timed["latency_ms"]["p50"] if timed else None,
+        "p50_half_width_pct": (timed.get("latency_precision") or {}).get("p50_half_width_pct") if timed else None,
         "latency_where": timed["where"] if timed else None,
         "latency_machine": timed["device"] if timed else None,
         "latency_threads": timed["threads"] if timed else None,

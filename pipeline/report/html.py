@@ -11,7 +11,6 @@ import html
 from typing import Any
 
 from pipeline.report import tables
-from pipeline.report.markdown import METHOD
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -30,7 +29,7 @@ STATUS_CLASS = {"PASS": "pass", "OK": "pass", "FAIL": "fail", "FAILED": "fail", 
 
 def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str:
     """``figures``: title -> PNG bytes (None = nothing to plot, skipped)."""
-    run, data, settings = report["run"], report["data"], report["settings"]
+    run, data = report["run"], report["data"]
     host = report["environment"]["host"]
     status = report["verdict"]["status"]
     first, *rest = tables.verdict_lines(report)  # "Verdict: STATUS", then "FAIL: …" and "NOT MEASURED: …" lines
@@ -75,7 +74,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         "<h2>Environment</h2>",
         _table(*tables.environment(report)),
         "<h2>Method</h2>",
-        f"<p>{_e(METHOD.format(images=data['images'], **settings))}</p>",
+        f"<p>{_e(tables.method(report))}</p>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -6,21 +6,8 @@ from typing import Any
 
 from pipeline.report import tables
 
-METHOD = (
-    "Batch 1, one real preprocessed test image per call, cycled in order. Per artifact and thread setting: "
-    "init (load/compile, runtime library already imported) and the first inference are timed apart; then "
-    "{warmup} untimed warm-up calls; then at least {min_runs} timed calls and at least {min_seconds:g} s "
-    "(both). Latency (p50/p90/p99, mean) is the wall time of the engine call alone (LiteRT invoke, OpenVINO infer, "
-    "ONNX Runtime run, the PyTorch forward) on an input already in the model's layout and dtype, as benchmark_model "
-    "and benchmark_app time it; 'end-to-end' is one whole predict call, adding the layout change, int8 "
-    "quantise/dequantise and the copy of the logits. Neither includes image decoding/normalisation or argmax. Percentiles by linear "
-    "interpolation (numpy). RSS Δ = peak resident memory during init and runs minus before init. "
-    "OpenVINO runs one synchronous request, one stream. Accuracy: top-1 on the first {images} test images."
-)
-
-
 def render_markdown(report: dict[str, Any]) -> str:
-    run, data, settings = report["run"], report["data"], report["settings"]
+    run, data = report["run"], report["data"]
     host = report["environment"]["host"]
     has_devices = any(r["where"] == "device" for r in report["latency"])
     lines = [
@@ -71,7 +58,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Method",
         "",
-        METHOD.format(images=data["images"], **settings),
+        tables.method(report),
         "",
     ]
     return "\n".join(lines)

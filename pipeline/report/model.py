@@ -84,6 +84,10 @@ class Settings(Closed):
     warmup: int = Field(ge=0)
     min_runs: int = Field(ge=1)
     min_seconds: float = Field(ge=0)
+    precision_pct: float | None = Field(None, gt=0, description="target ± % of p50 and p90; null: the fixed rule (min_runs, min_seconds)")
+    max_seconds: float | None = Field(None, gt=0, description="cap on each timed phase")
+    confidence: float | None = Field(None, gt=0, lt=1, description="of the latency intervals")
+    timed: Literal["all", "deploy"] = Field("all", description="which artifacts were timed (benchmark.timed)")
     threads: list[int]
     max_images: int | None = None
     timer: str | None = None
@@ -125,6 +129,22 @@ class LatencyStats(Closed):
     p99: float = Field(ge=0)
 
 
+class LatencyPrecision(Closed):
+    """How well a row's p50 and p90 are known: distribution-free 95 % intervals (``pipeline.benchmark.latency``)."""
+
+    confidence: float = Field(gt=0, lt=1)
+    target_pct: float | None = Field(description="the ± % asked for (benchmark.precision_pct); null: the fixed rule")
+    p50_low: float | None = Field(description="ms; null: too few runs for this side of the interval")
+    p50_high: float | None
+    p50_half_width_pct: float | None = Field(description="larger side of the interval over p50, %")
+    p90_low: float | None
+    p90_high: float | None
+    p90_half_width_pct: float | None
+    half_width_pct: float | None = Field(description="the larger of the two half-widths, %")
+    reached: bool | None = Field(description="half_width_pct ≤ target_pct; null under the fixed rule")
+    stopped_by: Literal["precision", "max_seconds", "fixed"] | None = None
+
+
 class Delegate(Closed):
     library: str | None = None
     device: str | None = None
@@ -159,6 +179,8 @@ class LatencyRow(Closed):
     measured_s: float | None = None
     latency_ms: LatencyStats | None = Field(None, description="the engine call alone on a prepared input")
     e2e_latency_ms: LatencyStats | None = Field(None, description="one whole predict call")
+    latency_precision: LatencyPrecision | None = Field(None, description="of latency_ms: intervals and why timing stopped")
+    e2e_latency_precision: LatencyPrecision | None = None
     timed: Literal["invoke", "predict"] | None = None
     rss_before_mb: float | None = None
     rss_delta_mb: float | None = None
@@ -242,6 +264,8 @@ class Headline(Closed):
     top1: float | None = Field(None, description="on the host's test split")
     top1_ci95: list[float] | None = None
     top1_images: int | None = None
+    val_top1: float | None = Field(None, description="on the validation split (what a search ranks by); see validation")
+    val_images: int | None = None
     device: str | None = Field(None, description="the target device whose deploy row the headline reads, if any")
     device_artifact: str | None = None
     device_top1: float | None = None
@@ -250,6 +274,7 @@ class Headline(Closed):
     device_host_top1: float | None = Field(None, description="the host's top-1 on the device's sample")
     device_agreement: float | None = None
     p50_ms: float | None = None
+    p50_half_width_pct: float | None = Field(None, description="of p50_ms: the larger side of its 95 % interval, %")
     latency_where: Literal["host", "device"] | None = None
     latency_machine: str | None = None
     latency_threads: int | None = None
@@ -257,6 +282,16 @@ class Headline(Closed):
     accelerator_measured: bool = False
     compiler: str = Field(description="whether the vendor compiler ran, and what it mapped")
     op_mapping: str | None = None
+
+
+class ValidationInfo(Closed):
+    """The deploy artifact's top-1 on the validation split: models are ranked on it, the test split is kept for the end."""
+
+    split: Literal["val"] = "val"
+    artifact: str
+    images: int = Field(ge=0)
+    top1: float | None = Field(ge=0, le=1)
+    error: str | None = Field(None, description="why there is no top-1 (the artifact failed, an empty split)")
 
 
 class Verdict(Closed):
@@ -311,6 +346,7 @@ class Report(Closed):
     settings: Settings
     models: dict[str, ModelSummary]
     accuracy: list[AccuracyRow]
+    validation: ValidationInfo | None = Field(None, description="the deploy artifact on the validation split")
     latency: list[LatencyRow]
     gates: list[Gate]
     checks: list[Check]

@@ -12,13 +12,15 @@ validates every report as it is built and generates the JSON Schema written besi
                   export_source, export_source_reason, gate_threads}
     config       the resolved config the run ran with (pipeline.config.Config), or null
     verdict      {status: PASS | FAIL | NOT MEASURED, failures, not_measured}
-    headline     {artifact, size_bytes, top1 + top1_ci95, p50_ms + where it was measured, compiler, …}
+    headline     {artifact, size_bytes, top1 + top1_ci95, val_top1, p50_ms ± its half-width + where it was measured, compiler, …}
     data         {dataset, split, images, num_classes, input_shape}
     environment  {host: Machine, devices: [Machine]}         # one per merged device results file
-    settings     {batch, warmup, min_runs, min_seconds, threads, max_images, timer, method}
+    settings     {batch, warmup, min_runs, min_seconds, precision_pct, max_seconds, confidence, timed, threads, max_images,
+                  timer, method}
     models       {teacher|student: {arch, params, macs, file, size_bytes}}
     accuracy     [AccuracyRow]   # the stage chain: teacher → student fp32 → fake-quant → each artifact
-    latency      [LatencyRow]    # one per (where, device, model, artifact, threads)
+    validation   {split, artifact, images, top1, error}  # the deploy artifact on the validation split
+    latency      [LatencyRow]    # one per (where, device, model, artifact, threads), with latency_precision
     gates        [{name, limit, value, status, passed, where, device, message}]
     checks       [{kind, subject, status, deploy, message}]  # export fidelity, op check, target check, compiler, device runs
     target       {name, accelerator, verdict, passed, summary, compiler, device, details}

@@ -17,10 +17,39 @@ Table = tuple[list[str], list[list[str]]]
 OK, FAILED = "OK", "FAILED"
 SPEEDUP_NOTE = ("Speed-up vs teacher: the teacher's p50 over the row's, on the same machine at the same threads; the teacher "
                 "timed as its fp32 ONNX export in ONNX Runtime where that row exists, else in PyTorch. Top-1 intervals are "
-                "Wilson 95 % intervals on the row's images: differences inside them are not evidence.")
+                "Wilson 95 % intervals on the row's images: differences inside them are not evidence. p50 and p90 ± %: the larger "
+                "side of their distribution-free 95 % interval over the value; * where the time cap (benchmark.max_seconds) "
+                "ended timing before the target precision (benchmark.precision_pct).")
 DEVICE_NOTE = ("Device rows: top-1 on the bundle's test sample (its size is the row's Images), beside the host's top-1 on those "
                "same images and the fraction of images the device answered as the host did; timed on the board by the same "
                "method. Speed-up vs teacher only where the teacher ran on that machine.")
+
+
+def method(report: dict[str, Any]) -> str:
+    """How every number was taken, from the run's settings (the stopping rule as it was set)."""
+    s, images = report["settings"], report["data"]["images"]
+    if s.get("precision_pct") is not None:
+        stop = (f"at least {s['min_runs']} timed calls{_and_seconds(s)}, then until p50 and p90 are both known to "
+                f"±{s['precision_pct']:g} % (distribution-free {100 * (s.get('confidence') or 0.95):g} % interval from order "
+                f"statistics) or {max(s.get('max_seconds') or 0, s['min_seconds']):g} s have passed, whichever comes first")
+    else:
+        stop = f"at least {s['min_runs']} timed calls and at least {s['min_seconds']:g} s (both)"
+    timed = "" if s.get("timed", "all") == "all" else " Timed: the deploy artifact only (and the teacher where a gate needs it)."
+    return (
+        "Batch 1, one real preprocessed test image per call, cycled in order. Per artifact and thread setting: "
+        "init (load/compile, runtime library already imported) and the first inference are timed apart; then "
+        f"{s['warmup']} untimed warm-up calls; then {stop}. Latency (p50/p90/p99, mean) is the wall time of the engine call "
+        "alone (LiteRT invoke, OpenVINO infer, ONNX Runtime run, the PyTorch forward) on an input already in the model's "
+        "layout and dtype, as benchmark_model and benchmark_app time it; 'end-to-end' is one whole predict call, adding the "
+        "layout change, int8 quantise/dequantise and the copy of the logits. Neither includes image decoding/normalisation "
+        "or argmax. Percentiles by linear interpolation (numpy). RSS Δ = peak resident memory during init and runs minus "
+        f"before init. OpenVINO runs one synchronous request, one stream. Accuracy: top-1 on the first {images} test "
+        f"images.{timed}"
+    )
+
+
+def _and_seconds(s: dict[str, Any]) -> str:
+    return f" and {s['min_seconds']:g} s" if s.get("min_seconds") else ""
 
 
 def verdict_lines(report: dict[str, Any]) -> list[str]:
@@ -50,6 +79,9 @@ def headline(report: dict[str, Any]) -> Table:
              + (f", {_mb(h.get('size_bytes'))} MB" if h.get("size_bytes") is not None else "") + source]]
     if h.get("top1") is not None:
         rows.append(["Top-1", f"{_pct(h['top1'])} % {_ci(h.get('top1_ci95'))} on {h.get('top1_images')} test images (host)"])
+    if h.get("val_top1") is not None:
+        rows.append(["Top-1 (validation)", f"{_pct(h['val_top1'])} % on {h.get('val_images')} validation images (host): "
+                                           "what models are ranked by"])
     if h.get("device"):
         top = f"{_pct(h['device_top1'])} % {_ci(h.get('device_top1_ci95'))}" if h.get("device_top1") is not None else "no accuracy"
         host_same = f"; host {_pct(h['device_host_top1'])} % on the same images" if h.get("device_host_top1") is not None else ""
@@ -58,10 +90,11 @@ def headline(report: dict[str, Any]) -> Table:
     if h.get("p50_ms") is None:
         rows.append(["p50 latency", "not measured (the deploy artifact failed or was not timed)"])
     elif h["latency_where"] == "device":
-        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms on {h['latency_machine']} (target device), threads={_t(h['latency_threads'])}"])
+        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms{_pm(h.get('p50_half_width_pct'))} on {h['latency_machine']} "
+                                    f"(target device), threads={_t(h['latency_threads'])}"])
     else:
-        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms on the host CPU, not the target ({host.get('cpu')}, "
-                                    f"threads={_t(h['latency_threads'])})"])
+        rows.append(["p50 latency", f"{h['p50_ms']:.3f} ms{_pm(h.get('p50_half_width_pct'))} on the host CPU, not the target "
+                                    f"({host.get('cpu')}, threads={_t(h['latency_threads'])})"])
     if h.get("accelerator"):
         rows.append([h["accelerator"], "measured on the device" if h["accelerator_measured"] else "NOT MEASURED (no device result)"])
     rows.append(["Vendor compiler", h["compiler"]])
@@ -93,11 +126,22 @@ def summary(report: dict[str, Any]) -> Table:
             _mb(r.get("size_bytes")),
             _pct(r.get("accuracy")) + (f" {_ci(r.get('accuracy_ci95'))}" if r.get("accuracy_ci95") else ""),
             _int(r.get("images")),
-            _ms(lat.get("p50")) if ok else "",
-            _ms(lat.get("p90")) if ok else "",
+            _ms(lat.get("p50")) + _pm_of(r, "p50") if ok else "",
+            _ms(lat.get("p90")) + _pm_of(r, "p90") if ok else "",
             _x(r.get("speedup_vs_teacher")),
         ])
     return headers, rows
+
+
+def precision_text(prec: dict[str, Any] | None) -> str:
+    """'±2.1 %' (the larger 95 % half-width of p50 and p90), with why timing stopped when it was not the precision:
+    '±4.2 % (time cap reached; target ±3 %)'. Empty without a record (a results file from before the precision rule)."""
+    if not prec:
+        return ""
+    width = "± n/a" if prec.get("half_width_pct") is None else f"±{prec['half_width_pct']:.1f} %"
+    if prec.get("reached") is False:
+        return f"{width} (time cap reached; target ±{prec['target_pct']:g} %)"
+    return width
 
 
 def devices(report: dict[str, Any]) -> Table:
@@ -116,7 +160,7 @@ def devices(report: dict[str, Any]) -> Table:
             _pct(r.get("accuracy")) + (f" {_ci(r.get('accuracy_ci95'))}" if r.get("accuracy_ci95") else ""),
             _pct(r.get("host_accuracy")) + (f" ({r['host_reference']})" if r.get("host_reference") else ""),
             _pct(r.get("agreement_with_host")),
-            _ms(lat.get("p50")) if ok else "", _ms(lat.get("p90")) if ok else "",
+            _ms(lat.get("p50")) + _pm_of(r, "p50") if ok else "", _ms(lat.get("p90")) + _pm_of(r, "p90") if ok else "",
             _x(r.get("speedup_vs_teacher")) or ("n/a: no teacher on this device" if ok else ""),
         ])
     return headers, rows
@@ -216,6 +260,21 @@ def _threads(r: dict) -> str:
 
 def _t(threads: int | None) -> str:
     return "all" if threads == 0 else str(threads)
+
+
+def _pm(width_pct) -> str:
+    """' ±2.1 %': a 95 % relative half-width after a number; empty when unknown."""
+    return "" if width_pct is None else f" ±{width_pct:.1f} %"
+
+
+def _pm_of(r: dict, stat: str) -> str:
+    """The half-width of a row's p50 or p90, marked '*' where the time cap ended timing before it reached the target."""
+    prec = r.get("latency_precision")
+    if not prec:
+        return ""
+    width, target = prec.get(f"{stat}_half_width_pct"), prec.get("target_pct")
+    short = prec.get("reached") is False and (width is None or (target is not None and width > target))
+    return (" ±n/a" if width is None else _pm(width)) + ("*" if short else "")
 
 
 def _ci(ci) -> str:
