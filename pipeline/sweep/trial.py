@@ -8,8 +8,8 @@ While the student distils, Optuna's median pruner watches its validation curve b
 finished trials (a companion single-objective study, ``<name>.curves``: Optuna prunes only single-objective
 studies) and stops a hopeless one. The data split and the teacher come from the sweep's stage store.
 
-A finished trial's objectives: ``top1``, the deploy artifact's top-1 on the VALIDATION split (the test split
-stays for the report; choosing on it would overfit the choice); ``p90_ms``, the deploy artifact's p90 where the
+A finished trial's objectives: ``top1``, the deploy artifact's top-1 on the VALIDATION split (report.json's
+``validation``; the test split stays for the report: choosing on it would overfit the choice); ``p90_ms``, the deploy artifact's p90 where the
 report's headline reads it (the board's when a device result was merged, else the host's); ``size_mb``.
 """
 
@@ -56,7 +56,7 @@ def trial_config(run: SweepRun, number: int, values: dict[str, Any]):
     raw = apply(run.base, values)
     raw.update(name=f"{number:04d}", runs_dir=str(run.trials_dir))
     bench = dict(raw.get("benchmark") or {})
-    bench["threads"] = [run.threads]
+    bench.update(threads=[run.threads], timed="deploy")  # what the objectives read; the teacher only where a gate needs it
     raw["benchmark"] = bench
     raw = apply(raw, run.extra_overrides)
     return validate_config(raw, source=f"trial {number}")
@@ -217,11 +217,11 @@ def read_measurements(run_dir: Path, cfg) -> dict[str, Any]:
                 and r.get("latency_ms") and (head.get("latency_where") != "device" or r["device"] == head.get("latency_machine"))),
                None)
     distill = read_json(Path(run_dir) / "03_distill" / "manifest.json")["metrics"] if (Path(run_dir) / "03_distill").is_dir() else {}
-    val_top1, val_images = validation_top1(Path(run_dir), deploy)
+    validation = report.get("validation") or {}
     rules = TARGETS[cfg.target.name]
     return {
-        "top1": val_top1,
-        "val_images": val_images,
+        "top1": validation.get("top1"),
+        "val_images": validation.get("images"),
         "test_top1": head.get("top1"),
         "test_top1_ci95": head.get("top1_ci95"),
         "test_images": head.get("top1_images"),
@@ -244,29 +244,6 @@ def read_measurements(run_dir: Path, cfg) -> dict[str, Any]:
 def _mean_val(metrics: dict) -> float | None:
     vals = [r.get("val_acc") for r in metrics.get("runs", []) if r.get("val_acc") is not None]
     return sum(vals) / len(vals) if vals else None
-
-
-def validation_top1(run_dir: Path, deploy: str) -> tuple[float | None, int]:
-    """Top-1 of the deploy artifact on the run's validation split (the test split when the recipe kept none)."""
-    from pipeline.artifacts import read_artifacts
-    from pipeline.benchmark.accuracy import predict_classes, top1
-    from pipeline.data import load_split
-    from pipeline.runtimes import load
-
-    data, export = run_dir / "01_data", run_dir / "05_export"
-    artifacts = read_artifacts(export)
-    if deploy not in artifacts:
-        return None, 0
-    x, y = load_split(data, "val")
-    if len(y) == 0:
-        x, y = load_split(data, "test")
-    runtime = load(export / artifacts[deploy], threads=1)
-    try:
-        return top1(predict_classes(runtime, x), y), int(len(y))
-    finally:
-        close = getattr(runtime, "close", None)
-        if close:
-            close()
 
 
 def device_measurements(cfg, run: SweepRun) -> dict[str, Any]:
