@@ -82,6 +82,12 @@ def test_a_sweep_runs_each_candidate_as_an_ordinary_run_and_recommends_one(three
     assert "host CPU" in summary["latency_note"]  # no --device: said in the first lines
     assert summary["shared_stages"]["teacher"] == {"computed": 1, "fetched": 2}  # the teacher trained once
     assert summary["shared_stages"]["data"] == {"computed": 1, "fetched": 2}
+    teacher = summary["teacher"]  # the plot's reference: timed once for the sweep (trials time their deploy artifact only)
+    assert teacher["artifact"] == "onnx" and teacher["p90_ms"] > 0 and 0 <= teacher["top1"] <= 1
+    for r in summary["trials"]:
+        report = json.loads((sweep / "trials" / f"{r['number']:04d}" / "report.json").read_text())
+        assert {(x["model"], x["artifact"]) for x in report["latency"]} == {("student", "openvino_int8")}
+        assert r["top1"] == report["validation"]["top1"]
     md = (sweep / "sweep.md").read_text().splitlines()
     assert md[2].startswith("**recommended: trial") and "host CPU" in md[4]
     html = (sweep / "sweep.html").read_text()

@@ -48,7 +48,7 @@ def run_sweep(path: str | Path, *, workers: int = 1, storage: str | None = None,
         _work(spec, study, storage_obj, threads=_threads(workers), device=device, device_target=target, docker=docker)
     if worker:
         return 0
-    return _report(spec, study, url, sampler, device)
+    return _report(spec, study, url, sampler, device, _threads(workers))
 
 
 def _threads(workers: int) -> int:
@@ -127,13 +127,14 @@ def _spawn_workers(path, workers: int, url: str, device: str | None, target: str
                             "their lines are above; run the same command again to continue the study")
 
 
-def _report(spec, study, url: str, sampler: str, device: str | None) -> int:
+def _report(spec, study, url: str, sampler: str, device: str | None, threads: int) -> int:
     from pipeline.store import StageStore
     from pipeline.sweep import report
     from pipeline.sweep.study import redact
 
     summary = report.build(spec, study, storage=redact(url), sampler=sampler,
-                           store_counts=StageStore(spec.store_dir).counts(runs_under=spec.folder / "trials"), device=device)
+                           store_counts=StageStore(spec.store_dir).counts(runs_under=spec.folder / "trials"), device=device,
+                           threads=threads)
     paths = report.write(spec, summary)
     console.print(f"[bold]{summary['verdict']}[/bold]")
     console.print(summary["latency_note"])
