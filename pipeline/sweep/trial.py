@@ -256,7 +256,11 @@ def device_measurements(cfg, run: SweepRun) -> dict[str, Any]:
         raise PipelineError(f"--target {target}: no docker image for this target; pass --no-docker to use the board's runner")
     # a folder of its own on the board per trial; one measurement at a time from this machine's workers (a board
     # timing two models at once would time neither)
+    from pipeline.target import TARGETS
+
+    # on the board at the target's own thread setting (the host's share per worker says nothing about the board)
     spec = RemoteSpec(ssh=run.device, target=target, image=image, name=run.device.rpartition("@")[2],
+                      threads=TARGETS[target].threads,
                       remote_dir=f"/tmp/edge-pipeline/{run.spec.name}-{cfg.name}")
     with _board_lock(run.spec.folder / "board.lock"):
         run_remote(cfg.run_dir, spec)
