@@ -10,12 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OneLineParser, PipelineError, printable
 from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the pipeline, reusing every finished stage whose inputs are unchanged")
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, help="another run folder to compare with (writes RUN/compare_<baseline>.md and .json)")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 3 when the deploy artifact regressed against --baseline (see the two limits)")
-    p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP, metavar="PTS",
+    p.add_argument("--max-accuracy-drop", type=_limit, default=MAX_ACCURACY_DROP, metavar="PTS",
                    help=f"top-1 points the deploy artifact may lose against the baseline (default {MAX_ACCURACY_DROP:g})")
-    p.add_argument("--max-latency-increase", type=float, default=MAX_LATENCY_INCREASE, metavar="PCT",
+    p.add_argument("--max-latency-increase", type=_limit, default=MAX_LATENCY_INCREASE, metavar="PCT",
                    help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
         if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in HOST_MODULES:
@@ -111,6 +111,17 @@ DEFAULT_RECIPE = "edge_tpu.yaml"  # export/benchmark without a recipe: the defau
 # import names of the `host` extra (pyproject.toml): missing on a board-style install
 HOST_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "openvino", "nncf",
                 "sklearn", "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
+
+
+def _limit(text: str) -> float:
+    """A regression limit: a finite number ≥ 0 (nan would compare false and pass every regression)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0")
+    return value
 
 
 def _overrides(pairs: list[str]) -> dict:

@@ -157,6 +157,21 @@ def setup_not_utf8(tmp, mp):
     (tmp / "tiny.yaml").write_bytes(b"name: caf\xe9\n" + f"runs_dir: {tmp / 'runs'}\n".encode())
 
 
+def setup_alias_bomb(tmp, mp):
+    """'Billion laughs': nine levels of nine aliases, 9⁹ strings once expanded."""
+    lines = ["lol: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    _recipe(tmp, text=TINY_RECIPE + "\n".join(lines) + "\n")
+
+
+def setup_deep_yaml(tmp, mp):
+    _recipe(tmp, text=TINY_RECIPE + "extra: " + "[" * 50_000 + "]" * 50_000 + "\n")
+
+
+def setup_invisible_key(tmp, mp):
+    _recipe(tmp, text=TINY_RECIPE.replace("  epochs: 1\nqat:", "  epochs\u200b: 1\nqat:"))
+
+
 def _finished(tmp: Path, folder: str, run: str = "tiny") -> str | None:
     """A finished stage folder that should not exist (a later run would take it as done)."""
     path = tmp / "runs" / run / folder
@@ -406,6 +421,18 @@ def setup_stub_run(tmp, mp):
     _stub_run(tmp, mp)
 
 
+def setup_corrupt_baseline(tmp, mp):
+    _stub_run(tmp, mp)
+    (tmp / "runs" / "base").mkdir()
+    (tmp / "runs" / "base" / "report.json").write_text('{"kind": "report", "runs": [')  # cut short
+
+
+def setup_not_a_report_baseline(tmp, mp):
+    _stub_run(tmp, mp)
+    (tmp / "runs" / "base").mkdir()
+    (tmp / "runs" / "base" / "report.json").write_text('{"environment": []}')
+
+
 def setup_bad_device_rows(tmp, mp):
     _stub_run(tmp, mp)
     bad = device_results()
@@ -544,6 +571,34 @@ CASES = [
     Case("--set Python tag", (*RUN, "--set", "distill.epochs=!!python/object/apply:os.system [true]"), "--set distill.epochs",
          setup=setup_recipe),
     Case("--set into a scalar", (*RUN, "--set", "distill.epochs.x=1"), "--set distill.epochs.x", setup=setup_recipe),
+    # issue 31: bounds on every number, and what YAML can do
+    Case("benchmark.threads beyond the cores", (*RUN, "--set", "benchmark.threads=[100000]"), "benchmark.threads: 100000",
+         setup=setup_recipe),
+    Case("benchmark.min_seconds .inf", (*RUN, "--set", "benchmark.min_seconds=.inf"), "benchmark.min_seconds",
+         setup=setup_recipe),
+    Case("benchmark.min_seconds 1e12", (*RUN, "--set", "benchmark.min_seconds=1.0e+12"), "benchmark.min_seconds",
+         setup=setup_recipe),
+    Case("benchmark.min_runs 1e15", (*RUN, "--set", "benchmark.min_runs=1000000000000000"), "benchmark.min_runs",
+         setup=setup_recipe),
+    Case("teacher.momentum .nan", (*RUN, "--set", "teacher.momentum=.nan"), "teacher.momentum", setup=setup_recipe),
+    Case("teacher.momentum 1", (*RUN, "--set", "teacher.momentum=1"), "teacher.momentum", setup=setup_recipe),
+    Case("distill.lr .inf", (*RUN, "--set", "distill.lr=.inf"), "distill.lr", setup=setup_recipe),
+    Case("distill.weight_decay -1", (*RUN, "--set", "distill.weight_decay=-1"), "distill.weight_decay", setup=setup_recipe),
+    Case("qat.gamma .nan", (*RUN, "--set", "qat.gamma=.nan"), "qat.gamma", setup=setup_recipe),
+    Case("distill.temperature .inf", (*RUN, "--set", "distill.temperature=.inf"), "distill.temperature", setup=setup_recipe),
+    Case("distill.w_kd .nan", (*RUN, "--set", "distill.w_kd=.nan"), "distill.w_kd", setup=setup_recipe),
+    Case("distill.options nan (ama beta)", (*RUN, "--set", "distill.method=ama", "--set", "distill.options={beta: .nan}"),
+         "distill.options.beta", setup=setup_recipe),
+    Case("data.mean [.nan]", (*RUN, "--set", "data.mean=[.nan]"), "data.mean", setup=setup_recipe,
+         check=stage_not_finished("01_data")),
+    Case("val + test fractions ≥ 1", (*RUN, "--set", "data.val_fraction=0.45", "--set", "data.test_fraction=0.6"),
+         "val_fraction + test_fraction", setup=setup_recipe),
+    Case("distill.seeds [0, 0]", (*RUN, "--set", "distill.seeds=[0, 0]"), "distill.seeds: seed 0 is given twice",
+         setup=setup_recipe),
+    Case("YAML alias bomb", RUN, "aliases expand to more than", setup=setup_alias_bomb),
+    Case("YAML nested 50 000 deep", RUN, "nested too deeply", setup=setup_deep_yaml),
+    Case("key with a zero-width space", RUN, "distill.epochs\\u200b: unknown key", setup=setup_invisible_key),
+    Case("recipe name with a newline", ("run", "{tmp}/no\nsuch.yaml"), "no\\nsuch.yaml: no such file"),
     # data files
     Case("IDX: 300 images, 250 labels", RUN, "train-labels-idx1-ubyte", setup=setup_idx_label_mismatch,
          check=stage_not_finished("01_data")),
@@ -582,6 +637,16 @@ CASES = [
          "built for target edge_tpu", code=0, warning=True, setup=setup_stub_run),
     Case("--device-results: malformed row", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),
          "rows[1].latency_ms", setup=setup_bad_device_rows, check=not_kept("board.json")),
+    Case("report --max-accuracy-drop nan", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/demo",
+                                             "--max-accuracy-drop", "nan"), "--max-accuracy-drop", setup=setup_stub_run,
+         check=report_untouched),
+    Case("report --max-latency-increase -5", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/demo",
+                                               "--max-latency-increase", "-5"), "--max-latency-increase",
+         setup=setup_stub_run, check=report_untouched),
+    Case("report --baseline: report.json cut short", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/base"),
+         "base/report.json: not valid JSON", setup=setup_corrupt_baseline, check=report_untouched),
+    Case("report --baseline: report.json of another shape", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/base"),
+         "base/report.json: not a report", setup=setup_not_a_report_baseline, check=report_untouched),
     Case("report --baseline missing", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/nosuch"), "runs/nosuch",
          setup=setup_stub_run, check=report_untouched),
 ]

@@ -17,7 +17,7 @@ from pipeline.data import SPLIT_FILE, load_split
 from pipeline.data.preprocess import Preprocess, channel_stats, to_unit_nchw
 from pipeline.data.sources import STREAMED, load_raw
 from pipeline.data.split import dataset_hash, indices_hash, split_indices
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 from pipeline.stages import CALIBRATION_FILE
 
 
@@ -89,7 +89,7 @@ def _streamed(cfg) -> tuple[dict, dict]:
     from pipeline.console import console
 
     def warn(line: str) -> None:
-        console.print(line, style="yellow", markup=False)
+        console.print(printable(line), style="yellow", markup=False)
 
     index = list_folder(cfg.root, warn=warn)
     size, channels = cfg.image_size or first_image_side(index), cfg.channels or 3

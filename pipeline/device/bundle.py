@@ -26,7 +26,7 @@ import numpy as np
 import pipeline
 from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_json
 from pipeline.device.pack import write_bundle
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
@@ -160,7 +160,7 @@ def warn_target_mismatch(run_dir: Path, target: str, chosen: dict[str, Path]) ->
         if dtype and "int8" in key:
             dtypes[key] = dtype
     io = "; ".join(f"{k} has {d} I/O, {target}'s rules say {rules.io_dtype}" for k, d in dtypes.items() if d != rules.io_dtype)
-    print(f"warning: {run_dir} was built for target {made_for}, not {target}"
+    print(f"warning: {printable(run_dir)} was built for target {made_for}, not {target}"
           f"{f' ({io})' if io else ''}: set target.name: {target} and re-run for artifacts made to its rules",
           file=sys.stderr)
 
