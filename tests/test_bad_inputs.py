@@ -172,6 +172,48 @@ def setup_invisible_key(tmp, mp):
     _recipe(tmp, text=TINY_RECIPE.replace("  epochs: 1\nqat:", "  epochs\u200b: 1\nqat:"))
 
 
+def _checkpoint(tmp: Path, edit) -> None:
+    """A pipeline checkpoint of resnet8 (1 channel, digits' 10 classes) that ``edit`` spoils, as teacher.checkpoint."""
+    import torch
+
+    from pipeline.models import build_model
+
+    torch.manual_seed(0)
+    blob = {"arch": "resnet8", "arch_args": {}, "num_classes": 10, "in_channels": 1,
+            "state_dict": build_model("resnet8", 10, 1).state_dict()}
+    edit(blob)
+    torch.save(blob, tmp / "teacher.pt")
+    _recipe(tmp)
+
+
+def setup_checkpoint_arch_42(tmp, mp):
+    _checkpoint(tmp, lambda b: b.update(arch=42))
+
+
+def setup_checkpoint_state_dict_list(tmp, mp):
+    _checkpoint(tmp, lambda b: b.update(state_dict=list(b["state_dict"].values())))
+
+
+def setup_checkpoint_nan(tmp, mp):
+    _checkpoint(tmp, lambda b: b["state_dict"]["conv1.weight"].view(-1)[3].fill_(float("nan")))
+
+
+def setup_checkpoint_negative_var(tmp, mp):
+    _checkpoint(tmp, lambda b: b["state_dict"]["bn1.running_var"].fill_(-1.0))
+
+
+def setup_state_dict_inf(tmp, mp):
+    """A plain state_dict (arch from the config) with an inf in the classifier."""
+    import torch
+
+    from pipeline.models import build_model
+
+    state = build_model("resnet8", 10, 1).state_dict()
+    state["fc.weight"][0, 0] = float("inf")
+    torch.save(state, tmp / "teacher.pt")
+    _recipe(tmp)
+
+
 def _finished(tmp: Path, folder: str, run: str = "tiny") -> str | None:
     """A finished stage folder that should not exist (a later run would take it as done)."""
     path = tmp / "runs" / run / folder
@@ -534,6 +576,7 @@ def partial_results_fetched(tmp):
 
 
 RUN = ("run", "{tmp}/tiny.yaml", "--until", "data")
+TEACHER_CKPT = ("run", "{tmp}/tiny.yaml", "--until", "teacher", "--set", "teacher.checkpoint={tmp}/teacher.pt")
 DEVICE = ("device", "{tmp}/runs/demo", "--ssh", "pi@board", "--target", "rpi4", "--name", "rpi4", "--no-merge")
 
 CASES = [
@@ -599,6 +642,19 @@ CASES = [
     Case("YAML nested 50 000 deep", RUN, "nested too deeply", setup=setup_deep_yaml),
     Case("key with a zero-width space", RUN, "distill.epochs\\u200b: unknown key", setup=setup_invisible_key),
     Case("recipe name with a newline", ("run", "{tmp}/no\nsuch.yaml"), "no\\nsuch.yaml: no such file"),
+    # checkpoints (teacher.checkpoint: read when the teacher stage starts)
+    Case("checkpoint arch 42", (*TEACHER_CKPT,), "arch is 42", setup=setup_checkpoint_arch_42,
+         check=stage_not_finished("02_teacher")),
+    Case("checkpoint state_dict a list", (*TEACHER_CKPT,), "state_dict is list", setup=setup_checkpoint_state_dict_list,
+         check=stage_not_finished("02_teacher")),
+    Case("checkpoint nan weight", (*TEACHER_CKPT,), "tensor conv1.weight holds 1 nan/inf", setup=setup_checkpoint_nan,
+         check=stage_not_finished("02_teacher")),
+    Case("checkpoint negative BN variance", (*TEACHER_CKPT,), "tensor bn1.running_var has a negative",
+         setup=setup_checkpoint_negative_var, check=stage_not_finished("02_teacher")),
+    Case("state_dict inf weight", (*TEACHER_CKPT, "--set", "teacher.arch=resnet8"), "tensor fc.weight holds 1 nan/inf",
+         setup=setup_state_dict_inf, check=stage_not_finished("02_teacher")),
+    Case("arch_args for a 74-billion-parameter model", (*RUN, "--set", "student.arch_args={width: 1000}"),
+         "student.arch_args: resnet8 with arch_args {'width': 1000}", setup=setup_recipe),
     # data files
     Case("IDX: 300 images, 250 labels", RUN, "train-labels-idx1-ubyte", setup=setup_idx_label_mismatch,
          check=stage_not_finished("01_data")),
