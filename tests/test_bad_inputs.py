@@ -455,6 +455,10 @@ def setup_bundle_file_and_folder(tmp, mp):
     _bundle(tmp, extra_members={"models/x": b"a file", "models/x/y": b"a file in a folder of that name"})
 
 
+def setup_bundle_ok(tmp, mp):
+    _bundle(tmp)
+
+
 def setup_not_a_tar(tmp, mp):
     (tmp / "bundle.tar").write_bytes(b"hello, not a tar\n")
 
@@ -473,6 +477,89 @@ def setup_not_a_report_baseline(tmp, mp):
     _stub_run(tmp, mp)
     (tmp / "runs" / "base").mkdir()
     (tmp / "runs" / "base" / "report.json").write_text('{"environment": []}')
+
+
+def _onnx_graph(path: Path, inputs: list[tuple[str, list]], initializer=None, ops=("Identity",)) -> Path:
+    """A small ONNX graph with these inputs (name, shape; a str dim is dynamic) feeding ``ops``, all in float."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in inputs]
+    inits = [numpy_helper.from_array(initializer, "w")] if initializer is not None else []
+    names = [n for n, _ in inputs] + [i.name for i in inits]
+    nodes = [helper.make_node(ops[0], names if ops[0] != "Identity" else names[:1], ["y"])]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, [out], inits), opset_imports=[helper.make_opsetid("", 17)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def setup_onnx_two_inputs(tmp, mp):
+    _recipe(tmp)
+    _onnx_graph(tmp / "m.onnx", [("image", [1, 1, 8, 8]), ("mask", [1, 1, 8, 8])], ops=("Add",))
+
+
+def setup_onnx_truncated(tmp, mp):
+    _recipe(tmp)
+    data = _tiny_onnx(tmp / "m.onnx").read_bytes()
+    (tmp / "m.onnx").write_bytes(data[: len(data) // 2])
+
+
+def setup_onnx_dynamic_hw(tmp, mp):
+    _recipe(tmp)
+    _onnx_graph(tmp / "m.onnx", [("image", ["N", 1, "height", "width"])])
+
+
+def _external(tmp: Path, location: str) -> None:
+    """An ONNX whose initializer's external data is named ``location`` (edited after saving it beside the model)."""
+    import onnx
+
+    _recipe(tmp)
+    path = _onnx_graph(tmp / "model" / "m.onnx", [("image", [1, 1, 8, 8])], initializer=np.ones((1, 1, 8, 8), np.float32),
+                       ops=("Add",))
+    model = onnx.load(str(path))
+    onnx.save(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save(model, str(path))
+
+
+def setup_onnx_external_dotdot(tmp, mp):
+    (tmp / "secret.bin").write_bytes(b"\0" * 256)
+    _external(tmp, "../secret.bin")
+
+
+def setup_onnx_external_symlink(tmp, mp):
+    (tmp / "secret.bin").write_bytes(b"\0" * 256)
+    _external(tmp, "w.bin")
+    (tmp / "model" / "w.bin").unlink()
+    (tmp / "model" / "w.bin").symlink_to(tmp / "secret.bin")
+
+
+def setup_ir_doctype(tmp, mp):
+    _recipe(tmp)
+    (tmp / "m.xml").write_text('<?xml version="1.0"?>\n<!DOCTYPE net [<!ENTITY x SYSTEM "file:///etc/hostname">]>\n'
+                               '<net name="x" version="11">&x;</net>\n')
+    (tmp / "m.bin").write_bytes(b"")
+
+
+def setup_ir_bin_symlink(tmp, mp):
+    _recipe(tmp)
+    (tmp / "model").mkdir()
+    (tmp / "secret.bin").write_bytes(b"\0" * 64)
+    (tmp / "model" / "m.xml").write_text('<?xml version="1.0"?>\n<net name="x" version="11"><layers/></net>\n')
+    (tmp / "model" / "m.bin").symlink_to(tmp / "secret.bin")
+
+
+def setup_sidecar_lies(tmp, mp):
+    """student.onnx (float) with a sidecar saying it is an OpenVINO int8 IR."""
+    _recipe(tmp)
+    path = _tiny_onnx(tmp / "student.onnx")
+    (tmp / "student.onnx.json").write_text(json.dumps({"format": "openvino_int8", "input": {"dtype": "float32"}}))
+    assert path.is_file()
 
 
 def setup_bad_device_rows(tmp, mp):
@@ -569,6 +656,15 @@ def not_kept(name):
 
 def report_untouched(tmp):
     return "the report was rewritten before the baseline was checked" if (tmp / "runs" / "demo" / "report.md").exists() else None
+
+
+def model_intact(tmp):
+    path = tmp / "runs" / "demo" / "05_export" / "student_int8.tflite"
+    return None if path.read_bytes() == b"tflite_int8" * 10 else "the packed model was overwritten"
+
+
+def bundle_intact(tmp):
+    return None if tarfile.is_tarfile(tmp / "bundle.tar") else "the bundle was overwritten"
 
 
 def partial_results_fetched(tmp):
@@ -679,6 +775,28 @@ CASES = [
          setup=setup_scp_injection, check=no_marker),
     Case("board exits 1, some rows failed", DEVICE, "tflite_edgetpu threads=", code=1, setup=setup_partial_board,
          check=partial_results_fetched),
+    # model files given to `benchmark` / `export` (issue 31)
+    Case("benchmark: ONNX with 2 inputs", ("benchmark", "{tmp}/m.onnx", "{tmp}/tiny.yaml"), "takes 2 inputs (image, mask)",
+         setup=setup_onnx_two_inputs, check=nothing("runs")),
+    Case("benchmark: ONNX cut short", ("benchmark", "{tmp}/m.onnx", "{tmp}/tiny.yaml"), "m.onnx: not a readable ONNX file",
+         setup=setup_onnx_truncated, check=nothing("runs")),
+    Case("benchmark: ONNX dynamic H/W", ("benchmark", "{tmp}/m.onnx", "{tmp}/tiny.yaml"), "has dynamic H ('height')",
+         setup=setup_onnx_dynamic_hw, check=nothing("runs")),
+    Case("export: ONNX dynamic H/W", ("export", "{tmp}/m.onnx", "{tmp}/tiny.yaml"), "has dynamic H ('height')",
+         setup=setup_onnx_dynamic_hw),
+    Case("benchmark: ONNX external data '../'", ("benchmark", "{tmp}/model/m.onnx", "{tmp}/tiny.yaml"),
+         "keeps its data in '../secret.bin', outside", setup=setup_onnx_external_dotdot, check=nothing("runs")),
+    Case("benchmark: ONNX external data symlink out", ("benchmark", "{tmp}/model/m.onnx", "{tmp}/tiny.yaml"),
+         "keeps its data in 'w.bin', outside", setup=setup_onnx_external_symlink, check=nothing("runs")),
+    Case("export: ONNX external data '../'", ("export", "{tmp}/model/m.onnx", "{tmp}/tiny.yaml"),
+         "keeps its data in '../secret.bin', outside", setup=setup_onnx_external_dotdot),
+    Case("benchmark: IR with a DOCTYPE/ENTITY", ("benchmark", "{tmp}/m.xml", "{tmp}/tiny.yaml"), "declares a DOCTYPE or ENTITY",
+         setup=setup_ir_doctype, check=nothing("runs")),
+    Case("benchmark: IR .bin symlink out", ("benchmark", "{tmp}/model/m.xml", "{tmp}/tiny.yaml"), "m.bin link to",
+         setup=setup_ir_bin_symlink, check=nothing("runs")),
+    Case("benchmark: sidecar claims another format", ("benchmark", "{tmp}/student.onnx", "{tmp}/tiny.yaml"),
+         "sidecar student.onnx.json says openvino_int8, but the file is onnx float", setup=setup_sidecar_lies,
+         check=nothing("runs")),
     Case("bundle.json absolute artifact path", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "artifacts.onnx.path",
          setup=setup_bundle_absolute_path, check=nothing("r.json")),
     Case("bundle.json '..' artifact path", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "artifacts.onnx.path",
@@ -689,6 +807,11 @@ CASES = [
          setup=setup_not_a_tar),
     Case("bundle -o a folder", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}"), "-o",
          setup=setup_stub_run),
+    Case("bundle -o the model it packs", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o",
+                                          "{tmp}/runs/demo/05_export/student_int8.tflite"), "is a file this command reads",
+         setup=setup_stub_run, check=model_intact),
+    Case("device run b.tar -o b.tar", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/bundle.tar"), "is a file this command reads",
+         setup=setup_bundle_ok, check=bundle_intact),
     Case("bundle for another target (warning)", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}/rpi4.tar"),
          "built for target edge_tpu", code=0, warning=True, setup=setup_stub_run),
     Case("--device-results: malformed row", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),

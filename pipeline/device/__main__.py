@@ -70,6 +70,9 @@ def cmd_run(args) -> int:
     from pipeline.artifacts import atomic_write_json
     from pipeline.device.runner import run_bundle
 
+    from pipeline.fs import not_an_input
+
+    not_an_input(args.output, [args.bundle])
     only = [k for k in (args.only or "").split(",") if k]
     results = run_bundle(
         args.bundle,

@@ -27,6 +27,7 @@ import pipeline
 from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_json
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError, printable
+from pipeline.fs import not_an_input
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
@@ -193,6 +194,7 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
         raise PipelineError(f"-o {output}: is a folder; give the bundle's file name, e.g. {output / f'{target}.tar'}")
     rules = target_rules(target)
     chosen = select_artifacts(run_dir, target)
+    not_an_input(output, [*chosen.values(), *filter(None, map(_sidecar, chosen.values()))])
     warn_target_mismatch(run_dir, target, chosen)
     x, y = test_sample(run_dir, samples)
 

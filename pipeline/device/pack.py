@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from pipeline.artifacts import atomic_write_bytes
 from pipeline.device import BUNDLE_FORMAT
 from pipeline.errors import PipelineError, one_line
+from pipeline.fs import not_an_input
 
 MANIFEST_NAME = "bundle.json"
 _CHUNK = 1 << 20
@@ -54,6 +55,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_bundle(output: Path, files: dict[str, Path], manifest: dict) -> str:
     """Write ``files`` (member name → local file) and ``manifest`` + their hashes; return the tar's sha256."""
     output = Path(output)
+    not_an_input(output, files.values())
     for name in files:
         _check_member_name(output, name)
     payload = {name: Path(path).read_bytes() for name, path in sorted(files.items())}
