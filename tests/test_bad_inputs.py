@@ -467,6 +467,14 @@ def setup_stub_run(tmp, mp):
     _stub_run(tmp, mp)
 
 
+def setup_foreign_device_rows(tmp, mp):
+    """A board's results with a row for openvino_int8, which the run never exported."""
+    _stub_run(tmp, mp)
+    results = device_results()
+    results["rows"][1].update(artifact="openvino_int8", format="openvino_int8", file="openvino_int8/student.xml")
+    (tmp / "board.json").write_text(json.dumps(results))
+
+
 def setup_corrupt_baseline(tmp, mp):
     _stub_run(tmp, mp)
     (tmp / "runs" / "base").mkdir()
@@ -826,6 +834,8 @@ CASES = [
          "base/report.json: not valid JSON", setup=setup_corrupt_baseline, check=report_untouched),
     Case("report --baseline: report.json of another shape", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/base"),
          "base/report.json: not a report", setup=setup_not_a_report_baseline, check=report_untouched),
+    Case("--device-results: artifact the run never made", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),
+         "rows[1] measured artifact 'openvino_int8', which", setup=setup_foreign_device_rows, check=not_kept("board.json")),
     Case("report --baseline missing", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/nosuch"), "runs/nosuch",
          setup=setup_stub_run, check=report_untouched),
 ]
