@@ -475,6 +475,33 @@ def setup_foreign_device_rows(tmp, mp):
     (tmp / "board.json").write_text(json.dumps(results))
 
 
+def setup_compile_log_lies(tmp, mp):
+    """An edge_tpu run whose Edge TPU compile (made elsewhere) runs one op on the CPU while its logs say all are mapped."""
+    from report_fakes import write_run
+    from test_compiled_import import compiled_dir, tflite_bytes
+    from test_edgetpu_compiler import FULL_LOG_FILE, FULL_STDOUT
+
+    from pipeline.artifacts import Manifest, hash_outputs
+
+    folder = write_run(tmp / "runs" / "demo", config={"name": "demo", "target": {"name": "edge_tpu"}})
+    export = folder / "05_export"
+    (export / "student_int8.tflite").write_bytes(tflite_bytes("FULLY_CONNECTED"))
+    (export / "student_int8.tflite.json").write_text(json.dumps({"format": "tflite_int8", "input": {"dtype": "uint8"}}))
+    (export / "artifacts.json").write_text(json.dumps({"tflite_int8": "student_int8.tflite"}))
+    m = Manifest.read(folder / "06_target")
+    m.outputs = hash_outputs(folder / "06_target")
+    m.write(folder / "06_target")
+    compiled_dir(tmp / "compiled", model=tflite_bytes("edgetpu-custom-op", more_ops=("FULLY_CONNECTED",)),
+                 log=FULL_LOG_FILE, stdout=FULL_STDOUT)
+
+
+def cpu_op_recorded(tmp):
+    from pipeline.artifacts import Manifest
+
+    result = Manifest.read(tmp / "runs" / "demo" / "06_target").metrics.get("compiler_result") or {}
+    return None if result.get("ops_cpu") == 1 else f"ops_cpu recorded as {result.get('ops_cpu')}, the compiled file has 1"
+
+
 def setup_corrupt_baseline(tmp, mp):
     _stub_run(tmp, mp)
     (tmp / "runs" / "base").mkdir()
@@ -836,6 +863,9 @@ CASES = [
          "base/report.json: not a report", setup=setup_not_a_report_baseline, check=report_untouched),
     Case("--device-results: artifact the run never made", ("report", "{tmp}/runs/demo", "--device-results", "{tmp}/board.json"),
          "rows[1] measured artifact 'openvino_int8', which", setup=setup_foreign_device_rows, check=not_kept("board.json")),
+    Case("target --compiled: log says all mapped, file has a CPU op (warning)",
+         ("target", "{tmp}/runs/demo", "--compiled", "{tmp}/compiled"), "holds 1 op(s) outside the edgetpu-custom-op",
+         code=0, warning=True, setup=setup_compile_log_lies, check=cpu_op_recorded),
     Case("report --baseline missing", ("report", "{tmp}/runs/demo", "--baseline", "{tmp}/runs/nosuch"), "runs/nosuch",
          setup=setup_stub_run, check=report_untouched),
 ]
