@@ -15,13 +15,12 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
 from pipeline.errors import PipelineError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 MAX_IMAGE_SIZE = 1024  # a larger square is a typo (a 10⁶ side asked numpy for terabytes), not a model input
 NonNegative = Annotated[int, Field(ge=0)]
-MAX_MIN_SECONDS = 3600.0  # benchmark.min_seconds per row: an hour is already a long benchmark; more is a typo
-MAX_RUNS = 1_000_000  # benchmark.min_runs / warmup: beyond this a row runs for hours, however small the model
 
 
 class Section(BaseModel):

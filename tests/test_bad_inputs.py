@@ -411,14 +411,15 @@ def setup_partial_board(tmp, mp):
     _fake_board(tmp, mp, run_rc=1)
 
 
-def _bundle(tmp: Path, manifest_edit=None, extra_members: dict[str, bytes] | None = None) -> Path:
-    """A bundle whose hashes verify; ``manifest_edit`` changes bundle.json before its files table is made."""
+def _bundle(tmp: Path, manifest_edit=None, extra_members: dict[str, bytes] | None = None, x=None) -> Path:
+    """A bundle whose hashes verify; ``manifest_edit`` changes bundle.json before its files table is made; ``x``
+    replaces the sample's images."""
     from pipeline.device.pack import write_bundle
 
     torch_model = _tiny_onnx(tmp / "src" / "model.onnx")
     sample = tmp / "src" / "sample.npz"
     with open(sample, "wb") as f:
-        np.savez(f, x=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros(2, np.int64))
+        np.savez(f, x=np.zeros((2, 1, 8, 8), np.float32) if x is None else x, y=np.zeros(2, np.int64))
     files = {"models/model.onnx": torch_model, "sample.npz": sample}
     for name, data in (extra_members or {}).items():
         (tmp / "src" / name.replace("/", "_")).write_bytes(data)
@@ -457,6 +458,52 @@ def setup_bundle_file_and_folder(tmp, mp):
 
 def setup_bundle_ok(tmp, mp):
     _bundle(tmp)
+
+
+def setup_bundle_warmup_abc(tmp, mp):
+    _bundle(tmp, lambda m: m["settings"].update(warmup="abc"))
+
+
+def setup_bundle_min_seconds_huge(tmp, mp):
+    _bundle(tmp, lambda m: m["settings"].update(min_seconds=1e12))
+
+
+def setup_bundle_threads_huge(tmp, mp):
+    _bundle(tmp, lambda m: m["settings"].update(threads=[100000]))
+
+
+def setup_bundle_empty_sample(tmp, mp):
+    _bundle(tmp, lambda m: m.update(sample={}))
+
+
+def setup_bundle_object_sample(tmp, mp):
+    _bundle(tmp, x=np.array([_RunsCommand(tmp / "pwned"), None], dtype=object))
+
+
+def _append_member(bundle: Path, name: str, claimed: int, data: bytes, listed: bool) -> None:
+    """Append a member whose tar header claims ``claimed`` bytes but holds ``data`` (a 2.5 GB member without 2.5 GB of
+    disk); ``listed``: add it to bundle.json's files table first. Written block by block, bundle.json first."""
+    with tarfile.open(bundle) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar]
+    if listed:
+        manifest = json.loads(members[0][1])
+        manifest["files"][name] = "0" * 64
+        members[0] = (members[0][0], json.dumps(manifest).encode())
+    big = tarfile.TarInfo(name)
+    big.size = claimed
+    with open(bundle, "wb") as f:
+        for info, body in members:
+            info.size = len(body)
+            f.write(info.tobuf(tarfile.PAX_FORMAT) + body + b"\0" * (-len(body) % 512))
+        f.write(big.tobuf(tarfile.PAX_FORMAT) + data)
+
+
+def setup_bundle_huge_member(tmp, mp):
+    _append_member(_bundle(tmp), "models/big.bin", 2_500_000_000, b"x" * 4096, listed=True)
+
+
+def setup_bundle_unlisted_huge_member(tmp, mp):
+    _append_member(_bundle(tmp), "models/extra.bin", 2_500_000_000, b"x" * 4096, listed=False)
 
 
 def setup_not_a_tar(tmp, mp):
@@ -838,6 +885,21 @@ CASES = [
          setup=setup_bundle_dotdot_path, check=nothing("r.json")),
     Case("bundle: file beside folder member", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "models/x",
          setup=setup_bundle_file_and_folder, check=nothing("r.json")),
+    Case("bundle.json settings.warmup 'abc'", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "settings.warmup 'abc'",
+         setup=setup_bundle_warmup_abc, check=nothing("r.json")),
+    Case("bundle.json settings.min_seconds 1e12", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"),
+         "settings.min_seconds 1000000000000.0", setup=setup_bundle_min_seconds_huge, check=nothing("r.json")),
+    Case("bundle.json settings.threads [100000]", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"),
+         "settings.threads [100000]", setup=setup_bundle_threads_huge, check=nothing("r.json")),
+    Case("bundle.json empty sample table", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "'sample' table",
+         setup=setup_bundle_empty_sample, check=nothing("r.json")),
+    Case("bundle sample.npz with object arrays", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"),
+         "its sample sample.npz is not a test sample", setup=setup_bundle_object_sample,
+         check=lambda tmp: no_marker(tmp) or nothing("r.json")(tmp)),
+    Case("bundle member of 2.5 GB", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "models/big.bin is 2.3 GiB",
+         setup=setup_bundle_huge_member, check=nothing("r.json")),
+    Case("bundle: unlisted member of 2.5 GB", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"),
+         "models/extra.bin is not listed", setup=setup_bundle_unlisted_huge_member, check=nothing("r.json")),
     Case("bundle: not a tar", ("device-run", "{tmp}/bundle.tar", "-o", "{tmp}/r.json"), "not a bundle tar",
          setup=setup_not_a_tar),
     Case("bundle -o a folder", ("bundle", "{tmp}/runs/demo", "--target", "rpi4", "-o", "{tmp}"), "-o",

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 import pipeline
+from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
 from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
 from pipeline.errors import PipelineError, one_line
-from pipeline.runtimes import engine_name
+from pipeline.runtimes import all_cores, engine_name
 
 RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
 RESULTS_VERSION = 1
@@ -133,13 +134,14 @@ def run_bundle(
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
         root = Path(tmp)
         manifest = open_bundle(bundle, root)  # refuses a tampered bundle before anything runs
-        if not isinstance(manifest.get("artifacts"), dict) or not isinstance(manifest.get("sample"), dict):
-            raise PipelineError(f"{bundle}: bundle.json has no 'artifacts' or 'sample' table; rebuild it with python -m pipeline bundle")
+        if not manifest.get("artifacts") or not isinstance(manifest["artifacts"], dict) or not manifest.get("sample") \
+                or not isinstance(manifest["sample"], dict):
+            raise PipelineError(f"{bundle}: bundle.json has an empty or no 'artifacts' or 'sample' table; rebuild it with "
+                                "python -m pipeline bundle")
         digest = sha256_path(bundle)
-        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds)
+        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds, bundle)
         keys = _selected(list(manifest["artifacts"]), only)
-        with np.load(root / manifest["sample"]["path"], allow_pickle=False) as sample:
-            x, y = np.ascontiguousarray(sample["x"], dtype=np.float32), sample["y"].astype(np.int64)
+        x, y = _read_sample(root / manifest["sample"]["path"], bundle)
         device = describe_device(name)
         rows = []
         for key in keys:
@@ -208,16 +210,52 @@ def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, 
     return rows
 
 
-def _settings(carried: dict, threads, runs, warmup, min_seconds) -> dict[str, Any]:
-    s = {
-        "warmup": int(carried.get("warmup", 10) if warmup is None else warmup),
-        "min_runs": int(carried.get("min_runs", 50) if runs is None else runs),
-        "min_seconds": float(carried.get("min_seconds", 1.0) if min_seconds is None else min_seconds),
-        "threads": [int(t) for t in (carried.get("threads", [0]) if threads is None else threads)],
-    }
-    if s["min_runs"] < 1 or s["warmup"] < 0 or s["min_seconds"] < 0 or not s["threads"] or min(s["threads"]) < 0:
-        raise PipelineError(f"settings {s}: need runs ≥ 1, warmup ≥ 0, min-seconds ≥ 0, threads ≥ 0 (0 = all cores)")
+def _settings(carried: dict, threads, runs, warmup, min_seconds, bundle: Path | str = "bundle") -> dict[str, Any]:
+    """The measurement settings: the command line's, else the bundle's, each checked as the host config checks its own
+    (``pipeline.benchmark``'s bounds; threads at most this board's cores, 0 = all)."""
+    carried = carried if isinstance(carried, dict) else {}
+    given = {"warmup": warmup, "min_runs": runs, "min_seconds": min_seconds, "threads": threads}
+    flags = {"warmup": "--warmup", "min_runs": "--runs", "min_seconds": "--min-seconds", "threads": "--threads"}
+    defaults = {"warmup": 10, "min_runs": 50, "min_seconds": 1.0, "threads": [0]}
+    s, where = {}, {}
+    for key in given:
+        s[key] = carried.get(key, defaults[key]) if given[key] is None else given[key]
+        where[key] = f"{bundle}: bundle.json settings.{key}" if given[key] is None else flags[key]
+    cores = all_cores()
+    bounds = {"warmup": (0, MAX_RUNS), "min_runs": (1, MAX_RUNS), "min_seconds": (0, MAX_MIN_SECONDS)}
+    for key, (lo, hi) in bounds.items():
+        value = s[key]
+        kind = (int, float) if key == "min_seconds" else int
+        if isinstance(value, bool) or not isinstance(value, kind) or not (lo <= value <= hi):  # nan fails lo <= value
+            raise PipelineError(f"{where[key]} {value!r}: must be a number from {lo} to {hi:g}")
+    t = s["threads"]
+    if not isinstance(t, list) or not t or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= cores for v in t):
+        raise PipelineError(f"{where['threads']} {t!r}: must be thread counts from 0 (all cores) to the {cores} cores of "
+                            "this board; pass --threads, e.g. 1,0")
+    s["min_seconds"] = float(s["min_seconds"])
     return s
+
+
+def _read_sample(path: Path, bundle: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled test images (float N×C×H×W) and labels (N integers); anything else is one line."""
+    problem = None
+    try:
+        with np.load(path, allow_pickle=False) as sample:
+            if {"x", "y"} - set(sample.files):
+                problem = f"holds {', '.join(sample.files) or 'nothing'}, not x and y"
+            else:
+                x, y = sample["x"], sample["y"]
+    except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) are a ValueError with allow_pickle=False
+        problem = one_line(exc, 120)
+    if problem is None:
+        if x.dtype.kind not in "fiu" or x.ndim != 4 or len(x) == 0:
+            problem = f"x is {x.dtype} {x.shape}, not float N×C×H×W images"
+        elif y.dtype.kind not in "iu" or y.shape != (len(x),):
+            problem = f"y is {y.dtype} {y.shape}, not {len(x)} integer labels"
+    if problem is not None:
+        raise PipelineError(f"{bundle}: its sample {path.name} is not a test sample ({problem}); rebuild the bundle with "
+                            "python -m pipeline bundle")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
 def _selected(keys: list[str], only: list[str] | None) -> list[str]:
