@@ -214,6 +214,57 @@ def setup_state_dict_inf(tmp, mp):
     _recipe(tmp)
 
 
+def _image_folder(tmp: Path, split: bool = False) -> Path:
+    """Two classes of 25 8×8 PNGs (under train/ and test/ when ``split``), as the tiny recipe's data."""
+    from PIL import Image
+
+    root = tmp / "imgs"
+    for part in (("train", "test") if split else ("",)):
+        for label, name in enumerate(("a", "b")):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(25):
+                Image.new("L", (8, 8), 40 + 120 * label + i).save(folder / f"{i}.png")
+    _recipe(tmp, text=TINY_RECIPE.replace("dataset: digits", f"dataset: image_folder\n  root: {root}"))
+    return root
+
+
+def setup_folder_symlink_out(tmp, mp):
+    from PIL import Image
+
+    root = _image_folder(tmp)
+    (tmp / "elsewhere").mkdir()
+    Image.new("L", (8, 8), 7).save(tmp / "elsewhere" / "secret.png")
+    (root / "a" / "link.png").symlink_to(tmp / "elsewhere" / "secret.png")
+
+
+def setup_folder_bomb(tmp, mp):
+    """A PNG of a few dozen bytes whose header claims 30 000 × 30 000 pixels (9×10⁸, past PIL's limit)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 1, 0, 0, 0, 0)  # 1-bit grey
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (_image_folder(tmp) / "a" / "bomb.png").write_bytes(png)
+
+
+def setup_folder_test_only_class(tmp, mp):
+    from PIL import Image
+
+    root = _image_folder(tmp, split=True)
+    (root / "test" / "c").mkdir()
+    Image.new("L", (8, 8), 3).save(root / "test" / "c" / "0.png")
+
+
+def outside_recorded(tmp):
+    from pipeline.artifacts import Manifest
+
+    m = Manifest.read(tmp / "runs" / "tiny" / "01_data")
+    return None if m and m.metrics.get("skipped_outside_root") == 1 else "the skipped link is not counted in the data manifest"
+
+
 def _finished(tmp: Path, folder: str, run: str = "tiny") -> str | None:
     """A finished stage folder that should not exist (a later run would take it as done)."""
     path = tmp / "runs" / run / folder
@@ -840,6 +891,12 @@ CASES = [
     Case(".gz that is not gzip", RUN, "train-labels-idx1-ubyte.gz", setup=setup_gz_not_gzip),
     Case("CIFAR batch that runs a command", RUN, "data_batch_1", setup=setup_cifar_pickle, check=no_marker),
     Case("mnist.pkl.gz that runs a command", RUN, "mnist.pkl.gz", setup=setup_mnist_pickle, check=no_marker),
+    Case("image_folder: image linking outside data.root (warning)", RUN, "skipped 1 image(s) linking outside", code=0,
+         warning=True, setup=setup_folder_symlink_out, check=outside_recorded),
+    Case("image_folder: decompression bomb PNG (warning)", RUN, "a/bomb.png (decompression bomb", code=0, warning=True,
+         setup=setup_folder_bomb),
+    Case("image_folder: test/ class train/ lacks", RUN, "test/ has class folder(s) that train/ lacks: c",
+         setup=setup_folder_test_only_class, check=stage_not_finished("01_data")),
     # the run folder
     Case("second run on one folder", ("run", "{tmp}/tiny.yaml", "--until", "teacher"), "in use by another run (PID",
          concurrent=True, check=check_first_run_untouched),

@@ -116,11 +116,12 @@ def _streamed(cfg) -> tuple[dict, dict]:
         "eval_transform": repr(eval_transform(size, channels, None)),
         "dataset_sha256": files_hash(files, result.sha256, labels),
         "skipped": [{"file": f, "reason": why} for f, why in result.skipped],
+        "skipped_outside_root": {"count": len(index.outside), "first": list(index.outside[:3])},
         "indices": indices,
         "files": per_split,
         "files_sha256": {k: files_hash([files[i] for i in v], [result.sha256[i] for i in v], labels[v])
                          for k, v in indices.items()},
-    }, {"skipped_images": len(result.skipped)}
+    }, {"skipped_images": len(result.skipped), "skipped_outside_root": len(index.outside)}
 
 
 def _check_memory(n_train: int, channels: int, size: int) -> None:
