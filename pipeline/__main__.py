@@ -1,6 +1,12 @@
-"""Command line: ``python -m pipeline run|check|export|benchmark|show|report|target|bundle|device …``. Thin: parses, then calls the package.
+"""Distil, quantise, export and benchmark image classifiers for edge NPUs (Edge TPU, Raspberry Pi, OpenVINO).
 
-A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
+start with:
+  python -m pipeline run edge_tpu.yaml          train a teacher, distil a student, export and benchmark it
+  python -m pipeline export MODEL.pt [RECIPE]   export and benchmark a model you already have
+  python -m pipeline benchmark MODEL.tflite     measure exported files on a recipe's test data
+  python -m pipeline list targets|methods|formats|models [PATTERN]   what the recipes can name
+
+The command line parses, then calls the package. A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
 is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
 """
 
@@ -15,7 +21,9 @@ from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.split("\n\nThe command line")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the package's and its toolchain's versions")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the pipeline, reusing every finished stage whose inputs are unchanged")
@@ -75,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--target", required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
+
+    p = sub.add_parser("list", help="list the targets, distillation methods, export formats or models a recipe can name")
+    p.add_argument("what", choices=["targets", "methods", "formats", "models"])
+    p.add_argument("pattern", nargs="?", help="an fnmatch pattern, e.g. '*mobilenet*' (models: timm:… and torchvision:… too)")
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["device"]:  # the remote runner owns its options: forward them whole
@@ -278,7 +290,26 @@ def cmd_bundle(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.listing import versions
+
+        print(versions())
+        parser.exit(0)
+
+
+def cmd_list(args) -> int:
+    from pipeline.listing import list_command
+
+    lines = list_command(args.what, args.pattern)
+    print("\n".join(lines) if lines else f"no {args.what} match {args.pattern!r}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
             "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle}
 
 if __name__ == "__main__":

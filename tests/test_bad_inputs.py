@@ -884,6 +884,7 @@ CASES = [
          setup=setup_state_dict_inf, check=stage_not_finished("02_teacher")),
     Case("arch_args for a 74-billion-parameter model", (*RUN, "--set", "student.arch_args={width: 1000}"),
          "student.arch_args: resnet8 with arch_args {'width': 1000}", setup=setup_recipe),
+    Case("list widgets", ("list", "widgets"), "argument what: invalid choice: 'widgets'"),
     # data files
     Case("IDX: 300 images, 250 labels", RUN, "train-labels-idx1-ubyte", setup=setup_idx_label_mismatch,
          check=stage_not_finished("01_data")),
