@@ -139,13 +139,17 @@ def _limit(text: str) -> float:
 def _overrides(pairs: list[str]) -> dict:
     import yaml
 
+    from pipeline.config import recipe_yaml
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PipelineError(f"--set {pair}: expected KEY=VALUE, e.g. distill.epochs=5")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = recipe_yaml(value)  # a recipe's rules: safe tags only, no duplicate keys, aliases bounded
+        except RecursionError:
+            raise PipelineError(f"--set {key}: the value is nested too deeply; give a number, a string or a short list") from None
         except yaml.YAMLError as exc:  # bad syntax, or a tag such as !!python/object that safe_load refuses
             problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
             raise PipelineError(f"--set {key}: the value is not plain YAML data ({problem}); "

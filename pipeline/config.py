@@ -393,7 +393,7 @@ def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Co
     """Read, merge overrides into, and validate a recipe; any problem becomes one PipelineError line."""
     path = resolve_recipe(name)
     try:
-        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
+        raw = recipe_yaml(path.read_bytes().decode("utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                             "save it as UTF-8") from None
@@ -411,6 +411,11 @@ def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Co
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     return validate_config(raw, source=path.name)
+
+
+def recipe_yaml(text: str) -> Any:
+    """YAML as a recipe (or a --set value) is read: safe tags only, no key twice, aliases within a budget."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:

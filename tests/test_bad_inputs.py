@@ -868,6 +868,9 @@ CASES = [
     Case("distill.seeds [0, 0]", (*RUN, "--set", "distill.seeds=[0, 0]"), "distill.seeds: seed 0 is given twice",
          setup=setup_recipe),
     Case("YAML alias bomb", RUN, "aliases expand to more than", setup=setup_alias_bomb),
+    Case("--set alias bomb", (*RUN, "--set", "distill.options=" + "{a: &a [x, x, x, x, x, x, x, x, x, x], "
+                              + ", ".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcdef", "bcdefg")) + "}"),
+         "--set distill.options", setup=setup_recipe),
     Case("YAML nested 50 000 deep", RUN, "nested too deeply", setup=setup_deep_yaml),
     Case("key with a zero-width space", RUN, "distill.epochs\\u200b: unknown key", setup=setup_invisible_key),
     Case("recipe name with a newline", ("run", "{tmp}/no\nsuch.yaml"), "no\\nsuch.yaml: no such file"),
