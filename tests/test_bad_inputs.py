@@ -1053,10 +1053,13 @@ def test_bad_input_ends_in_one_line(case, tmp_path):
     assert score(case, a) == "one line"
 
 
-def main() -> None:
-    """Print the scored table: one row per case, then the totals."""
+def main(skip: list[str] = ()) -> None:
+    """Print the scored table: one row per case, then the totals; cases whose name holds a ``skip`` string are left out
+    (an old checkout killed for memory by a case ends the table: ``--skip 'billion-parameter'``)."""
     outcomes = []
     for case in CASES:
+        if any(s in case.name for s in skip):
+            continue
         with tempfile.TemporaryDirectory(prefix="bad-input-") as tmp:
             tmp = Path(tmp)
             try:
@@ -1077,4 +1080,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main([name for flag, name in zip(sys.argv[1:], sys.argv[2:]) if flag == "--skip"])  # --skip SUBSTRING, repeatable
