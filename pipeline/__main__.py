@@ -1,6 +1,12 @@
-"""Command line: ``python -m pipeline run|check|export|benchmark|show|report|target|bundle|device …``. Thin: parses, then calls the package.
+"""Distil, quantise, export and benchmark image classifiers for edge NPUs (Edge TPU, Raspberry Pi, OpenVINO).
 
-A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
+start with:
+  python -m pipeline run edge_tpu.yaml          train a teacher, distil a student, export and benchmark it
+  python -m pipeline export MODEL.pt [RECIPE]   export and benchmark a model you already have
+  python -m pipeline benchmark MODEL.tflite     measure exported files on a recipe's test data
+  python -m pipeline list targets|methods|formats|models [PATTERN]   what the recipes can name
+
+The command line parses, then calls the package. A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report
 is written; Ctrl-C leaves finished stages in place (the stage that was running is re-run).
 """
 
@@ -10,12 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OneLineParser, PipelineError, printable
 from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.split("\n\nThe command line")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the package's and its toolchain's versions")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the pipeline, reusing every finished stage whose inputs are unchanged")
@@ -56,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, help="another run folder to compare with (writes RUN/compare_<baseline>.md and .json)")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 3 when the deploy artifact regressed against --baseline (see the two limits)")
-    p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP, metavar="PTS",
+    p.add_argument("--max-accuracy-drop", type=_limit, default=MAX_ACCURACY_DROP, metavar="PTS",
                    help=f"top-1 points the deploy artifact may lose against the baseline (default {MAX_ACCURACY_DROP:g})")
-    p.add_argument("--max-latency-increase", type=float, default=MAX_LATENCY_INCREASE, metavar="PCT",
+    p.add_argument("--max-latency-increase", type=_limit, default=MAX_LATENCY_INCREASE, metavar="PCT",
                    help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
@@ -86,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
 
+    p = sub.add_parser("list", help="list the targets, distillation methods, export formats or models a recipe can name")
+    p.add_argument("what", choices=["targets", "methods", "formats", "models"])
+    p.add_argument("pattern", nargs="?", help="an fnmatch pattern, e.g. '*mobilenet*' (models: timm:… and torchvision:… too)")
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["device"]:  # the remote runner owns its options: forward them whole
         from pipeline.device.__main__ import main as device_main
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
         if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in HOST_MODULES:
@@ -123,8 +135,21 @@ HOST_MODULES = {"optuna", "sqlalchemy", "torch", "torchvision", "timm", "safeten
                 "sklearn", "pydantic", "yaml", "rich", "tqdm", "matplotlib", "psutil", "PIL", "jsonschema"}
 
 
+def _limit(text: str) -> float:
+    """A regression limit: a finite number ≥ 0 (nan would compare false and pass every regression)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0")
+    return value
+
+
 def _overrides(pairs: list[str]) -> dict:
     import yaml
+
+    from pipeline.config import recipe_yaml
 
     out = {}
     for pair in pairs:
@@ -132,7 +157,9 @@ def _overrides(pairs: list[str]) -> dict:
         if not sep or not key:
             raise PipelineError(f"--set {pair}: expected KEY=VALUE, e.g. distill.epochs=5")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = recipe_yaml(value)  # a recipe's rules: safe tags only, no duplicate keys, aliases bounded
+        except RecursionError:
+            raise PipelineError(f"--set {key}: the value is nested too deeply; give a number, a string or a short list") from None
         except yaml.YAMLError as exc:  # bad syntax, or a tag such as !!python/object that safe_load refuses
             problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
             raise PipelineError(f"--set {key}: the value is not plain YAML data ({problem}); "
@@ -284,7 +311,26 @@ def cmd_sweep(args) -> int:
                      docker=not args.no_docker, worker=args.worker)
 
 
-COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.listing import versions
+
+        print(versions())
+        parser.exit(0)
+
+
+def cmd_list(args) -> int:
+    from pipeline.listing import list_command
+
+    lines = list_command(args.what, args.pattern)
+    print("\n".join(lines) if lines else f"no {args.what} match {args.pattern!r}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "list": cmd_list, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
             "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle}
 
 if __name__ == "__main__":

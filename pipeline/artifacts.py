@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.stages import ARTIFACTS_FILE
 
 MANIFEST = "manifest.json"
@@ -78,6 +78,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_json_file(path: Path, remedy: str) -> Any:
+    """``read_json``, where a file that is not JSON (cut short, another format, not UTF-8) is one line ending in ``remedy``."""
+    try:
+        return read_json(path)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PipelineError(f"{path}: not valid JSON ({one_line(exc, 100)}); {remedy}") from None
 
 
 RERUN_EXPORT = "re-run the export stage (python -m pipeline run <recipe> --from export)"

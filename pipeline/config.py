@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
 from pipeline.errors import PipelineError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
@@ -23,7 +24,8 @@ NonNegative = Annotated[int, Field(ge=0)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan/inf refused for every float key: a nan learning rate or momentum trains to nan without a word
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     # keys that decide where or how fast a stage runs, not what it computes: kept out of cache keys
     not_in_cache_key: ClassVar[frozenset[str]] = frozenset()
 
@@ -50,6 +52,13 @@ class DataConfig(Section):
     workers: int = Field(0, ge=0)  # DataLoader processes decoding image files (image_folder); 0 = in the training process
     seed: int = 0
     not_in_cache_key = frozenset({"workers"})  # augmentation is seeded per image, so results do not depend on it
+
+    @model_validator(mode="after")
+    def _some_training_images(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
+                             "leaves no training images; keep their sum below 1")
+        return self
 
     @field_validator("dataset")
     @classmethod
@@ -96,11 +105,11 @@ class ScheduleConfig(Section):
     epochs: int = Field(30, ge=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = Field(0.9, ge=0, lt=1)  # 1 or more never forgets a gradient: the weights run away
+    weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[NonNegative] = []  # for schedule: step, epochs at which lr ×= gamma
-    gamma: float = 0.1
+    gamma: float = Field(0.1, gt=0, le=1)
     # re-estimate BN running statistics on training images after training: auto = when a BN layer's
     # momentum is below PyTorch's 0.1 (torchvision's MobileNetV3 uses 0.01); see train/bn_recalibration.py
     recalibrate_bn: Literal["auto", "on", "off"] = "auto"
@@ -171,9 +180,9 @@ class StudentConfig(ModelSpec):
 class DistillConfig(ScheduleConfig, FrozenTeacherConfig):
     method: str = "kd"
     options: dict[str, Any] = {}  # method-specific, validated by the method's own Options
-    w_ce: float | None = None  # None = the method's default (filled in by validate_config)
-    w_kd: float | None = None
-    w_feat: float | None = None
+    w_ce: float | None = Field(None, ge=0)  # None = the method's default (filled in by validate_config)
+    w_kd: float | None = Field(None, ge=0)
+    w_feat: float | None = Field(None, ge=0)
     temperature: float = Field(4.0, gt=0)
     seeds: list[int] = [0]
     # Logit-only methods (kd, icc) reuse the frozen teacher's logits: each augmented view of an image,
@@ -197,6 +206,9 @@ class DistillConfig(ScheduleConfig, FrozenTeacherConfig):
     def _some_seed(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("needs at least one seed")
+        if dup := sorted({s for s in v if v.count(s) > 1}):
+            raise ValueError(f"seed {dup[0]} is given twice: each seed trains one student, a repeat trains the same one "
+                             "again; list each seed once")
         return v
 
 
@@ -206,8 +218,8 @@ class QATConfig(ScheduleConfig, FrozenTeacherConfig):
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.005, gt=0)
     kd: bool = True  # keep the fp32 teacher supervising during QAT
-    w_kd: float = 0.9
-    w_ce: float = 0.1
+    w_kd: float = Field(0.9, ge=0)
+    w_ce: float = Field(0.1, ge=0)
     temperature: float = Field(4.0, gt=0)
     # None (default): BN keeps batch statistics to the end, as NNCF and TF-MOT train; the fused forward
     # still quantises the conv weight folded with the running statistics, i.e. what is deployed.
@@ -305,12 +317,13 @@ class BenchmarkConfig(Section):
     """How the benchmark stage times and scores; the timing method is ``pipeline/benchmark/latency.py``'s docstring."""
 
     threads: list[NonNegative] = Field([1, 0], min_length=1)  # 0 = all cores
-    warmup: int = Field(10, ge=0)
-    min_runs: int = Field(25, gt=0)  # timed calls before the stopping rule is asked
-    min_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)  # and at least this long (1.0 with precision_pct null: the old fixed rule)
+    warmup: int = Field(10, ge=0, le=MAX_RUNS)
+    min_runs: int = Field(25, gt=0, le=MAX_RUNS)  # timed calls before the stopping rule is asked
+    # and at least this long (1.0 with precision_pct null: the old fixed rule)
+    min_seconds: float = Field(0.0, ge=0, le=MAX_MIN_SECONDS, allow_inf_nan=False)
     # stop once p50 and p90 are known to ±this % (95 % confidence); null: stop at min_runs and min_seconds
-    precision_pct: float | None = Field(3.0, gt=0, allow_inf_nan=False)
-    max_seconds: float = Field(1.0, gt=0, allow_inf_nan=False)  # the cap per timed phase, precision reached or not
+    precision_pct: float | None = Field(3.0, gt=0, le=100, allow_inf_nan=False)
+    max_seconds: float = Field(1.0, gt=0, le=MAX_MIN_SECONDS, allow_inf_nan=False)  # the cap per timed phase, precision reached or not
     # which artifacts are timed: all | deploy (the target's deploy artifact, and the teacher when a latency gate needs it);
     # every artifact is still scored for accuracy
     timed: Literal["all", "deploy"] = "all"
@@ -346,6 +359,20 @@ class Config(Section):
             raise ValueError(f"{v!r} must be a plain folder name (no '/', not empty, not starting with '.'): "
                              "the run is written to runs_dir/<name>")
         return v
+
+    @model_validator(mode="after")
+    def _threads_this_machine_has(self) -> "Config":
+        """A thread count above the cores this process may use (or the target board's, for a recipe measured there
+        too) oversubscribes the CPU: the latency says nothing, and 10⁶ threads stall the runtime."""
+        from pipeline.runtimes.base import all_cores  # numpy only
+        from pipeline.target import TARGETS
+
+        cores, board = all_cores(), TARGETS[self.target.name].threads
+        limit = max(cores, board)
+        if over := [t for t in self.benchmark.threads if t > limit]:
+            where = f"the {cores} cores this process may use" + (f" and the {board} of target {self.target.name}" if board > cores else "")
+            raise ValueError(f"benchmark.threads: {over[0]} is more than {where}; give at most {limit}, or 0 for all cores")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -386,16 +413,23 @@ def load_config(name: str | Path, overrides: dict[str, Any] | None = None) -> Co
 def read_yaml(path: Path) -> Any:
     """A YAML file as plain data (safe loader, duplicate keys refused); any problem is one line naming the file."""
     try:
-        return yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
+        return recipe_yaml(path.read_bytes().decode("utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                             "save it as UTF-8") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot read it ({exc.strerror})") from None
+    except RecursionError:
+        raise PipelineError(f"{path.name}: nested too deeply to be a recipe; a recipe is sections of keys and short lists") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise PipelineError(f"{path.name}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def recipe_yaml(text: str) -> Any:
+    """YAML as a recipe (or a --set value) is read: safe tags only, no key twice, aliases within a budget."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -455,6 +489,8 @@ def _one_line(exc: ValidationError, root: type[BaseModel]) -> str:
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"{loc}: unknown key (allowed: {', '.join(allowed)}){hint}"
+    if err["type"] == "finite_number":
+        return f"{loc}: {err['input']!r} is not a finite number; give one (nan and inf are refused)"
     if err["type"] in ("literal_error", "enum"):
         return f"{loc}: {err['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
     return f"{loc}: {msg}" if loc else msg
@@ -482,9 +518,19 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+MAX_YAML_VALUES = 100_000  # values in a recipe once its aliases are expanded; a recipe has a few hundred
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last one,
-    so a second `distill:` section would silently replace the first."""
+    so a second `distill:` section would silently replace the first. And aliases may not expand past
+    ``MAX_YAML_VALUES``: PyYAML shares an aliased node, but validating or dumping the recipe expands it, so
+    nine nested lists of ten aliases ("billion laughs") would hang the tool."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
@@ -495,3 +541,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"duplicate key '{key}', first at line {seen[key].line + 1}: merge the two", key_node.start_mark)
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``node`` stands for with every alias written out; past the budget (or an alias inside
+    itself), a YAML error naming the node's line."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it; write the values out",
+                                          node.start_mark)
+    open_.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_YAML_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases expand to more than {MAX_YAML_VALUES} values (an alias bomb?); "
+                "write the values out or use fewer nested aliases", node.start_mark)
+    open_.discard(key)
+    sizes[key] = total
+    return total

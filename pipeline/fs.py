@@ -1,4 +1,5 @@
-"""Filesystem failures while a stage writes, as one line: a full disk, a folder that cannot be written.
+"""Filesystem failures while a stage writes, as one line: a full disk, a folder that cannot be written; and
+``resolves_inside``, the one test of whether a path a file names stays in its folder.
 
 Every writer fails its own way when the disk fills: Python raises ``OSError(ENOSPC)``, a tool
 wrapper re-raises it as its own error, OpenVINO's C++ writer says ``basic_ios::clear:
@@ -12,6 +13,7 @@ names the folder, the free space and at least what the stage had written; the st
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,27 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded")
 LOW_SPACE = 1 << 20  # below this much free space, a failed write is taken for a full disk
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, symlinks and '..' resolved, is ``root`` or under it (``root`` resolved too): what a file
+    names (external data, a .bin, an image) may be read only when it stays in the folder the user gave."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def not_an_input(output: Path, inputs, flag: str = "-o") -> None:
+    """Refuse an output path that is one of the command's own inputs (the same file by any path): writing it would
+    destroy what is being read, e.g. a bundle written over the model it packs."""
+    output = Path(output)
+    for src in inputs:
+        src = Path(src)
+        same = src.exists() and output.exists() and os.path.samefile(src, output)
+        if same or output.absolute() == src.absolute():
+            also = "" if output.absolute() == src.absolute() else f" (the same file as {src})"
+            raise PipelineError(f"{flag} {output}: is a file this command reads{also}; write the output to another file")
 
 
 class WriteFailure(PipelineError):

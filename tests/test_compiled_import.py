@@ -20,25 +20,34 @@ from pipeline.artifacts import Manifest, hash_outputs, verify_outputs
 from pipeline.device.bundle import make_bundle
 
 
-def tflite_bytes(op: str, shape_in=(1, 8, 8, 1), shape_out=(1, 10)) -> bytes:
-    """A one-op TFLite flatbuffer (uint8 in/out): a builtin op by name, else a custom op such as edgetpu-custom-op."""
+def tflite_bytes(op: str, shape_in=(1, 8, 8, 1), shape_out=(1, 10), more_ops: tuple[str, ...] = ()) -> bytes:
+    """A TFLite flatbuffer (uint8 in/out) of ``op`` then ``more_ops`` in a chain: a builtin op by name, else a custom op
+    such as edgetpu-custom-op."""
     from ai_edge_litert import schema_py_generated as s
 
-    code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = getattr(s.BuiltinOperator, op, s.BuiltinOperator.CUSTOM)
-    if code.builtinCode == s.BuiltinOperator.CUSTOM:
-        code.customCode = op
+    ops = (op, *more_ops)
+    codes = []
+    for name in ops:
+        code = s.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = getattr(s.BuiltinOperator, name, s.BuiltinOperator.CUSTOM)
+        if code.builtinCode == s.BuiltinOperator.CUSTOM:
+            code.customCode = name
+        codes.append(code)
     tensors = []
-    for name, shape in (("input", shape_in), ("logits", shape_out)):
+    shapes = [("input", shape_in), *((f"t{i}", shape_in) for i in range(1, len(ops))), ("logits", shape_out)]
+    for name, shape in shapes:
         t = s.TensorT()
         t.name, t.shape, t.type, t.buffer = name, list(shape), s.TensorType.UINT8, 0
         tensors.append(t)
-    operator = s.OperatorT()
-    operator.opcodeIndex, operator.inputs, operator.outputs = 0, [0], [1]
+    operators = []
+    for i in range(len(ops)):
+        operator = s.OperatorT()
+        operator.opcodeIndex, operator.inputs, operator.outputs = i, [i], [i + 1]
+        operators.append(operator)
     sg = s.SubGraphT()
-    sg.tensors, sg.inputs, sg.outputs, sg.operators = tensors, [0], [1], [operator]
+    sg.tensors, sg.inputs, sg.outputs, sg.operators = tensors, [0], [len(ops)], operators
     model = s.ModelT()
-    model.version, model.operatorCodes, model.buffers, model.subgraphs = 3, [code], [s.BufferT()], [sg]
+    model.version, model.operatorCodes, model.buffers, model.subgraphs = 3, codes, [s.BufferT()], [sg]
     b = flatbuffers.Builder(0)
     b.Finish(model.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())

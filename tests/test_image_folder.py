@@ -139,3 +139,15 @@ def test_teacher_trains_on_a_streamed_folder(tmp_path):
     m = run_pipeline(cfg, until="teacher")["teacher"]
     assert m.metrics["test_acc"] >= 0.5 and m.placement["world_size"] == 1
     assert isinstance(training_data(stage_dir(cfg, "data"), cfg.data).train, ImageFiles)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    """PIL opens a 16-bit grey PNG as I;16 (0..65535); convert('RGB') alone would make 32768 white (255)."""
+    from pipeline.data.folder import decode
+
+    wide = np.full((4, 4), 32768, np.uint16)
+    wide[0, 0], wide[0, 1] = 0, 65535
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    rgb = np.asarray(decode(tmp_path / "wide.png"))
+    assert rgb.shape == (4, 4, 3) and rgb[0, 0, 0] == 0 and rgb[0, 1, 0] == 255 and rgb[2, 2, 0] == 128

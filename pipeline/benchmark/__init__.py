@@ -3,3 +3,7 @@
 ``latency`` is the measurement method (numpy + stdlib, shared with the on-device runner),
 ``accuracy`` the stage chain, ``gates`` the pass/fail rules, ``stage`` the pipeline stage.
 """
+
+# bounds on the measurement settings, read by the host config and the board runner alike
+MAX_MIN_SECONDS = 3600.0  # min_seconds per row: an hour is already a long benchmark; more is a typo
+MAX_RUNS = 1_000_000  # min_runs / warmup: beyond this a row runs for hours, however small the model

@@ -22,8 +22,10 @@ SUFFIXES = tuple(dict.fromkeys(Path(f.file).suffix for f in FORMATS.values()))  
 
 
 def detect_format(path: Path) -> str:
-    """The export format key of a file: its sidecar's when it has one, else what the file itself says."""
-    from pipeline.export.sidecar import read_sidecar
+    """The export format key of a file, decided by the file: its suffix gives the family, its content the precision
+    (int8 tensors, QuantizeLinear or FakeQuantize nodes). A sidecar may name the format within that (fp16 vs fp32 IR);
+    one that claims another family or int8-ness is one line (a sidecar is a hint written beside the file, not proof)."""
+    from pipeline.export.sidecar import read_sidecar, sidecar_path
 
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
@@ -31,14 +33,25 @@ def detect_format(path: Path) -> str:
                             "python -m pipeline export)")
     if not path.is_file():
         raise PipelineError(f"{path}: no such file")
+    found = _format_from_content(path)
     sidecar = read_sidecar(path)
-    if sidecar and sidecar.get("format") in FORMATS:
-        return sidecar["format"]
+    claimed = sidecar.get("format") if sidecar else None
+    if claimed not in FORMATS:
+        return found
+    said, is_ = FORMATS[claimed], FORMATS[found]
+    if said.family != is_.family or (said.precision == "int8") != (is_.precision == "int8"):
+        kind = f"{is_.family} {'int8' if is_.precision == 'int8' else 'float'}"
+        raise PipelineError(f"{path}: its sidecar {sidecar_path(path).name} says {claimed}, but the file is {kind} ({found}); "
+                            "remove the sidecar or give the file it was written for")
+    return claimed
+
+
+def _format_from_content(path: Path) -> str:
+    from pipeline.model_files import check_onnx, check_openvino_ir
+
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        import onnx
-
-        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        ops = {n.op_type for n in check_onnx(path, str(path)).graph.node}
         return primary(precision="int8" if "QuantizeLinear" in ops else "fp32", family="onnx")  # QDQ: onnx2qdq
     if suffix == ".tflite":
         from pipeline.export.tflite_graph import read_tflite
@@ -46,9 +59,7 @@ def detect_format(path: Path) -> str:
         graph = read_tflite(path)  # full-integer: activations are int8 (int8 weights alone = dynamic-range, a float model)
         integer = [t for t in graph.tensors if not t.is_constant and t.dtype in ("int8", "uint8")]
         return primary(precision="int8" if integer else "fp32", family="tflite")
-    if not path.with_suffix(".bin").is_file():
-        raise PipelineError(f"{path}: its weights {path.with_suffix('.bin').name} are not beside it (an OpenVINO IR is .xml + .bin)")
-    text = path.read_text(errors="replace")
+    text = check_openvino_ir(path, str(path))
     precision = "int8" if 'type="FakeQuantize"' in text else "fp16" if 'element_type="f16"' in text else "fp32"
     return primary(precision=precision, family="openvino")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
+from pipeline.fs import resolves_inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 PHOTO_MIN_SIZE = 64  # above this side, the photo transforms; at or below, the small-image (CIFAR) ones
 CENTER_CROP_FRACTION = 0.875  # evaluation resizes photos to side / 0.875, then crops the centre
 SHOWN_SKIPPED = 3  # the warning names this many skipped files
+WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of a 16-bit grey PNG: 0..65535, scaled to 0..255
 
 
 @dataclass(frozen=True)
@@ -41,22 +44,41 @@ class FileIndex:
     labels: np.ndarray
     class_names: tuple[str, ...]
     test_start: int | None = None
+    outside: tuple[str, ...] = ()  # images (or class folders) linking outside the root: skipped, their resolved paths
 
 
 def list_folder(root: str | Path | None, warn=print) -> FileIndex:
     """The image files under ``root`` by class; an empty class folder is left out (one warning line),
-    fewer than two classes is one error line."""
+    fewer than two classes is one error line, a test/ class that train/ lacks is one error line. An image (or
+    a class folder) that is a symlink resolving outside ``root`` is skipped with one warning line: nothing
+    outside the folder the recipe names is read (the data manifest records how many, and the first targets)."""
     if root is None:
         raise PipelineError("data.root: image_folder needs a folder with one sub-folder per class")
     folder = Path(root).expanduser().resolve()  # recorded: later stages read the files from any working folder
     splits = [folder / "train", folder / "test"] if (folder / "train").is_dir() and (folder / "test").is_dir() else [folder]
     if not splits[0].is_dir():
         raise PipelineError(f"data.root: {folder} is not a folder")
+    names = sorted(p.name for p in splits[0].iterdir() if p.is_dir())
+    if len(splits) == 2 and (extra := sorted({p.name for p in splits[1].iterdir() if p.is_dir()} - set(names))):
+        raise PipelineError(f"data.root: test/ has class folder(s) that train/ lacks: {', '.join(extra)}; the model cannot "
+                            f"learn a class it never sees: add train/{extra[0]}/ or remove test/{extra[0]}/")
+    outside: list[str] = []
+
+    def inside(p: Path) -> bool:
+        if resolves_inside(p, folder):
+            return True
+        outside.append(str(p.resolve()))
+        return False
+
     images = {
         name: [sorted(p.relative_to(folder).as_posix() for p in (split / name).rglob("*")
-                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) for split in splits]
-        for name in sorted(p.name for p in splits[0].iterdir() if p.is_dir())
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and inside(p)) for split in splits]
+        for name in names
     }
+    if outside:
+        shown = ", ".join(outside[:SHOWN_SKIPPED]) + (f" and {len(outside) - SHOWN_SKIPPED} more" if len(outside) > SHOWN_SKIPPED else "")
+        warn(f"warning: data.root: skipped {len(outside)} image(s) linking outside {folder}: {shown}; copy them in "
+             "(or point data.root at the folder holding them) to use them")
     empty = [name for name, per_split in images.items() if not any(per_split)]
     if empty:
         warn(f"warning: data.root: class folder(s) without images left out: {', '.join(empty)}")
@@ -72,7 +94,7 @@ def list_folder(root: str | Path | None, warn=print) -> FileIndex:
         for label, name in enumerate(classes):
             files += images[name][s]
             labels += [label] * len(images[name][s])
-    return FileIndex(folder, tuple(files), np.asarray(labels, dtype=np.int64), tuple(classes), test_start)
+    return FileIndex(folder, tuple(files), np.asarray(labels, dtype=np.int64), tuple(classes), test_start, tuple(outside))
 
 
 def decode(source: Path | bytes):
@@ -82,8 +104,17 @@ def decode(source: Path | bytes):
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        with warnings.catch_warnings():  # PIL only warns between 1× and 2× its pixel limit: a bomb all the same
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with img:
+            if img.mode in WIDE_GREY:  # 16-bit grey: convert("RGB") would clip every value above 255 to white
+                img.load()
+                wide = np.asarray(img, dtype=np.float64)
+                return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
             return img.convert("RGB")  # decodes now: a truncated file fails here, not mid-transform
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # KiBs claiming 10⁹ pixels
+        raise ValueError(f"decompression bomb: {str(exc)[:100]}") from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
         raise ValueError(str(exc).split(" <_io.")[0].split(" '/")[0].strip()[:120] or type(exc).__name__) from None
 

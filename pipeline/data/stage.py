@@ -17,7 +17,7 @@ from pipeline.data import SPLIT_FILE, load_split
 from pipeline.data.preprocess import Preprocess, channel_stats, to_unit_nchw
 from pipeline.data.sources import STREAMED, load_raw
 from pipeline.data.split import dataset_hash, indices_hash, split_indices
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 from pipeline.stages import CALIBRATION_FILE
 
 
@@ -89,7 +89,7 @@ def _streamed(cfg) -> tuple[dict, dict]:
     from pipeline.console import console
 
     def warn(line: str) -> None:
-        console.print(line, style="yellow", markup=False)
+        console.print(printable(line), style="yellow", markup=False)
 
     index = list_folder(cfg.root, warn=warn)
     size, channels = cfg.image_size or first_image_side(index), cfg.channels or 3
@@ -116,11 +116,12 @@ def _streamed(cfg) -> tuple[dict, dict]:
         "eval_transform": repr(eval_transform(size, channels, None)),
         "dataset_sha256": files_hash(files, result.sha256, labels),
         "skipped": [{"file": f, "reason": why} for f, why in result.skipped],
+        "skipped_outside_root": {"count": len(index.outside), "first": list(index.outside[:3])},
         "indices": indices,
         "files": per_split,
         "files_sha256": {k: files_hash([files[i] for i in v], [result.sha256[i] for i in v], labels[v])
                          for k, v in indices.items()},
-    }, {"skipped_images": len(result.skipped)}
+    }, {"skipped_images": len(result.skipped), "skipped_outside_root": len(index.outside)}
 
 
 def _check_memory(n_train: int, channels: int, size: int) -> None:

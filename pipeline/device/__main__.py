@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OneLineParser, PipelineError, printable
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.device", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline.device", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="verify a bundle and benchmark every artifact in it on this machine")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -73,6 +73,9 @@ def cmd_run(args) -> int:
     from pipeline.artifacts import atomic_write_json
     from pipeline.device.runner import run_bundle
 
+    from pipeline.fs import not_an_input
+
+    not_an_input(args.output, [args.bundle])
     only = [k for k in (args.only or "").split(",") if k]
     results = run_bundle(
         args.bundle,

@@ -27,7 +27,8 @@ import pipeline
 from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_json
 from pipeline.benchmark.latency import StopRule
 from pipeline.device.pack import write_bundle
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
+from pipeline.fs import not_an_input
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
@@ -161,7 +162,7 @@ def warn_target_mismatch(run_dir: Path, target: str, chosen: dict[str, Path]) ->
         if dtype and "int8" in key:
             dtypes[key] = dtype
     io = "; ".join(f"{k} has {d} I/O, {target}'s rules say {rules.io_dtype}" for k, d in dtypes.items() if d != rules.io_dtype)
-    print(f"warning: {run_dir} was built for target {made_for}, not {target}"
+    print(f"warning: {printable(run_dir)} was built for target {made_for}, not {target}"
           f"{f' ({io})' if io else ''}: set target.name: {target} and re-run for artifacts made to its rules",
           file=sys.stderr)
 
@@ -194,6 +195,7 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
         raise PipelineError(f"-o {output}: is a folder; give the bundle's file name, e.g. {output / f'{target}.tar'}")
     rules = target_rules(target)
     chosen = select_artifacts(run_dir, target)
+    not_an_input(output, [*chosen.values(), *filter(None, map(_sidecar, chosen.values()))])
     warn_target_mismatch(run_dir, target, chosen)
     x, y = test_sample(run_dir, samples)
 

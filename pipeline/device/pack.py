@@ -19,28 +19,40 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.artifacts import atomic_write_bytes
 from pipeline.device import BUNDLE_FORMAT
 from pipeline.errors import PipelineError, one_line
+from pipeline.fs import not_an_input
 
 MANIFEST_NAME = "bundle.json"
+MAX_MANIFEST_BYTES = 1 << 20  # bundle.json: a few KiB of settings, hashes and host predictions
+MAX_MEMBER_BYTES = 1 << 30  # one bundled file: an edge model or the sample is far smaller; more is not a bundle we made
 _CHUNK = 1 << 20
 
 
-def _sha256_bytes_of(fileobj) -> tuple[str, bytes]:
-    h, parts = hashlib.sha256(), []
+def _sha256_stream(fileobj, out=None, limit: int | None = None) -> str:
+    """sha256 of ``fileobj`` read in chunks (copied to ``out`` if given); past ``limit`` bytes, OverflowError: a member
+    whose header lies about its size is never read whole into memory."""
+    h, n = hashlib.sha256(), 0
     while block := fileobj.read(_CHUNK):
+        n += len(block)
+        if limit is not None and n > limit:
+            raise OverflowError(n)
         h.update(block)
-        parts.append(block)
-    return h.hexdigest(), b"".join(parts)
+        if out is not None:
+            out.write(block)
+    return h.hexdigest()
 
 
 def sha256_path(path: Path) -> str:
     with open(path, "rb") as f:
-        return _sha256_bytes_of(f)[0]
+        return _sha256_stream(f)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -54,6 +66,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_bundle(output: Path, files: dict[str, Path], manifest: dict) -> str:
     """Write ``files`` (member name → local file) and ``manifest`` + their hashes; return the tar's sha256."""
     output = Path(output)
+    not_an_input(output, files.values())
     for name in files:
         _check_member_name(output, name)
     payload = {name: Path(path).read_bytes() for name, path in sorted(files.items())}
@@ -77,7 +90,10 @@ def _check_member_name(bundle: Path, name: str) -> None:
 def open_bundle(path: Path, dest: Path) -> dict:
     """Verify every member against ``bundle.json`` and extract into ``dest``; return the manifest.
 
-    Nothing is written to ``dest`` unless the whole bundle verifies.
+    ``bundle.json`` comes first (``write_bundle`` puts it there) and is read whole (≤ ``MAX_MANIFEST_BYTES``); every
+    other member must be listed in it, which is checked from its header before any byte of it is read, and is
+    streamed to a staging folder beside ``dest`` while hashed (≤ ``MAX_MEMBER_BYTES``). Nothing is written to
+    ``dest`` unless the whole bundle verifies.
     """
     path, dest = Path(path), Path(dest)
     if not path.is_file():
@@ -86,39 +102,69 @@ def open_bundle(path: Path, dest: Path) -> dict:
         tar = tarfile.open(path, mode="r:*")
     except (tarfile.TarError, OSError) as exc:  # tarfile lists every compression it tried, one per line
         raise PipelineError(f"{path}: not a bundle tar ({one_line(str(exc).splitlines()[-1].lstrip('- '), 120)})") from None
-    with tar:
-        members: dict[str, bytes] = {}
-        digests: dict[str, str] = {}
-        try:
-            for info in tar:
-                _check_member_name(path, info.name)
-                if not info.isfile():
-                    raise PipelineError(f"{path}: member {info.name!r} is not a regular file; refusing to open the bundle")
-                if info.name in members:
-                    raise PipelineError(f"{path}: member {info.name!r} appears twice; refusing to open the bundle")
-                digests[info.name], members[info.name] = _sha256_bytes_of(tar.extractfile(info))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise PipelineError(f"{path}: truncated or corrupt bundle tar ({one_line(exc, 120)})") from None
-    folders = {str(parent) for name in members for parent in PurePosixPath(name).parents if str(parent) != "."}
-    clash = sorted(folders & set(members))
-    if clash:
-        raise PipelineError(f"{path}: member {clash[0]!r} is both a file and the folder of other members; refusing to open the bundle")
-    manifest = _read_manifest(path, members.pop(MANIFEST_NAME, None))
-    digests.pop(MANIFEST_NAME, None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        with tar:
+            manifest, digests = _verified_members(path, tar, staging)
+        for name in digests:
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, target)
+        (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _verified_members(path: Path, tar: tarfile.TarFile, staging: Path) -> tuple[dict, dict[str, str]]:
+    """The manifest and {member: sha256} of every member streamed into ``staging``, all checked against the manifest."""
+    manifest, digests = None, {}
+    try:
+        for info in tar:
+            _check_member_name(path, info.name)
+            if not info.isfile():
+                raise PipelineError(f"{path}: member {info.name!r} is not a regular file; refusing to open the bundle")
+            if manifest is None:
+                if info.name != MANIFEST_NAME or info.size > MAX_MANIFEST_BYTES:
+                    raise PipelineError(f"{path}: no {MANIFEST_NAME} inside as its first member (of at most "
+                                        f"{MAX_MANIFEST_BYTES >> 10} KiB); not a bundle made by python -m pipeline bundle")
+                manifest = _read_manifest(path, tar.extractfile(info).read())
+                _check_layout(path, manifest["files"])
+                continue
+            if info.name not in manifest["files"]:
+                raise PipelineError(f"{path}: {info.name} is not listed in {MANIFEST_NAME} (bundle modified); rebuild it with "
+                                    "python -m pipeline bundle")
+            if info.name in digests:
+                raise PipelineError(f"{path}: member {info.name!r} appears twice; refusing to open the bundle")
+            if info.size > MAX_MEMBER_BYTES:
+                raise PipelineError(f"{path}: member {info.name} is {info.size / 2**30:.1f} GiB, more than the "
+                                    f"{MAX_MEMBER_BYTES >> 30} GiB a bundled file may be; not a bundle made by python -m pipeline bundle")
+            target = staging / info.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                digests[info.name] = _sha256_stream(tar.extractfile(info), out, limit=info.size)
+    except (tarfile.TarError, OSError, EOFError, OverflowError) as exc:
+        raise PipelineError(f"{path}: truncated or corrupt bundle tar ({one_line(exc, 120)})") from None
+    if manifest is None:
+        raise PipelineError(f"{path}: no {MANIFEST_NAME} inside; not a bundle made by python -m pipeline bundle")
     listed = manifest["files"]
-    for name in sorted(set(digests) | set(listed)):
-        if name not in listed:
-            raise PipelineError(f"{path}: {name} is not listed in {MANIFEST_NAME} (bundle modified); rebuild it with python -m pipeline bundle")
+    for name in sorted(listed):
         if name not in digests:
             raise PipelineError(f"{path}: {name} listed in {MANIFEST_NAME} is missing (bundle modified or truncated); rebuild it")
         if digests[name] != listed[name]:
             raise PipelineError(f"{path}: sha256 mismatch for {name} (bundle modified or corrupted); rebuild it with python -m pipeline bundle")
-    for name, data in members.items():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return manifest, digests
+
+
+def _check_layout(path: Path, files: dict) -> None:
+    """Member names that can all be written: safe, and none both a file and the folder of another."""
+    for name in files:
+        _check_member_name(path, name)
+    folders = {str(parent) for name in files for parent in PurePosixPath(name).parents if str(parent) != "."}
+    clash = sorted(folders & set(files))
+    if clash:
+        raise PipelineError(f"{path}: member {clash[0]!r} is both a file and the folder of other members; refusing to open the bundle")
 
 
 def _read_manifest(path: Path, data: bytes | None) -> dict:

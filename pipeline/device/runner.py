@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 import pipeline
+from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
 from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
 from pipeline.errors import PipelineError, one_line
-from pipeline.runtimes import engine_name
+from pipeline.runtimes import all_cores, engine_name
 
 RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
 RESULTS_VERSION = 1
@@ -136,13 +137,14 @@ def run_bundle(
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
         root = Path(tmp)
         manifest = open_bundle(bundle, root)  # refuses a tampered bundle before anything runs
-        if not isinstance(manifest.get("artifacts"), dict) or not isinstance(manifest.get("sample"), dict):
-            raise PipelineError(f"{bundle}: bundle.json has no 'artifacts' or 'sample' table; rebuild it with python -m pipeline bundle")
+        if not manifest.get("artifacts") or not isinstance(manifest["artifacts"], dict) or not manifest.get("sample") \
+                or not isinstance(manifest["sample"], dict):
+            raise PipelineError(f"{bundle}: bundle.json has an empty or no 'artifacts' or 'sample' table; rebuild it with "
+                                "python -m pipeline bundle")
         digest = sha256_path(bundle)
-        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds, precision_pct, max_seconds)
+        settings = _settings(manifest.get("settings", {}), threads, runs, warmup, min_seconds, precision_pct, max_seconds, bundle)
         keys = _selected(list(manifest["artifacts"]), only)
-        with np.load(root / manifest["sample"]["path"], allow_pickle=False) as sample:
-            x, y = np.ascontiguousarray(sample["x"], dtype=np.float32), sample["y"].astype(np.int64)
+        x, y = _read_sample(root / manifest["sample"]["path"], bundle)
         device = describe_device(name)
         rows = []
         for key in keys:
@@ -211,30 +213,64 @@ def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, 
     return rows
 
 
-def _settings(carried: dict, threads, runs, warmup, min_seconds, precision_pct=None, max_seconds=None) -> dict[str, Any]:
-    """The bundle's settings with the command line's on top; a bundle from before the precision rule carries none
-    and keeps the fixed rule it was measured with on the host (``StopRule.from_settings``)."""
+def _settings(carried: dict, threads, runs, warmup, min_seconds, precision_pct=None, max_seconds=None,
+              bundle: Path | str = "bundle") -> dict[str, Any]:
+    """The measurement settings: the command line's, else the bundle's, each checked as the host config checks its own
+    (``pipeline.benchmark``'s bounds; threads at most this board's cores, 0 = all). A bundle from before the precision
+    rule carries no ``precision_pct`` and keeps the fixed rule it was measured with on the host (``StopRule.from_settings``)."""
     from pipeline.benchmark.latency import StopRule
 
-    def pick(given, key: str, default):
-        return carried.get(key, default) if given is None else given
-
-    precision = pick(precision_pct, "precision_pct", None)
-    s = {
-        "warmup": int(pick(warmup, "warmup", 10)),
-        "min_runs": int(pick(runs, "min_runs", 50)),
-        "min_seconds": float(pick(min_seconds, "min_seconds", 1.0)),
-        "precision_pct": None if not precision else float(precision),
-        "max_seconds": float(pick(max_seconds, "max_seconds", StopRule.max_seconds)),
-        "threads": [int(t) for t in pick(threads, "threads", [0])],
-    }
-    try:
-        StopRule.from_settings(s)
-    except ValueError as exc:
-        raise PipelineError(f"settings {s}: {exc}") from None
-    if s["warmup"] < 0 or not s["threads"] or min(s["threads"]) < 0:
-        raise PipelineError(f"settings {s}: need runs ≥ 1, warmup ≥ 0, min-seconds ≥ 0, threads ≥ 0 (0 = all cores)")
+    carried = carried if isinstance(carried, dict) else {}
+    given = {"warmup": warmup, "min_runs": runs, "min_seconds": min_seconds, "threads": threads,
+             "precision_pct": precision_pct, "max_seconds": max_seconds}
+    flags = {"warmup": "--warmup", "min_runs": "--runs", "min_seconds": "--min-seconds", "threads": "--threads",
+             "precision_pct": "--precision-pct", "max_seconds": "--max-seconds"}
+    defaults = {"warmup": 10, "min_runs": 50, "min_seconds": 1.0, "threads": [0], "precision_pct": None,
+                "max_seconds": StopRule.max_seconds}
+    s, where = {}, {}
+    for key in given:
+        s[key] = carried.get(key, defaults[key]) if given[key] is None else given[key]
+        where[key] = f"{bundle}: bundle.json settings.{key}" if given[key] is None else flags[key]
+    cores = all_cores()
+    bounds = {"warmup": (0, MAX_RUNS), "min_runs": (1, MAX_RUNS), "min_seconds": (0, MAX_MIN_SECONDS),
+              "max_seconds": (1e-6, MAX_MIN_SECONDS)}
+    for key, (lo, hi) in bounds.items():
+        value = s[key]
+        kind = (int, float) if key in ("min_seconds", "max_seconds") else int
+        if isinstance(value, bool) or not isinstance(value, kind) or not (lo <= value <= hi):  # nan fails lo <= value
+            raise PipelineError(f"{where[key]} {value!r}: must be a number from {lo:g} to {hi:g}")
+    p = s["precision_pct"]
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100):
+        raise PipelineError(f"{where['precision_pct']} {p!r}: must be a percentage in (0, 100], or null for the fixed rule")
+    t = s["threads"]
+    if not isinstance(t, list) or not t or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= cores for v in t):
+        raise PipelineError(f"{where['threads']} {t!r}: must be thread counts from 0 (all cores) to the {cores} cores of "
+                            "this board; pass --threads, e.g. 1,0")
+    s["min_seconds"], s["max_seconds"] = float(s["min_seconds"]), float(s["max_seconds"])
+    s["precision_pct"] = None if not p else float(p)
     return s
+
+
+def _read_sample(path: Path, bundle: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled test images (float N×C×H×W) and labels (N integers); anything else is one line."""
+    problem = None
+    try:
+        with np.load(path, allow_pickle=False) as sample:
+            if {"x", "y"} - set(sample.files):
+                problem = f"holds {', '.join(sample.files) or 'nothing'}, not x and y"
+            else:
+                x, y = sample["x"], sample["y"]
+    except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) are a ValueError with allow_pickle=False
+        problem = one_line(exc, 120)
+    if problem is None:
+        if x.dtype.kind not in "fiu" or x.ndim != 4 or len(x) == 0:
+            problem = f"x is {x.dtype} {x.shape}, not float N×C×H×W images"
+        elif y.dtype.kind not in "iu" or y.shape != (len(x),):
+            problem = f"y is {y.dtype} {y.shape}, not {len(x)} integer labels"
+    if problem is not None:
+        raise PipelineError(f"{bundle}: its sample {path.name} is not a test sample ({problem}); rebuild the bundle with "
+                            "python -m pipeline bundle")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
 def _selected(keys: list[str], only: list[str] | None) -> list[str]:

@@ -11,15 +11,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+# unknown keys rejected, nan/inf refused (a nan weight trains to nan without a word)
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
 class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class PositionsOptions(BaseModel):
     """How a loss over attention maps averages over positions (module docstring); AT, AFD, RTK and
     HMAT's options extend this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     positions: Literal["reference", "mean"] = "reference"
     reference_size: int = Field(32, ge=1)  # the input side the published weights were tuned at
 
@@ -35,7 +39,7 @@ class AFDOptions(PositionsOptions):
 
 
 class AMAOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     after: int = -2  # k: index into the teacher's stages; the module reads this stage's output
     replaces: int = Field(1, ge=1)  # r: teacher stages k+1 … k+r the module replaces
     student_stage: int | None = None  # m: stage A is shaped like; None = aligned from the end with t_{k+r}
@@ -49,7 +53,7 @@ class AMAOptions(BaseModel):
 
 
 class FitNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     student_stage: int = -2  # index into the student's stages (the hint layer)
     teacher_stage: int = -2  # index into the teacher's stages (the guided layer)
 
@@ -82,13 +86,13 @@ class HMATOptions(PositionsOptions):
 
 
 class ICCOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     lambda_s: float = Field(1.0, ge=0)  # weight of the correlation-matching term
     temperature: float = Field(4.0, gt=0)  # T of P = softmax(z/T)
 
 
 class MHKDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     beta: float = Field(0.5, ge=0)  # weight of each head's KD + CE
     temperature: float = Field(4.0, gt=0)  # T of the heads' KD
     student_stages: list[int] | None = None  # indices of student stages with a head; None = all but the last

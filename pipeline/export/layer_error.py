@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 
 LAYER_ERROR_FILE = "layer_error.json"
 MAX_IMAGES = 32  # calibration images compared: enough for stable SQNR, cheap next to the conversion
@@ -332,7 +332,7 @@ def _main(argv: list[str]) -> int:
     try:
         layers = _layer_errors_here(Path(int8_path), Path(fp32_path), np.load(images_path, allow_pickle=False))
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     Path(out).write_text(json.dumps([asdict(r) for r in layers]))
     return 0

@@ -98,10 +98,36 @@ def arch_problem(arch: str) -> str | None:
     return f"unknown '{arch}' (known: {', '.join(known_archs())}, {libraries}){hint}"
 
 
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights (16 GB to train): far past any edge model or its teacher
+PLAIN_SHAPES = (1000, 4)  # at most this many classes and input channels, no arch_args: an architecture's usual size
+
+
 def build_model(arch: str, num_classes: int, in_channels: int, arch_args: dict[str, Any] | None = None) -> nn.Module:
+    """The model, built on the CPU; arch_args or shapes out of the ordinary are first built on the meta device
+    (no memory) and refused above ``MAX_PARAMETERS``, so `width: 1000` or a million classes is one line, not an OOM."""
+    if not isinstance(arch, str):
+        raise PipelineError(f"arch {arch!r}: not a model name (a string such as resnet8 or timm:mobilenetv3_small_100)")
     args = dict(arch_args or {})
     if problem := arch_problem(arch):
         raise PipelineError(problem)
+    if args or num_classes > PLAIN_SHAPES[0] or in_channels > PLAIN_SHAPES[1]:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                size = count_parameters(_build(arch, num_classes, in_channels, args))
+        except PipelineError:
+            raise
+        except Exception:  # noqa: BLE001  a builder that needs real tensors (.item()): no estimate, the real build decides
+            size = 0
+        if size > MAX_PARAMETERS:
+            raise PipelineError(f"{arch} with arch_args {args}, {num_classes} classes and {in_channels} input channels has "
+                                f"{size / 1e9:.1f} billion parameters ({size * 4 / 2**30:.0f} GiB of float32 weights), more "
+                                f"than the {MAX_PARAMETERS / 1e9:g} billion this pipeline builds; check arch_args and the class count")
+    return _build(arch, num_classes, in_channels, args)
+
+
+def _build(arch: str, num_classes: int, in_channels: int, args: dict[str, Any]) -> nn.Module:
     prefix, sep, name = arch.partition(":")
     if sep:
         return library(prefix).build(name, num_classes, in_channels, **args)

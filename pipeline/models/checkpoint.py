@@ -16,7 +16,7 @@ from torch import nn
 import pipeline
 from pipeline.artifacts import atomic_write_bytes
 from pipeline.errors import PipelineError
-from pipeline.models.safe_load import torch_load
+from pipeline.models.safe_load import check_finite, torch_load
 
 REQUIRED = ("arch", "arch_args", "num_classes", "in_channels", "state_dict")
 
@@ -38,7 +38,33 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not isinstance(blob, dict) or k not in blob]
     if missing:
         raise PipelineError(f"{path}: not a pipeline checkpoint (missing {', '.join(missing)})")
+    check_provenance(blob, str(path))
+    check_finite(blob["state_dict"], str(path))
     return blob
+
+
+def check_provenance(blob: dict[str, Any], where: str) -> None:
+    """Each REQUIRED entry of the type that rebuilds the model: a crafted or damaged file is one line here, not an
+    AttributeError in build_model."""
+    problems = {
+        "arch": not isinstance(blob["arch"], str),
+        "arch_args": not isinstance(blob["arch_args"], dict),
+        "num_classes": not _positive_int(blob["num_classes"]),
+        "in_channels": not _positive_int(blob["in_channels"]),
+        "state_dict": not (isinstance(blob["state_dict"], dict) and blob["state_dict"]
+                           and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in blob["state_dict"].items())),
+    }
+    wanted = {"arch": "a model name", "arch_args": "a mapping", "num_classes": "a positive integer",
+              "in_channels": "a positive integer", "state_dict": "a non-empty mapping of names to tensors"}
+    for key, wrong in problems.items():
+        if wrong:
+            found = type(blob[key]).__name__ if key == "state_dict" else repr(blob[key])[:60]
+            raise PipelineError(f"{where}: not a usable pipeline checkpoint: {key} is {found}, not {wanted[key]}; "
+                                "use a checkpoint the pipeline wrote, or a plain state_dict with arch set in the config")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:

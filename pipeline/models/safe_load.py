@@ -46,6 +46,21 @@ def torch_load(path: Path, what: str) -> Any:
                             f"{one_line(f'{type(exc).__name__}: {exc}', 120)}); {ACCEPTED}") from None
 
 
+def check_finite(state: dict[str, Any], where: str) -> None:
+    """Refuse weights a diverged training left: nan/inf in any float tensor, a negative BatchNorm running_var
+    (its sqrt is nan). Loaded as is, they make every prediction nan, or argmax 0, with no error anywhere."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise PipelineError(f"{where}: tensor {key} holds {bad} nan/inf value(s) of {value.numel()}; the training that "
+                                "wrote it diverged: use an earlier checkpoint or retrain with a lower learning rate")
+        if key.endswith("running_var") and bool((value < 0).any()):
+            raise PipelineError(f"{where}: tensor {key} has a negative BatchNorm variance; the file is corrupt: "
+                                "use another checkpoint")
+
+
 def _is_torchscript(path: Path) -> bool:
     """TorchScript archives carry their code (``<name>/code/``) and ``constants.pkl``; torch.save files do not."""
     if not zipfile.is_zipfile(path):

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError, one_line
-from pipeline.models.checkpoint import REQUIRED
-from pipeline.models.safe_load import ACCEPTED, STATE_DICT_KEYS, torch_load
+from pipeline.models.checkpoint import REQUIRED, check_provenance
+from pipeline.models.safe_load import ACCEPTED, STATE_DICT_KEYS, check_finite, torch_load
 
 PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
 
@@ -46,10 +46,17 @@ class Weights:
 def read_weights(path: Path, what: str) -> Weights:
     """Any accepted file as a state_dict (prefixes removed) and its provenance."""
     path = Path(path)
+    weights = _read_weights(path, what)
+    check_finite(weights.state_dict, f"{what}: {path}")
+    return weights
+
+
+def _read_weights(path: Path, what: str) -> Weights:
     if path.suffix == ".safetensors":
         return Weights(_read_safetensors(path, what), "safetensors")
     blob = torch_load(path, what)
     if isinstance(blob, dict) and all(k in blob for k in REQUIRED):
+        check_provenance(blob, f"{what}: {path}")
         meta = {k: v for k, v in blob.items() if k != "state_dict"}
         return Weights(dict(blob["state_dict"]), "pipeline", arch=blob["arch"], meta=meta)
     if _is_state_dict(blob):

@@ -38,7 +38,12 @@ def report_command(run_dir: Path, baseline: Path | None = None, device_results: 
         raise PipelineError(f"--max-accuracy-drop {max_accuracy_drop:g} / --max-latency-increase {max_latency_increase:g}: "
                             "limits must be ≥ 0 (points, percent)")
     base_report = compare.load_report(Path(baseline)) if baseline is not None else None  # a bad baseline stops us here
-    read_device_files(list(device_results))  # refuse a bad file before touching anything
+    made = artifacts_made(run_dir, read_json(results_path))
+    for path, data in zip(device_results, read_device_files(list(device_results))):  # refuse a bad file before touching anything
+        for i, row in enumerate(data["rows"]):
+            if row.get("artifact") not in made:
+                raise PipelineError(f"{path}: rows[{i}] measured artifact {row.get('artifact')!r}, which {run_dir} never made "
+                                    f"(it made {', '.join(sorted(made))}); merge a board's results into the run its bundle came from")
     with run_lock(run_dir):
         return _rewrite(run_dir, results_path, baseline, base_report, device_results, fail_on_regression=fail_on_regression,
                         max_accuracy_drop=max_accuracy_drop, max_latency_increase=max_latency_increase)
@@ -66,6 +71,23 @@ def _rewrite(run_dir: Path, results_path: Path, baseline: Path | None, base_repo
     if fail_on_regression and comp["regression"]["regressed"]:
         raise GateFailure(f"{run_dir} regressed against the baseline {baseline}: " + "; ".join(comp["regression"]["regressed"]))
     return 0
+
+
+def artifacts_made(run_dir: Path, results: dict) -> set[str]:
+    """The artifact keys a device row may name: what the host benchmark measured (every exported artifact, failed ones
+    included), the export listing, and the compiled model where the run's target has a vendor compiler."""
+    from pipeline.device.bundle import EDGETPU_KEY
+    from pipeline.stages import ARTIFACTS_FILE
+    from pipeline.target import TARGETS
+
+    made = {row.get("artifact") for row in [*results.get("latency", []), *results.get("accuracy", [])]}
+    listing = stage_folder(run_dir, "export") / ARTIFACTS_FILE
+    if listing.is_file():
+        made |= set(read_json(listing))
+    rules = TARGETS.get((results.get("run") or {}).get("target"))
+    if rules is not None and rules.compiler == "edgetpu_compiler":
+        made.add(EDGETPU_KEY)
+    return made - {None}
 
 
 def keep_device_results(run_dir: Path, paths: list[Path]) -> None:

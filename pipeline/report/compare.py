@@ -21,9 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import read_json
+from pipeline.artifacts import read_json, read_json_file
 from pipeline.errors import PipelineError
 from pipeline.report.markdown import escape, table
+from pipeline.report.model import Report, problem
 from pipeline.stages import REPORT_FILES, RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
 KIND, VERSION = "comparison", 1
@@ -37,7 +38,11 @@ def load_report(run_dir: Path) -> dict[str, Any]:
         raise PipelineError(f"{run_dir}: no such run folder")
     for path in (run_dir / REPORT_FILES["json"], stage_folder(run_dir, "report") / REPORT_FILES["json"]):
         if path.is_file():
-            return read_json(path)
+            remedy = f"write it again: python -m pipeline report {run_dir}"
+            report = read_json_file(path, remedy)
+            if (wrong := problem(Report, report)) is not None:
+                raise PipelineError(f"{path}: not a report this pipeline reads ({wrong}); {remedy}")
+            return report
     bench = stage_folder(run_dir, "benchmark") / RESULTS_FILE
     if bench.is_file():
         from pipeline.report.build import build_report, read_records

@@ -57,10 +57,10 @@ def static_batch(src: Path, dst: Path) -> None:
     static shapes (the pipeline's own exports are batch 1 too)."""
     import onnx
 
-    try:
-        model = onnx.load(str(src))
-    except Exception as exc:  # protobuf's errors have no common type
-        raise PipelineError(f"student.checkpoint: {src}: not a readable ONNX file ({one_line(exc, 120)})") from None
+    from pipeline.model_files import check_onnx
+
+    model = check_onnx(src, f"student.checkpoint: {src}")  # one image input, static C/H/W, external data beside it
+    onnx.load_external_data_for_model(model, str(Path(src).absolute().parent))
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].dim_value:

@@ -10,6 +10,8 @@ summary: on-chip / off-chip memory, subgraphs). ``<stem>`` is the stem of the ru
 Before anything is written the compile is checked against the run: the names (compiled file,
 the logs' ``Input:`` lines) must be the run's int8 model's, the compiled file must be a TFLite
 flatbuffer holding an ``edgetpu-custom-op`` with the int8 model's input/output shapes and dtypes.
+The op split is the logs', except that a compiled file holding more ops outside its
+``edgetpu-custom-op`` than the logs put on the CPU is counted from the file (a warning line says so).
 Then, under the run's lock, the files are copied into ``06_target/`` under fixed names (the
 user's path decides only what is read) and the stage's manifest is rewritten with the parsed log
 in the same metrics an in-run compile records (``pipeline.target.stage``), so the report and the
@@ -85,7 +87,7 @@ def check_compiled(folder: Path, model: Path) -> tuple[dict[str, Path], dict]:
             raise PipelineError(f"{path}: names no input model (no 'Input:' line): not an edgetpu_compiler log; {redo}")
         if any(n != model.name for n in named):
             raise PipelineError(f"{path}: a log for {named[0]}, not this run's {model.name}; {redo}")
-    subgraphs = _check_flatbuffer(compiled, model, redo)
+    subgraphs, cpu_in_file = _check_flatbuffer(compiled, model, redo)
 
     parsed = parse_compiler_log(texts.get(stdout, texts[op_log]))
     if not parsed["operators"]:
@@ -98,6 +100,17 @@ def check_compiled(folder: Path, model: Path) -> tuple[dict[str, Path], dict]:
         parsed["ops_edgetpu"] = parsed["ops_total"] - parsed["ops_cpu"]
     if parsed["subgraphs"] is None:
         parsed["subgraphs"] = subgraphs
+    if cpu_in_file > (parsed["ops_cpu"] or 0):  # a log that claims more on the Edge TPU than the file holds: the file decides
+        import sys
+
+        from pipeline.errors import printable
+
+        print(f"warning: {printable(op_log)}: says {parsed['ops_cpu'] or 0} op(s) run on the CPU, but {compiled_name} holds "
+              f"{cpu_in_file} op(s) outside the {CUSTOM_OP}; counted from the compiled file (was the log edited or from "
+              "another compile?)", file=sys.stderr)
+        parsed["ops_cpu"] = cpu_in_file
+        if parsed["ops_total"] is not None:
+            parsed["ops_edgetpu"] = max(parsed["ops_total"] - cpu_in_file, 0)
     files = {compiled_name: compiled, log_name: op_log, **({LOG_FILE: stdout} if stdout.is_file() else {})}
     result = {"status": "compiled", "compiled": True, "model": compiled_name, "log": LOG_FILE if stdout.is_file() else log_name,
               **parsed}
@@ -111,9 +124,9 @@ def _text(path: Path) -> str:
         raise PipelineError(f"{path}: cannot be read ({one_line(exc)})") from None
 
 
-def _check_flatbuffer(compiled: Path, model: Path, redo: str) -> int:
-    """How many ``edgetpu-custom-op`` the compiled file holds (its Edge TPU subgraphs), after checking that it is a
-    TFLite flatbuffer with the int8 model's input/output shapes and dtypes."""
+def _check_flatbuffer(compiled: Path, model: Path, redo: str) -> tuple[int, int]:
+    """How many ``edgetpu-custom-op`` the compiled file holds (its Edge TPU subgraphs) and how many other ops (what
+    runs on the CPU), after checking that it is a TFLite flatbuffer with the int8 model's input/output shapes and dtypes."""
     from pipeline.export.tflite_graph import read_tflite
 
     try:
@@ -136,7 +149,7 @@ def _check_flatbuffer(compiled: Path, model: Path, redo: str) -> int:
 
     if io(graph) != io(source):
         raise PipelineError(f"{compiled}: {io(graph)}, but {model.name} has {io(source)}: compiled from another model; {redo}")
-    return tpu_ops
+    return tpu_ops, len(graph.ops) - tpu_ops
 
 
 def _run_rules(run_dir: Path):
