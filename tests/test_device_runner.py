@@ -176,7 +176,7 @@ def test_runner_settings_keep_an_old_bundles_fixed_rule_and_take_the_command_lin
     new = _settings({"warmup": 10, "min_runs": 25, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 1.0, "threads": [1]},
                     [0], None, None, None, precision_pct=0, max_seconds=2.0)
     assert new["precision_pct"] is None and new["max_seconds"] == 2.0 and new["threads"] == [0]  # --precision-pct 0: off
-    with pytest.raises(PipelineError, match="max_seconds"):
+    with pytest.raises(PipelineError, match="max.seconds"):
         _settings({"warmup": 1, "min_runs": 5, "min_seconds": 0.0, "threads": [1]}, None, None, None, None, max_seconds=-1)
 
 

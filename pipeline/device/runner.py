@@ -239,9 +239,9 @@ def _settings(carried: dict, threads, runs, warmup, min_seconds, precision_pct=N
         kind = (int, float) if key in ("min_seconds", "max_seconds") else int
         if isinstance(value, bool) or not isinstance(value, kind) or not (lo <= value <= hi):  # nan fails lo <= value
             raise PipelineError(f"{where[key]} {value!r}: must be a number from {lo:g} to {hi:g}")
-    p = s["precision_pct"]
-    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100):
-        raise PipelineError(f"{where['precision_pct']} {p!r}: must be a percentage in (0, 100], or null for the fixed rule")
+    p = s["precision_pct"]  # 0 or null: the fixed rule
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100):
+        raise PipelineError(f"{where['precision_pct']} {p!r}: must be a percentage in (0, 100], or 0/null for the fixed rule")
     t = s["threads"]
     if not isinstance(t, list) or not t or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= cores for v in t):
         raise PipelineError(f"{where['threads']} {t!r}: must be thread counts from 0 (all cores) to the {cores} cores of "
