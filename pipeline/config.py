@@ -323,7 +323,7 @@ class BenchmarkConfig(Section):
     min_seconds: float = Field(0.0, ge=0, le=MAX_MIN_SECONDS, allow_inf_nan=False)
     # stop once p50 and p90 are known to ±this % (95 % confidence); null: stop at min_runs and min_seconds
     precision_pct: float | None = Field(3.0, gt=0, le=100, allow_inf_nan=False)
-    max_seconds: float = Field(1.0, gt=0, le=MAX_MIN_SECONDS, allow_inf_nan=False)  # the cap per timed phase, precision reached or not
+    max_seconds: float = Field(0.5, gt=0, le=MAX_MIN_SECONDS, allow_inf_nan=False)  # the cap per timed phase, precision reached or not
     # which artifacts are timed: all | deploy (the target's deploy artifact, and the teacher when a latency gate needs it);
     # every artifact is still scored for accuracy
     timed: Literal["all", "deploy"] = "all"

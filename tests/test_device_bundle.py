@@ -76,7 +76,8 @@ def test_sample_size_and_settings_travel_in_the_manifest(run, tmp_path):
     _, manifest = _members(make_bundle(run, "pi", tmp_path / "pi.tar", samples=5))
     assert manifest["sample"] == {"path": "sample.npz", "split": "test", "count": 5, "shape": [5, 1, 8, 8]}
     # config defaults, with "all cores" spelled as the target's 4 threads: the board times what the target runs
-    assert manifest["settings"] == {"warmup": 10, "min_runs": 50, "min_seconds": 1.0, "threads": [1, 4]}
+    assert manifest["settings"] == {"warmup": 10, "min_runs": 25, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 0.5,
+                                    "confidence": 0.95, "threads": [1, 4]}
     assert manifest["target_threads"] == 4
     acc = manifest["artifacts"]["tflite_int8"]["host"]["accuracy"]
     assert acc == pytest.approx(np.mean(np.full(5, len("student_int8.tflite") % 3) == np.arange(5) % 3))

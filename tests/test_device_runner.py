@@ -133,7 +133,7 @@ def test_bundle_holds_the_targets_artifacts_a_sample_and_the_hosts_answers(tiny_
     bench = read_json(tiny_run / "07_benchmark" / "benchmark.json")
     n_test = bench["data"]["images"]
     assert manifest["sample"]["count"] == n_test == 120  # the tiny test split is smaller than the 200-image sample
-    assert manifest["settings"] == {"warmup": 2, "min_runs": 5, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 1.0,
+    assert manifest["settings"] == {"warmup": 2, "min_runs": 5, "min_seconds": 0.0, "precision_pct": 3.0, "max_seconds": 0.5,
                                     "confidence": 0.95, "threads": [1]}  # the host's stopping rule, carried to the board
     top1 = {r["stage"]: r["top1"] for r in bench["accuracy"]}
     for key, art in manifest["artifacts"].items():

@@ -84,7 +84,7 @@ class StopRule:
     min_runs: int = 25
     min_seconds: float = 0.0
     precision_pct: float | None = 3.0
-    max_seconds: float = 1.0
+    max_seconds: float = 0.5
 
     def __post_init__(self):
         if self.min_runs < 1:

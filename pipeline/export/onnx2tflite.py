@@ -36,16 +36,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # onnx2tf's advice printed after every op failure: never the line worth showing
 _GENERIC = ("trace log", "Read this", "Alternatively", "If the input OP", "Also, for models", "input_onnx_file_path", "onnx_op_name")
 
-ALL_VARIANTS_ENV = "PIPELINE_ONNX2TF_ALL_VARIANTS"  # set to 1: let onnx2tf convert every variant (to compare, to debug)
+AS_IS_ENV = "PIPELINE_ONNX2TF_AS_IS"  # set to 1: run onnx2tf unchanged (every variant, onnxsim as processes), to compare
 
-# onnx2tf converts seven TFLite variants when asked for int8 (float32, float16, dynamic range, integer quant with
-# float I/O, full integer, and two with int16 activations), each a full TFLiteConverter run (the int8 ones calibrate
-# again); the pipeline keeps float32 and full integer. The child answers the other five with an empty model without
-# converting: the kept two are the same bytes (tests/test_export.py compares), in about 30 % less CPU time. The
-# converters are told apart by their settings, not their order; if TensorFlow's classes ever differ, nothing is
-# skipped.
-_ONLY_KEPT_VARIANTS = """
-import os
+# Two things onnx2tf does that the pipeline does not need, undone in the child (nothing changes in the files kept:
+# tests/test_export.py converts both ways and compares bytes):
+# * it converts seven TFLite variants when asked for int8 (float32, float16, dynamic range, integer quant with float
+#   I/O, full integer, and two with int16 activations), each a full TFLiteConverter run (the int8 ones calibrate
+#   again); the pipeline keeps float32 and full integer. The other five are answered with an empty model without
+#   converting. The converters are told apart by their settings, not their order; if TensorFlow's classes ever
+#   differ, nothing is skipped;
+# * it runs onnxsim 3-4 times as a new Python process each (``subprocess.check_output(["onnxsim", …])``); the child
+#   runs the same command line (``onnxsim.main``) in its own process, importing onnxsim once.
+_ONLY_WHAT_IS_KEPT = """
+import os, subprocess
 if os.environ.get("%s") != "1":
     try:
         import tensorflow as tf
@@ -71,14 +74,30 @@ if os.environ.get("%s") != "1":
             _only_kept(_cls)
     except Exception as exc:
         print(f"pipeline: converting every onnx2tf variant ({type(exc).__name__}: {exc})", flush=True)
-""" % ALL_VARIANTS_ENV
+    _check_output = subprocess.check_output
+    def _onnxsim_here(cmd, *args, **kwargs):
+        if not (isinstance(cmd, list) and cmd and cmd[0] == "onnxsim"):
+            return _check_output(cmd, *args, **kwargs)
+        import onnxsim
+        argv, sys.argv = sys.argv, [str(c) for c in cmd]
+        try:
+            onnxsim.main()
+        except SystemExit as exc:
+            if exc.code:
+                raise subprocess.CalledProcessError(exc.code, cmd) from None
+        finally:
+            sys.argv = argv
+        print("pipeline: onnxsim run in this process", flush=True)
+        return b""
+    subprocess.check_output = _onnxsim_here
+""" % AS_IS_ENV
 
 # Runs in the child process: onnx2tf's Python API with arguments from a JSON file
 # (mean/std must be numpy arrays, which its CLI builds from strings); argv[2] is the full-integer model's I/O dtype.
 _DRIVER = DIE_WITH_PARENT_SOURCE + """
 import json, sys
 import numpy as np
-""" + _ONLY_KEPT_VARIANTS + """
+""" + _ONLY_WHAT_IS_KEPT + """
 import onnx2tf
 args = json.load(open(sys.argv[1]))
 for item in args.get("custom_input_op_name_np_data_path") or []:
