@@ -88,6 +88,8 @@ def after_training(tree: Path, recipe: str, trained: Path, overrides: list[str])
     sets = [a for o in overrides for a in ("--set", o)]
     stages: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="default-run-") as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of both commands
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
         _run([sys.executable, "-m", "pipeline", "check", recipe, "--set", f"runs_dir={tmp}/check", *sets], tree, env)
         check_wall = time.perf_counter() - t0
@@ -95,8 +97,6 @@ def after_training(tree: Path, recipe: str, trained: Path, overrides: list[str])
             stages["precheck"] = json.loads(check.read_text()).get("seconds")
         run_dir = Path(tmp) / "runs" / trained.name
         shutil.copytree(trained, run_dir, ignore=shutil.ignore_patterns("0[5-8]_*", "*.partial", "report*"))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        load = os.getloadavg()[0]
         t0 = time.perf_counter()
         _run([sys.executable, "-m", "pipeline", "run", recipe, "--from", "export", "--set", f"runs_dir={tmp}/runs",
               "--set", f"name={trained.name}", *sets], tree, env)
@@ -131,7 +131,10 @@ def _run(cmd: list[str], tree: Path, env: dict) -> None:
 
 def summary(runs: list[dict]) -> dict:
     """Medians over the repeats."""
-    med = lambda xs: round(statistics.median(xs), 2) if xs else None  # noqa: E731
+    def med(xs):
+        xs = [x for x in xs if x is not None]
+        return round(statistics.median(xs), 2) if xs else None
+
     return {
         "wall_s": med([r["wall_s"] for r in runs]),
         "cpu_s": med([r["cpu_s"] for r in runs]),
@@ -149,7 +152,8 @@ def table(rows: dict) -> str:
         cells = [rows[lbl]["median"][key] if key else rows[lbl]["median"]["stages_s"].get(s) for lbl in labels]
         lines.append(f"| {s} | " + " | ".join("" if c is None else f"{c:.1f}" for c in cells) + " |")
     for name, key in (("**total (wall)**", "wall_s"), ("CPU (user+sys)", "cpu_s")):
-        lines.append(f"| {name} | " + " | ".join(f"{rows[lbl]['median'][key]:.1f}" for lbl in labels) + " |")
+        lines.append(f"| {name} | " + " | ".join("" if rows[lbl]["median"][key] is None else f"{rows[lbl]['median'][key]:.1f}"
+                                                  for lbl in labels) + " |")
     lines.append("| runs | " + " | ".join(str(len(rows[lbl]["runs"])) for lbl in labels) + " |")
     return "\n".join(lines)
 
