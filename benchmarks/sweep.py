@@ -96,7 +96,10 @@ def summarise(folder: Path, name: str, seconds: float, code: int, workers: int) 
 
 
 def save(rows: list[dict], meta: dict) -> None:
-    atomic_write_json(RESULTS, {"meta": meta, "rows": rows})
+    """Rows merge by sweep name with those already stored (re-running one sweep keeps the others)."""
+    old = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+    mine = {r["sweep"] for r in rows}
+    atomic_write_json(RESULTS, {"meta": meta, "rows": [r for r in old if r["sweep"] not in mine] + rows})
 
 
 def table(results: dict) -> None:
@@ -151,7 +154,7 @@ def main() -> None:
         print(f"{name}: {seconds:.0f}s exit {code} {last}", flush=True)
         rows.append(summarise(folder, name, seconds, code, workers))
         save(rows, meta)
-    table({"meta": meta, "rows": rows})
+    table(json.loads(RESULTS.read_text()))
 
 
 if __name__ == "__main__":
