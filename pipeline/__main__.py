@@ -4,6 +4,7 @@ start with:
   python -m pipeline run edge_tpu.yaml          train a teacher, distil a student, export and benchmark it
   python -m pipeline export MODEL.pt [RECIPE]   export and benchmark a model you already have
   python -m pipeline benchmark MODEL.tflite     measure exported files on a recipe's test data
+  python -m pipeline sweep SWEEP.yaml           which student to ship: many candidates distilled and measured
   python -m pipeline list targets|methods|formats|models [PATTERN]   what the recipes can name
 
 The command line parses, then calls the package. A user mistake prints one line and exits 2; a failed benchmark gate exits 3 after the report

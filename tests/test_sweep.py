@@ -362,7 +362,7 @@ def test_an_unreachable_storage_and_bad_options_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and expected in err and "secret" not in err, err
     assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
-    assert "missing.yaml: no such sweep file" in capsys.readouterr().err
+    assert "missing.yaml: no such sweep file here or in targets/sweeps/ (ready sweeps: edge_tpu_students.yaml)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- pieces
@@ -427,3 +427,12 @@ def test_an_interrupted_trial_is_queued_again_once_with_the_same_candidate():
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == {"student.arch": "resnet8"} and waiting[0].system_attrs["failed_trial"] == 0
     assert requeue_interrupted(study) == []  # once
+
+
+def test_the_ready_sweep_is_found_by_name_and_its_space_validates(tmp_path, monkeypatch):
+    from pipeline.sweep.spec import check_space, grid_size, load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_sweep("edge_tpu_students.yaml")
+    check_space(spec)  # every candidate is a valid edge_tpu recipe
+    assert grid_size(spec.space) == 6 == spec.budget.trials and spec.constraints.fully_mapped

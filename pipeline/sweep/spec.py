@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 
 OBJECTIVES = {"top1": "maximize", "p90_ms": "minimize", "size_mb": "minimize"}
 STORE_DIR = ".store"  # in sweeps_dir: the default stage store
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "targets" / "sweeps"  # ready sweep files, like targets/*.yaml
 
 
 class _Closed(BaseModel):
@@ -213,8 +214,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     from pipeline.config import _one_line, read_yaml
 
     path = Path(path)
+    if not path.is_file() and (SWEEPS_DIR / path.name).is_file():
+        path = SWEEPS_DIR / path.name  # a ready sweep in targets/sweeps/, as recipes are found in targets/
     if not path.is_file():
-        raise PipelineError(f"{path}: no such sweep file")
+        ready = ", ".join(sorted(p.name for p in SWEEPS_DIR.glob("*.yaml")))
+        raise PipelineError(f"{path}: no such sweep file here or in targets/sweeps/ (ready sweeps: {ready})")
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise PipelineError(f"{path.name}: expected a mapping (name, base, space, objectives, constraints, budget)")
