@@ -436,3 +436,29 @@ def test_the_ready_sweep_is_found_by_name_and_its_space_validates(tmp_path, monk
     spec = load_sweep("edge_tpu_students.yaml")
     check_space(spec)  # every candidate is a valid edge_tpu recipe
     assert grid_size(spec.space) == 6 == spec.budget.trials and spec.constraints.fully_mapped
+
+
+def test_the_pruner_waits_out_the_warm_up_then_stops_a_curve_below_the_median():
+    """Three finished curves at 0.8 per epoch; a fourth at 0.2 is left alone for the warm-up (half of 10 epochs),
+    then pruned at epoch 6 with its reason recorded."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from pipeline.sweep.trial import pruning_hook
+
+    curves = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
+    for _ in range(3):
+        done = curves.ask()
+        for epoch in range(1, 11):
+            done.report(0.8, step=epoch)
+        curves.tell(done, 0.8)
+    attrs = {}
+    trial = SimpleNamespace(set_user_attr=attrs.__setitem__)
+    hook = pruning_hook(curves.ask(), trial, warmup=5)
+    hook("distill", 1, {"epoch": 1, "val_acc": 0.1})  # a second seed: not the curve
+    for epoch in range(1, 6):
+        hook("distill", 0, {"epoch": epoch, "val_acc": 0.2})  # the warm-up: never pruned
+    with pytest.raises(optuna.TrialPruned):
+        hook("distill", 0, {"epoch": 6, "val_acc": 0.2})
+    assert attrs["pruned_at"] == "distill epoch 6" and "below the median" in attrs["pruned"]

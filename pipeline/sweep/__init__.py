@@ -72,8 +72,7 @@ def _work(spec, study, storage, *, threads: int, device: str | None, device_targ
     torch.set_num_threads(threads)
     curves = optuna.create_study(
         storage=storage, study_name=f"{spec.name}.curves", direction="maximize", load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.pruning.startup_trials,
-                                           n_warmup_steps=spec.pruning.warmup_epochs))
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.pruning.startup_trials))  # warm-up: trial.on_epoch
     run = SweepRun(spec=spec, base=base_recipe(spec)[0], store=StageStore(spec.store_dir), curves=curves,
                    threads=threads, device=device, device_target=device_target, docker=docker)
 

@@ -15,6 +15,7 @@ report's headline reads it (the board's when a device result was merged, else th
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,25 +134,32 @@ class SweepTrialFailed(PipelineError):
 
 
 def _run(cfg, run: SweepRun, trial, curve) -> None:
-    import optuna
-
     from pipeline.run import run_pipeline
+
+    on_epoch = pruning_hook(curve, trial, warmup=math.ceil(run.spec.pruning.warmup_fraction * cfg.distill.epochs))
+    try:
+        run_pipeline(cfg, store=run.store, on_epoch=on_epoch)
+    except GateFailure as exc:  # the report is written; the base recipe's gates are recorded, the sweep ranks on
+        trial.set_user_attr("gates_failed", str(exc))
+
+
+def pruning_hook(curve, trial, warmup: int):
+    """``StageContext.on_epoch`` for a trial: the first seed's distill validation curve goes to the curve study;
+    after ``warmup`` epochs the median pruner may stop the trial (``optuna.TrialPruned``, the reason recorded)."""
+    import optuna
 
     def on_epoch(stage: str, seed_index: int, row: dict) -> None:
         if curve is None or stage != "distill" or seed_index != 0 or row.get("val_acc") is None:
             return
         curve.report(float(row["val_acc"]), step=int(row["epoch"]))
-        if curve.should_prune():
+        if row["epoch"] > warmup and curve.should_prune():
             why = (f"distill epoch {row['epoch']}: validation top-1 {row['val_acc']:.3f} is below the median of the "
                    "finished trials' curves at that epoch (Optuna MedianPruner)")
             trial.set_user_attr("pruned", why)
             trial.set_user_attr("pruned_at", f"distill epoch {row['epoch']}")
             raise optuna.TrialPruned(why)
 
-    try:
-        run_pipeline(cfg, store=run.store, on_epoch=on_epoch)
-    except GateFailure as exc:  # the report is written; the base recipe's gates are recorded, the sweep ranks on
-        trial.set_user_attr("gates_failed", str(exc))
+    return on_epoch
 
 
 def reject_before_training(cfg, run: SweepRun, trial) -> str | None:
