@@ -419,11 +419,13 @@ def test_an_interrupted_trial_is_queued_again_once_with_the_same_candidate():
     from pipeline.sweep.study import requeue_interrupted
 
     study = optuna.create_study(directions=["maximize", "minimize"])
-    dist = {"student.arch": optuna.distributions.CategoricalDistribution(["resnet8", "resnet14"])}
-    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet8"}, distributions=dist))
+    dist = {"student.arch": optuna.distributions.CategoricalDistribution(["resnet8", "resnet14", "resnet20"])}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet8"}, distributions=dist,
+                                        user_attrs={"interrupted": True}))
     study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet14"}, distributions=dist,
                                         user_attrs={"error": "not a valid recipe"}))
-    assert requeue_interrupted(study) == [0]
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"student.arch": "resnet20"}, distributions=dist))
+    assert requeue_interrupted(study) == [0]  # not the one with a reason, not the killed one (the heartbeat's)
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == {"student.arch": "resnet8"} and waiting[0].system_attrs["failed_trial"] == 0
     assert requeue_interrupted(study) == []  # once

@@ -150,14 +150,15 @@ def budget_left(study, spec: SweepSpec) -> int:
 
 
 def requeue_interrupted(study) -> list[int]:
-    """Queue again, with the same candidate, each trial that failed without a reason of its own and has no retry
-    yet: one interrupted by Ctrl-C (a stale one was already requeued by the storage's heartbeat callback).
-    Without this the grid sampler would take an interrupted point as visited."""
+    """Queue again, with the same candidate, each trial that Ctrl-C interrupted (``user_attrs['interrupted']``) and
+    that has no retry yet. Without this the grid sampler would take an interrupted point as visited. A trial whose
+    worker died is the heartbeat's to retry (``RetryHeartbeatStaleTrialCallback``): taking any failed trial without a
+    reason here raced with that callback and queued a killed trial twice."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}
-    again = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in retried]
+    again = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental"
         from optuna.storages import RetryHeartbeatStaleTrialCallback

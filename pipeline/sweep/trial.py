@@ -65,7 +65,17 @@ def trial_config(run: SweepRun, number: int, values: dict[str, Any]):
 
 def objective(trial, run: SweepRun) -> tuple[float, ...]:
     """Optuna's objective: raises ``optuna.TrialPruned`` (with ``user_attrs['pruned']`` saying why) or a
-    ``PipelineError`` (``user_attrs['error']``), else returns the objectives in the spec's order."""
+    ``PipelineError`` (``user_attrs['error']``), else returns the objectives in the spec's order. Ctrl-C marks the
+    trial ``interrupted`` (Optuna fails it), so the next worker queues its candidate again
+    (``study.requeue_interrupted``); a worker that dies leaves its trial to the heartbeat instead."""
+    try:
+        return _objective(trial, run)
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+
+
+def _objective(trial, run: SweepRun) -> tuple[float, ...]:
     import optuna
 
     spec = run.spec
