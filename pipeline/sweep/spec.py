@@ -243,14 +243,13 @@ def _space_line(exc: ValidationError) -> str | None:
     err = exc.errors()[0]
     if len(err["loc"]) >= 2 and err["loc"][0] == "space":
         key = err["loc"][1]
-        kinds = {"Choice": "choice", "IntRange": "int", "FloatRange": "float", "LogRange": "log"}
         specific = [e for e in exc.errors() if len(e["loc"]) > 2 and e["loc"][1] == key and e["type"] != "extra_forbidden"
                     and e["type"] != "missing"]
         if specific:
             e = specific[0]
             return f"space.{key}: {e['msg'].removeprefix('Value error, ')}"
         return (f"space.{key}: expected one of {{choice: [...]}}, {{int: [low, high], step: N}}, {{float: [low, high]}}, "
-                f"{{log: [low, high]}} (got {err.get('input')!r})" if set(kinds) else "")
+                f"{{log: [low, high]}} (got {err.get('input')!r})")
     return None
 
 
@@ -284,8 +283,9 @@ def check_space(spec: SweepSpec) -> None:
     except PipelineError as exc:
         raise PipelineError(f"base: {exc}") from None
     for key, param in spec.space.items():
-        values = [unlabel(param, v) for v in grid_points(param)] if grid_points(param) is not None else list(param.bounds)
-        for value in values[:64]:
+        points = grid_points(param)
+        values = list(param.bounds) if points is None else [unlabel(param, v) for v in points[:64]]
+        for value in values:
             try:
                 validate_config(apply(base, {key: value}), source="sweep")
             except PipelineError as exc:
