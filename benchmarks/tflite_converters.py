@@ -76,7 +76,7 @@ def train(arch: str, x: np.ndarray, y: np.ndarray, out: Path):
 
 def score(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, calib_sha: str) -> dict:
     from pipeline.benchmark.latency import measure_latency
-    from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+    from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
     from pipeline.runtimes.tflite_rt import TFLiteRuntime
     from pipeline.target.edgetpu_check import check_edgetpu, summary_line
 

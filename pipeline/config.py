@@ -261,7 +261,7 @@ class ExportConfig(Section):
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, v: list[str]) -> list[str]:
-        from pipeline.export.formats import FORMATS  # the table of formats: stdlib only
+        from pipeline.formats import FORMATS  # the table of formats: stdlib only
 
         for key in v:
             if key not in FORMATS:

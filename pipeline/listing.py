@@ -1,7 +1,7 @@
 """``python -m pipeline list targets|methods|formats|models [PATTERN]`` and ``python -m pipeline --version``.
 
 Each list reads the registry users pick from by name (``pipeline.target.TARGETS``,
-``pipeline.distill.methods.METHODS``, ``pipeline.export.formats.FORMATS``, the model zoo and its
+``pipeline.distill.methods.METHODS``, ``pipeline.formats.FORMATS``, the model zoo and its
 libraries), filtered by an fnmatch pattern as ``timm.list_models('*mobilenet*')`` is. Versions come
 from installed package metadata: nothing heavy is imported to print them.
 """
@@ -43,7 +43,7 @@ def _methods() -> dict[str, str]:
 
 
 def _formats() -> dict[str, str]:
-    from pipeline.export.formats import FORMATS
+    from pipeline.formats import FORMATS
 
     return {key: f"{f.label}: {f.file}" for key, f in FORMATS.items()}
 

@@ -11,7 +11,7 @@ import pytest
 import pipeline.device.bundle as bundle_mod
 from pipeline.device.bundle import make_bundle, select_artifacts
 from pipeline.errors import PipelineError
-from pipeline.export.formats import FORMATS
+from pipeline.formats import FORMATS
 from pipeline.target.rules import TargetRules
 
 EXPORTED = {key: FORMATS[key].file for key in ("onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.export.tflite_graph import TFLiteOp, TFLiteTensor
+from pipeline.formats.tflite_graph import TFLiteOp, TFLiteTensor
 from pipeline.target import edgetpu_ops as E
 from pipeline.target.edgetpu_check import FULLY, NOT_MAPPED, PARTIALLY, check_edgetpu, partition
 
@@ -279,7 +279,7 @@ def test_rpi4_checker_rejects_wrong_io_dtype_and_float_models(conv_tflite, tmp_p
 def test_a_hard_swish_student_is_refused_in_one_line_naming_the_op_and_the_minimal_variant():
     """MobileNetV3's HARD_SWISH is not in Coral's table (the compiler leaves it on the CPU): the precheck's line
     names the op, why, and the Edge-TPU-friendly variant (ReLU, no squeeze-excite) to train instead."""
-    from pipeline.export.tflite_graph import TFLiteGraph
+    from pipeline.formats.tflite_graph import TFLiteGraph
     from pipeline.target import TARGETS
     from pipeline.target.check import failure_message
     from pipeline.target.edgetpu_check import judge

@@ -19,9 +19,9 @@ from pipeline.artifacts import sha256_file
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.export.fidelity import compare
-from pipeline.export.formats import FORMATS
-from pipeline.export.sidecar import read_sidecar
-from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+from pipeline.formats import FORMATS
+from pipeline.formats.sidecar import read_sidecar
+from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 from pipeline.run import StageContext
 
 ALL_FORMATS = list(FORMATS)

@@ -13,7 +13,7 @@ from pipeline.config import ExportConfig, validate_config
 from pipeline.device.bundle import runtime_formats
 from pipeline.errors import PipelineError
 from pipeline.export.fidelity import compare
-from pipeline.export.formats import (EXPORT_SOURCE, FAMILIES, FIDELITY_RULES, FORMATS, PRECISIONS, Format, format_keys,
+from pipeline.formats import (EXPORT_SOURCE, FAMILIES, FIDELITY_RULES, FORMATS, PRECISIONS, Format, format_keys,
                                      get_format, primary)
 from pipeline.runtimes import RUNTIMES
 from pipeline.target import TARGETS

@@ -31,8 +31,8 @@ def test_pipeline_config_run_export_and_runtimes_import_no_toolchain():
         "pipeline.runtimes.onnx_rt",
         "pipeline.runtimes.tflite_rt",
         "pipeline.runtimes.openvino_rt",
-        "pipeline.export.sidecar",
-        "pipeline.export.tflite_graph",
+        "pipeline.formats.sidecar",
+        "pipeline.formats.tflite_graph",
     ],
 )
 def test_board_side_modules_import_without_torch(module):

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.export.formats import FORMATS
-from pipeline.export.sidecar import read_sidecar, tflite_io, write_sidecar
-from pipeline.export.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor, float_ops_between_io, full_integer_problems, read_tflite
+from pipeline.formats import FORMATS
+from pipeline.formats.sidecar import read_sidecar, tflite_io, write_sidecar
+from pipeline.formats.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor, float_ops_between_io, full_integer_problems, read_tflite
 from pipeline.runtimes import all_cores, load
 from pipeline.runtimes.base import dequantize, quantize, resolve_layout
 

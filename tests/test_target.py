@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import TARGETS_DIR, load_config, validate_config
 from pipeline.errors import PipelineError
-from pipeline.export.formats import get_format
+from pipeline.formats import get_format
 from pipeline.target import TARGETS
 from pipeline.target.device import device_status
 

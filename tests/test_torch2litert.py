@@ -28,7 +28,7 @@ def _digits():
 @pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
                     reason=f"no litert-torch venv ({PYTHON_ENV} unset and no /opt/litert-venv): see {REQUIREMENTS}")
 def test_round_trip_agrees_with_pytorch(tmp_path):
-    from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+    from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
     from pipeline.models.checkpoint import save_checkpoint
     from pipeline.runtimes.tflite_rt import TFLiteRuntime
 
@@ -55,7 +55,7 @@ def test_round_trip_agrees_with_pytorch(tmp_path):
 def test_residual_adds_stay_integer(tmp_path):
     """mobile_half's chained residual ADDs: after a non-strict torch.export the quantizer annotated none of them and
     litert-torch left them in float (DEQUANTIZE → ADD → QUANTIZE); strict=True (the default) raises on that."""
-    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.formats.tflite_graph import read_tflite
     from pipeline.models import build_model
     from pipeline.models.checkpoint import save_checkpoint
 
@@ -129,7 +129,7 @@ needs_venv = pytest.mark.skipif(not Path(VENV_PYTHON).is_file(),
 @needs_venv
 def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
     """export.tflite_converter: litert_torch makes tflite_int8 (recorded in its sidecar), onnx2tf still tflite_fp32."""
-    from pipeline.export.sidecar import read_sidecar
+    from pipeline.formats.sidecar import read_sidecar
 
     monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
     out, metrics = _export_stage(tmp_path, "litert_torch")
@@ -145,7 +145,7 @@ def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
 def test_auto_keeps_the_converter_with_the_higher_validation_top1(tmp_path, monkeypatch):
     """export.tflite_converter: auto converts with both, scores both int8 models on the validation split, keeps the
     better (onnx2tf on a tie) at student_int8.tflite and says so in the sidecar and the metrics."""
-    from pipeline.export.sidecar import read_sidecar
+    from pipeline.formats.sidecar import read_sidecar
 
     monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
     out, metrics = _export_stage(tmp_path, "auto")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export.formats import EXPORT_SOURCE, FORMATS
+from pipeline.formats import EXPORT_SOURCE, FORMATS
 
 # stage -> (label, parent stage): the PyTorch stages, then every export format in table order, whose
 # parent is what its converter started from (``Format.source``; EXPORT_SOURCE = the exported weights)

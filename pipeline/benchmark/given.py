@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
-from pipeline.export.formats import FORMATS, primary
+from pipeline.formats import FORMATS, primary
 from pipeline.stages import ARTIFACTS_FILE
 
 SUFFIXES = tuple(dict.fromkeys(Path(f.file).suffix for f in FORMATS.values()))  # .onnx, .tflite, .xml
@@ -25,7 +25,7 @@ def detect_format(path: Path) -> str:
     """The export format key of a file, decided by the file: its suffix gives the family, its content the precision
     (int8 tensors, QuantizeLinear or FakeQuantize nodes). A sidecar may name the format within that (fp16 vs fp32 IR);
     one that claims another family or int8-ness is one line (a sidecar is a hint written beside the file, not proof)."""
-    from pipeline.export.sidecar import read_sidecar, sidecar_path
+    from pipeline.formats.sidecar import read_sidecar, sidecar_path
 
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
@@ -54,7 +54,7 @@ def _format_from_content(path: Path) -> str:
         ops = {n.op_type for n in check_onnx(path, str(path)).graph.node}
         return primary(precision="int8" if "QuantizeLinear" in ops else "fp32", family="onnx")  # QDQ: onnx2qdq
     if suffix == ".tflite":
-        from pipeline.export.tflite_graph import read_tflite
+        from pipeline.formats.tflite_graph import read_tflite
 
         graph = read_tflite(path)  # full-integer: activations are int8 (int8 weights alone = dynamic-range, a float model)
         integer = [t for t in graph.tensors if not t.is_constant and t.dtype in ("int8", "uint8")]
@@ -77,7 +77,7 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
 
 
 def run(ctx) -> dict:
-    from pipeline.export.sidecar import sidecar_path
+    from pipeline.formats.sidecar import sidecar_path
     from pipeline.export.stage import load_calibration
     from pipeline.data import read_split_info
     from pipeline.runtimes import load

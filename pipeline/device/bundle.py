@@ -74,7 +74,7 @@ def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
 
 def runtime_formats(runtime: str) -> list[str]:
     """The bundled formats ``runtime`` executes (the format table's rows), in table order."""
-    from pipeline.export.formats import format_keys
+    from pipeline.formats import format_keys
 
     try:
         return format_keys(runtime=runtime, bundled=True)

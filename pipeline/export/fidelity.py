@@ -5,14 +5,14 @@ max |Δlogit| ≤ ``export.fp32_rtol`` (default 1e-3) × the logits' scale (``to
 99 % of the fp32 student's (the MLPerf Inference closed-division rule for quantised
 models, Reddi et al. 2020, "MLPerf Inference Benchmark"). fp16 gets agreement ≥ 99 %.
 Which rule a format is held to (``logits``, ``agreement``, ``accuracy``) is its row's ``fidelity``
-in ``pipeline/export/formats.py``.
+in ``pipeline/formats/__init__.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.export.formats import get_format
+from pipeline.formats import get_format
 
 MIN_AGREEMENT_FP32 = 0.999
 MIN_AGREEMENT_FP16 = 0.99

@@ -125,7 +125,7 @@ def layer_errors(int8_path: Path, fp32_path: Path, images: np.ndarray, max_image
 
 def _layer_errors_here(int8_path: Path, fp32_path: Path, images: np.ndarray) -> list[LayerError]:
     """``layer_errors``' work, in this process (the child's side)."""
-    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.formats.tflite_graph import read_tflite
 
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     q_model, f_model = _Model(int8_path), _Model(fp32_path)
@@ -223,7 +223,7 @@ def short_name(name: str) -> str:
 
 
 def _constant_indices(path: Path) -> set[int]:
-    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.formats.tflite_graph import read_tflite
 
     return {t.index for t in read_tflite(path).tensors if t.is_constant}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, one_line
-from pipeline.export.formats import primary
+from pipeline.formats import primary
 
 
 def onnx2openvino(

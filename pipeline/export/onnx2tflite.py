@@ -28,8 +28,8 @@ import numpy as np
 from pipeline.child import DIE_WITH_PARENT_SOURCE, run_child
 from pipeline.errors import PipelineError, one_line
 from pipeline.fs import DISK_FULL_WORDS
-from pipeline.export.formats import primary
-from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+from pipeline.formats import primary
+from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf downloads otherwise
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,4 +1,4 @@
-"""Export stage: the student in the formats of ``export.formats`` (rows of ``pipeline/export/formats.py``:
+"""Export stage: the student in the formats of ``export.formats`` (rows of ``pipeline/formats/__init__.py``:
 ONNX fp32/int8, TFLite fp32/int8, OpenVINO fp32/fp16/int8), each checked against PyTorch.
 
 Reads ``04_qat/student.pt`` (``export.source: qat``; plain float weights learned under
@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.export.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format, primary
+from pipeline.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format, primary
 from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
 
@@ -176,7 +176,7 @@ class _Export:
         self.console.print(f"    [dim]done in {self.timings[key]:.1f}s[/dim]")
 
     def _sidecar(self, key: str, path: Path, io: tuple[dict, dict], extra: dict | None = None, *, from_weights: bool = False) -> None:
-        from pipeline.export.sidecar import write_sidecar
+        from pipeline.formats.sidecar import write_sidecar
 
         made_from = EXPORT_SOURCE if from_weights else get_format(key).source  # from_weights: litert-torch skips ONNX
         sources = {"checkpoint": self.source} if made_from == EXPORT_SOURCE else {"checkpoint": self.source, "onnx": self.paths["onnx"]}
@@ -189,7 +189,7 @@ class _Export:
 
     def onnx(self, opset: int, source_stage: str) -> None:
         from pipeline.export.dead_channels import neutralize_dead_channels
-        from pipeline.export.sidecar import nchw_io
+        from pipeline.formats.sidecar import nchw_io
         from pipeline.export.torch2onnx import torch2onnx
         from pipeline.models.checkpoint import load_checkpoint
 
@@ -225,7 +225,7 @@ class _Export:
         import onnx
 
         from pipeline.export.onnx2qdq import onnx2qdq
-        from pipeline.export.sidecar import nchw_io
+        from pipeline.formats.sidecar import nchw_io
 
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         for key in keys:
@@ -288,7 +288,7 @@ class _Export:
         validation (``auto``)."""
         if not keys:
             return
-        from pipeline.export.sidecar import tflite_io
+        from pipeline.formats.sidecar import tflite_io
 
         scheme = "per-channel" if self.rules.per_channel else "per-tensor"
         io_dtype = self.rules.io_dtype
@@ -425,7 +425,7 @@ class _Export:
         return versions
 
     def _litert_sidecar(self, key: str, path: Path, versions: dict, scheme: str, io_dtype: str) -> None:
-        from pipeline.export.sidecar import tflite_io
+        from pipeline.formats.sidecar import tflite_io
 
         record = self._calibration_record("litert_torch.quantize.pt2e_quantizer", scheme=scheme, io_dtype=io_dtype)
         self._sidecar(key, path, tflite_io(path), {"quantization": record, "converter": "litert_torch",
@@ -453,7 +453,7 @@ class _Export:
         if not keys:
             return
         from pipeline.export.onnx2openvino import PRESET, onnx2openvino
-        from pipeline.export.sidecar import nchw_io
+        from pipeline.formats.sidecar import nchw_io
 
         wanted = {FORMATS[k].precision for k in keys}
         t = self._step(f"OpenVINO IR ({', '.join(keys)}){'; NNCF int8 calibration' if 'int8' in wanted else ''}")
@@ -517,7 +517,7 @@ class _Export:
     def teacher_onnx(self, checkpoint: Path, opset: int, x: np.ndarray, y: np.ndarray) -> dict:
         """The teacher as ONNX (the latency baseline), checked against its PyTorch self like any fp32 export."""
         from pipeline.export.fidelity import compare
-        from pipeline.export.sidecar import nchw_io, write_sidecar
+        from pipeline.formats.sidecar import nchw_io, write_sidecar
         from pipeline.export.torch2onnx import torch2onnx
         from pipeline.runtimes import load
 
@@ -541,7 +541,7 @@ class _Export:
         """Full-integer verdict of the int8 TFLite from its own flatbuffer (what the Edge TPU compiler demands)."""
         from rich.markup import escape
 
-        from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+        from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
         graph = read_tflite(self.paths[key])
         problems = full_integer_problems(graph, self.rules.io_dtype)

@@ -37,7 +37,7 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
     fp32's top-1 (and ``mode`` is "auto"), convert again calibrated on ``FACTOR``× the images (``more_images(n)``: n
     normalised training images) and put the pair in place if that int8 is better. ``int8_acc``: that int8's top-1 on
     ``validation`` where it is known already (the auto converter choice measured it). Returns the record for the sidecar."""
-    from pipeline.export.formats import primary
+    from pipeline.formats import primary
     from pipeline.export.onnx2tflite import onnx2tflite
 
     int8_key, fp32_key = primary(precision="int8", family="tflite"), primary(precision="fp32", family="tflite")

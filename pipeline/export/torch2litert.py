@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.child import run_child
 from pipeline.errors import PipelineError, one_line
-from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
 PYTHON_ENV = "PIPELINE_LITERT_PYTHON"
 WORKER = Path(__file__).with_name("litert_worker.py")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.export.formats import FORMATS
+from pipeline.formats import FORMATS
 from pipeline.export.layer_error import short_name
 from pipeline.report.tables import Table
 

@@ -78,7 +78,7 @@ def load(
     OpenVINO; ``delegates`` (e.g. the Edge TPU delegate) to TFLite. The artifact's sidecar
     (``<file>.json``), when present, supplies its format key and input layout.
     """
-    from pipeline.export.sidecar import read_sidecar
+    from pipeline.formats.sidecar import read_sidecar
 
     artifact = Path(artifact)
     entry = RUNTIMES.get(artifact.suffix.lower())

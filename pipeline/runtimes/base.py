@@ -39,7 +39,7 @@ class Runtime:
 
     @property
     def format(self) -> str:
-        """Artifact format key (a key of ``pipeline.export.formats.FORMATS``): the sidecar's, else inferred."""
+        """Artifact format key (a key of ``pipeline.formats.FORMATS``): the sidecar's, else inferred."""
         return (self.sidecar or {}).get("format") or self.default_format()
 
     def default_format(self) -> str:

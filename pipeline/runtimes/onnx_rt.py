@@ -32,7 +32,7 @@ class OnnxRuntime(Runtime):
         self.info = {"provider": "CPUExecutionProvider", "version": ort.__version__}
 
     def default_format(self) -> str:
-        from pipeline.export.formats import primary
+        from pipeline.formats import primary
 
         # a QDQ model (onnx2qdq) names QuantizeLinear in its graph; the op type is stored as plain bytes
         return primary(precision="int8" if b"QuantizeLinear" in self.artifact.read_bytes() else "fp32", runtime=self.name)

@@ -58,7 +58,7 @@ class OpenVINORuntime(Runtime):
             self.info["INFERENCE_PRECISION_HINT"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def default_format(self) -> str:
-        from pipeline.export.formats import primary
+        from pipeline.formats import primary
 
         return primary(precision="int8" if self.info.get("fake_quantize_ops") else "fp32", runtime=self.name)
 

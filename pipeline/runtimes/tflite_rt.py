@@ -63,7 +63,7 @@ class TFLiteRuntime(Runtime):
 
     def default_format(self) -> str:
         dtype = np.dtype(self.inp["dtype"]) if hasattr(self, "inp") else None
-        from pipeline.export.formats import primary
+        from pipeline.formats import primary
 
         return primary(precision="int8" if dtype is not None and dtype.kind in "iu" else "fp32", runtime=self.name)
 

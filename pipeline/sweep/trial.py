@@ -175,7 +175,7 @@ def pruning_hook(curve, trial, warmup: int):
 def reject_before_training(cfg, run: SweepRun, trial) -> str | None:
     """Why this candidate cannot meet the constraints, found without training it; None when it may."""
     from pipeline.data import dataset_shape
-    from pipeline.export.formats import precision_of
+    from pipeline.formats import precision_of
     from pipeline.models import build_model
     from pipeline.benchmark.complexity import model_complexity
     from pipeline.target import TARGETS

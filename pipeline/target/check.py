@@ -95,7 +95,7 @@ def export_untrained(model, input_shape: tuple[int, int, int], rules, workdir: P
     """The deploy artifact of an untrained model, by the export stage's own converters."""
     from pipeline.export.torch2onnx import torch2onnx
 
-    from pipeline.export.formats import FORMATS
+    from pipeline.formats import FORMATS
 
     key = rules.deploy_artifact
     if key not in FORMATS:

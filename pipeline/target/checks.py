@@ -20,7 +20,7 @@ READY, NOT_READY = "ready", "not ready"
 
 def check_tflite(path: Path, rules) -> dict:
     """Full-integer (for an int8 deploy artifact) with the rules' I/O dtype, then loaded and run once in LiteRT."""
-    from pipeline.export.tflite_graph import full_integer_problems, read_tflite
+    from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
     graph = read_tflite(Path(path))
     int8 = "int8" in rules.deploy_artifact

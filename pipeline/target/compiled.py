@@ -127,7 +127,7 @@ def _text(path: Path) -> str:
 def _check_flatbuffer(compiled: Path, model: Path, redo: str) -> tuple[int, int]:
     """How many ``edgetpu-custom-op`` the compiled file holds (its Edge TPU subgraphs) and how many other ops (what
     runs on the CPU), after checking that it is a TFLite flatbuffer with the int8 model's input/output shapes and dtypes."""
-    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.formats.tflite_graph import read_tflite
 
     try:
         graph = read_tflite(compiled)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.export.tflite_graph import TFLiteGraph, float_ops_between_io, read_tflite
+from pipeline.formats.tflite_graph import TFLiteGraph, float_ops_between_io, read_tflite
 from pipeline.target.edgetpu_ops import AFTER_CUT, MAPPED, OpView, op_problem
 
 ON_CHIP_BYTES = 8 * 1024 * 1024  # Edge TPU SRAM for caching parameters (the compiler reports ~7.9 MiB usable)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.export.tflite_graph import TFLiteOp, TFLiteTensor
+from pipeline.formats.tflite_graph import TFLiteOp, TFLiteTensor
 
 EIGHT_BIT = ("int8", "uint8")
 ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}

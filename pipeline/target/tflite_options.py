@@ -2,14 +2,14 @@
 
 The Edge TPU's per-op limits depend on them: fused activations of pools, conv dilation,
 reduction axes, paddings, strided-slice strides. Read with the same schema bindings as
-``pipeline.export.tflite_graph`` (ai_edge_litert, or TensorFlow's copy), no interpreter.
+``pipeline.formats.tflite_graph`` (ai_edge_litert, or TensorFlow's copy), no interpreter.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.export.tflite_graph import TFLiteGraph, _schema
+from pipeline.formats.tflite_graph import TFLiteGraph, _schema
 from pipeline.target.edgetpu_ops import OpView
 
 MAX_CONSTANT_ELEMENTS = 1 << 16  # axes, paddings, strides, zero-pads; weights of big layers are not needed

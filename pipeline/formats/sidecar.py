@@ -34,7 +34,7 @@ def tensor_spec(name: str, shape, dtype: str, layout: str | None = None, scale=N
 
 def tflite_io(path: Path) -> tuple[dict, dict]:
     """Input and output specs of a .tflite read from the file itself (NHWC: onnx2tf's layout for 4-D input)."""
-    from pipeline.export.tflite_graph import read_tflite
+    from pipeline.formats.tflite_graph import read_tflite
 
     graph = read_tflite(path)
     t_in, t_out = graph.inputs[0], graph.outputs[0]
