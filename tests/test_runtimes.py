@@ -268,3 +268,41 @@ def test_onnx2tf_converts_from_relative_paths(exported, tmp_path, monkeypatch):
     shutil.copyfile(exported["paths"]["onnx"], tmp_path / "tiny.onnx")
     paths = onnx2tflite(Path("tiny.onnx"), Path("out"), _sample(8, seed=3), io_dtype="int8", per_channel=True)
     assert paths["tflite_int8"] == Path("out/tiny_int8.tflite") and (tmp_path / "out" / "tiny_int8.tflite").is_file()
+
+
+@pytest.mark.parametrize("key", ["onnx", "onnx_int8", "openvino_fp32", "openvino_int8"])
+def test_per_op_time_names_the_nodes_that_ran_and_adds_up(exported, key):
+    """Engines that profile: every row is an op of the graph as the engine ran it, shares sum to 1, slowest first."""
+    from pipeline.runtimes.op_time import op_times
+
+    paths, x = exported["paths"], exported["x"]
+    table = op_times(paths[key], x, threads=1, runs=5, warmup=1)
+    assert table["measured"] and table["runs"] == 5 and table["total_ms"] > 0
+    ops = table["ops"]
+    assert ops and [r["ms"] for r in ops] == sorted((r["ms"] for r in ops), reverse=True)
+    assert sum(r["share"] for r in ops) == pytest.approx(1.0)
+    assert sum(r["ms"] for r in ops) == pytest.approx(table["total_ms"])
+    if FORMATS[key].runtime == "openvino":  # the plugin's own node names (after its fusions)
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(paths[key]), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+        ran = {op.get_friendly_name() for op in compiled.get_runtime_model().get_ops()}
+        assert {r["node"] for r in ops} <= ran
+        assert "Convolution" in {r["op_type"] for r in ops}
+    else:  # ONNX Runtime names a fused kernel after the original node or its output tensor, and adds layout reorders
+        import onnx
+
+        graph = onnx.load(str(paths[key])).graph
+        names = {n.name for n in graph.node} | {o for n in graph.node for o in n.output}
+        derived = [r for r in ops if r["op_type"] not in ("ReorderInput", "ReorderOutput", "Transpose")]  # layout: NCHWc, NHWC
+        assert derived and all(any(r["node"].startswith(n) for n in names if n) for r in derived), [r["node"] for r in derived if not any(r["node"].startswith(n) for n in names if n)]
+        assert {"Conv", "QLinearConv"} & {r["op_type"] for r in ops}
+
+
+def test_per_op_time_of_tflite_is_not_measured_and_says_why(exported):
+    from pipeline.runtimes.op_time import op_times
+
+    paths, x = exported["paths"], exported["x"]
+    table = op_times(paths["tflite_int8"], x, threads=1, runs=2)
+    assert table == {"measured": False, "engine": "tflite",
+                     "reason": "LiteRT's Python API has no op profiler (benchmark_model --enable_op_profiling is C++ only)"}

@@ -1,0 +1,115 @@
+"""Per-op time, where the engine itself measures it: what benchmark_app ``-pc`` and benchmark_model
+``--enable_op_profiling`` show, from the Python APIs the host benchmark and the board runner already use.
+
+- OpenVINO: ``PERF_COUNT`` on a second compilation of the IR; each request's ``profiling_info`` (real time per
+  executed node, after the plugin's fusions, so a node is what actually ran: ``Convolution`` with its fused
+  ReLU, a ``Subgraph`` of eltwise ops).
+- ONNX Runtime: ``SessionOptions.enable_profiling`` on a second session; the Chrome-trace file's ``Node``
+  events (``<node>_kernel_time``, microseconds) of the timed runs, names as the optimised graph has them.
+- LiteRT: its Python API exposes no op profiler (only the C++ ``benchmark_model`` does), so TFLite per-op time
+  is not measured, with that reason, rather than estimated.
+
+Profiling costs time of its own (a timestamp per node), so these figures say *where* time goes, as shares;
+the model's latency is the benchmark's, measured without the profiler. Torch-free (the board runner imports it).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError, one_line
+
+NOT_MEASURED = {
+    "tflite": "LiteRT's Python API has no op profiler (benchmark_model --enable_op_profiling is C++ only)",
+    "torch": "per-op time is measured for exported artifacts (OpenVINO, ONNX Runtime) only",
+}
+
+
+def op_times(artifact: Path, images: np.ndarray, *, threads: int = 0, runs: int = 20, warmup: int = 3,
+             device: str = "CPU") -> dict[str, Any]:
+    """Mean time per inference of each op over ``runs`` single-image inferences after ``warmup``.
+
+    Returns ``measured`` (bool), ``engine``, ``reason`` (when not measured), ``runs``, ``total_ms`` (the sum over
+    ops: the profiled inference's time inside the engine) and ``ops``: ``{node, op_type, ms, share}`` slowest first.
+    """
+    from pipeline.runtimes import load
+
+    runtime = load(Path(artifact), threads, device=device)
+    try:
+        if runtime.name not in _PROFILERS:
+            return {"measured": False, "engine": runtime.name,
+                    "reason": NOT_MEASURED.get(runtime.name, f"{runtime.name} exposes no per-op profiler here")}
+        inputs = [runtime.engine_input(images[i % len(images)][None]) for i in range(warmup + runs)]
+        try:
+            per_node = _PROFILERS[runtime.name](runtime, inputs, warmup)
+        except PipelineError:
+            raise
+        except Exception as exc:  # a profiler the installed engine lacks is said, not a crash of the benchmark
+            return {"measured": False, "engine": runtime.name, "reason": f"profiling failed: {one_line(exc)}"}
+    finally:
+        runtime.close()
+    return _table(runtime.name, per_node, runs)
+
+
+def _table(engine: str, per_node: dict[tuple[str, str], float], runs: int) -> dict[str, Any]:
+    total = sum(per_node.values())
+    ops = [{"node": node, "op_type": op_type, "ms": seconds / runs * 1e3, "share": seconds / total if total else 0.0}
+           for (node, op_type), seconds in per_node.items()]
+    ops.sort(key=lambda r: (-r["ms"], r["node"]))
+    return {"measured": True, "engine": engine, "runs": runs, "total_ms": total / runs * 1e3, "ops": ops}
+
+
+def _openvino(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], float]:
+    """Seconds per executed node summed over the timed runs; the plugin's settings are the runtime's own."""
+    from pipeline.runtimes.openvino_core import core
+
+    config = {k: v for k, v in runtime.info.items() if k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS")}
+    compiled = core().compile_model(core().read_model(str(runtime.artifact)), runtime.info.get("device", "CPU"),
+                                    {**config, "PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    for i, batch in enumerate(inputs):
+        request.set_input_tensor(0, batch)
+        request.infer()
+        if i < warmup:
+            continue
+        for p in request.profiling_info:  # the last inference's
+            if p.status == p.Status.EXECUTED:
+                seconds[(p.node_name, p.node_type)] += p.real_time.total_seconds()
+    return seconds
+
+
+def _onnxruntime(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], float]:
+    """Seconds per kernel summed over the timed runs (the trace's ``model_run`` spans after the warm-up)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = runtime.threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="op_time_") as folder:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        session = ort.InferenceSession(str(runtime.artifact), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for batch in inputs:
+            session.run(None, {name: batch})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    timed = runs[warmup:]
+    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        if any(start <= e["ts"] <= end for start, end in timed):
+            seconds[(e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"))] += e["dur"] * 1e-6
+    return seconds
+
+
+_PROFILERS = {"openvino": _openvino, "onnxruntime": _onnxruntime}
