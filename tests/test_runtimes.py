@@ -306,3 +306,55 @@ def test_per_op_time_of_tflite_is_not_measured_and_says_why(exported):
     table = op_times(paths["tflite_int8"], x, threads=1, runs=2)
     assert table == {"measured": False, "engine": "tflite",
                      "reason": "LiteRT's Python API has no op profiler (benchmark_model --enable_op_profiling is C++ only)"}
+
+
+def _explorer_graph(model: Path) -> tuple[str, set[str]]:
+    """The graph id and node ids Model Explorer's own adapter gives ``model`` (what its overlays are matched to)."""
+    import dataclasses
+
+    if model.suffix == ".tflite":
+        from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter as Adapter
+    else:
+        from model_explorer_onnx.main import ONNXAdapter as Adapter
+    converted = Adapter().convert(str(model), {})
+    graph = converted["graphCollections"][0].graphs[0] if "graphCollections" in converted else converted["graphs"][0]
+    graph = graph if isinstance(graph, dict) else dataclasses.asdict(graph)
+    return graph["id"], {n["id"] for n in graph["nodes"]}
+
+
+@pytest.mark.parametrize("key", ["tflite_int8", "openvino_int8", "onnx_int8"])
+def test_model_explorer_node_data_names_nodes_its_adapter_draws(exported, key, tmp_path):
+    """SQNR and ms per node land on node ids of the graph Model Explorer's adapter builds for the overlay's model."""
+    pytest.importorskip("model_explorer")
+    pytest.importorskip("model_explorer_onnx")
+    from pipeline.export.layer_error import write_layer_error
+    from pipeline.export.layer_error_openvino import openvino_layer_errors
+    from pipeline.report.explore import graph_nodes, node_for, overlay_model, write_node_data
+    from pipeline.runtimes.op_time import op_times
+
+    import json
+
+    paths, x = exported["paths"], exported["x"]
+    folder = paths["onnx"].parent
+    listed = {k: str(p.relative_to(folder)) for k, p in paths.items()}
+    layer_error = None
+    if key != "onnx_int8":  # no per-layer error for the QDQ model yet
+        reference, compare = ((paths["tflite_fp32"], None) if key == "tflite_int8" else (paths["onnx"], openvino_layer_errors))
+        layer_error = write_layer_error(paths[key], reference, x, folder, top=1000, compare=compare)
+    model = overlay_model(folder, listed, key)
+    written = write_node_data(tmp_path, key, model, layer_error, op_times(paths[key], x, threads=1, runs=3))
+    assert set(written) == {"tflite_int8": {"sqnr"}, "openvino_int8": {"sqnr", "ms"}, "onnx_int8": {"ms"}}[key]
+    graph_id, nodes = _explorer_graph(model)
+    for path in written.values():
+        (graph, data), = json.loads(path.read_text()).items()
+        assert graph == graph_id
+        assert data["results"] and set(data["results"]) <= nodes, set(data["results"]) - nodes
+    if "sqnr" in written:  # every measured layer of the error table is on the graph (the graph input is no node)
+        shown = json.loads(written["sqnr"].read_text())[graph_id]["results"]
+        measured = [r for r in layer_error["records"] if r["sqnr_db"] is not None and r["index"] >= 0]
+        if key == "tflite_int8":  # op index = node id
+            assert set(shown) == {str(r["index"]) for r in measured}
+        else:  # named after the ONNX node or its output tensor
+            assert all(node_for(r["name"], graph_nodes(model)[1]) in shown for r in measured)
+        worst = min(measured, key=lambda r: r["sqnr_db"])
+        assert min(v["value"] for v in shown.values()) == pytest.approx(worst["sqnr_db"], abs=1e-3)

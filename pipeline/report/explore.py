@@ -1,0 +1,105 @@
+"""Where an int8 model loses accuracy and time, on its graph: node data for Google's Model Explorer.
+
+Each int8 artifact's per-layer error (``layer_error.json``: SQNR in dB, worst first) and, where the engine
+measured it, its per-op time become Model Explorer *node data* files (one metric per file, keyed by the node ids
+its adapter gives the graph), which ``python -m pipeline explore RUN`` opens on the model:
+
+- ``tflite_int8``: the ``.tflite`` itself through the built-in flatbuffer adapter, whose op nodes are the op
+  indices, the ``index`` layer_error.json records. LiteRT measures no per-op time (``runtimes.op_time``).
+- ``openvino_int8``: Model Explorer has no OpenVINO IR adapter, so the overlay goes on ``student.onnx`` (the graph
+  the IR was converted from; the OpenVINO per-layer error already names its layers after its nodes), through the
+  ONNX adapter (``model-explorer-onnx``, whose node ids are the ONNX node names).
+- ``onnx_int8``: ``student_int8.onnx`` through the ONNX adapter: per-op time only (no per-layer error yet).
+
+An engine's node (a fused kernel, ``/conv1/Conv/WithoutBiases``, ``/relu/Relu_output_0_nchwc``) is put on the
+graph node whose name or output tensor it starts with, the longest such; one that matches none is left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import atomic_write_json
+
+# low SQNR is bad: red at the worst layer, green at the best (Model Explorer spreads stops over the values' range)
+SQNR_GRADIENT = [{"stop": 0, "bgColor": "#d7301f"}, {"stop": 0.5, "bgColor": "#fdcc8a"}, {"stop": 1, "bgColor": "#a1d99b"}]
+MS_GRADIENT = [{"stop": 0, "bgColor": "#ffffff"}, {"stop": 1, "bgColor": "#6a51a3"}]
+ONNX_GRAPH_OF = {"openvino_int8": "onnx", "onnx_int8": "onnx_int8"}  # the ONNX file each overlay is drawn on
+
+
+def graph_nodes(model: Path) -> tuple[str, dict[str, str]]:
+    """The graph id Model Explorer's adapter gives ``model`` and {name or output tensor: node id} for matching."""
+    if model.suffix == ".tflite":
+        from pipeline.formats.tflite_graph import read_tflite
+
+        graph = read_tflite(model)
+        ids = {t.name: str(op.index) for op in graph.ops for t in op.outputs}
+        return "main", ids
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    ids = {}
+    for node in graph.node:
+        ids[node.name] = node.name
+        ids.update({output: node.name for output in node.output})
+    return graph.name, ids
+
+
+def node_for(name: str, ids: dict[str, str]) -> str | None:
+    """The graph node an engine's node name belongs to: exact, else the longest name or tensor it starts with."""
+    if name in ids:
+        return ids[name]
+    prefix = max((k for k in ids if k and name.startswith(k)), key=len, default=None)
+    return ids[prefix] if prefix else None
+
+
+def sqnr_results(layer_error: dict[str, Any], model: Path, ids: dict[str, str]) -> dict[str, dict[str, float]]:
+    """{node id: {"value": SQNR dB}}; on a .tflite the op index is the node id, elsewhere the layer's name."""
+    results = {}
+    for record in layer_error.get("records", []):
+        if record.get("sqnr_db") is None:
+            continue
+        node = str(record["index"]) if model.suffix == ".tflite" and record.get("index", -1) >= 0 else node_for(record["name"], ids)
+        if node is not None and node not in results:  # records are worst first: a node shows its worst tensor
+            results[node] = {"value": round(float(record["sqnr_db"]), 3)}
+    return results
+
+
+def ms_results(op_time: dict[str, Any], ids: dict[str, str]) -> dict[str, dict[str, float]]:
+    """{node id: {"value": ms per inference}}, the engine's nodes that ran as one graph node added together."""
+    totals: dict[str, float] = {}
+    for op in op_time.get("ops", []) if op_time.get("measured") else []:
+        node = node_for(op["node"], ids)
+        if node is not None:
+            totals[node] = totals.get(node, 0.0) + float(op["ms"])
+    return {node: {"value": round(ms, 5)} for node, ms in totals.items()}
+
+
+def write_node_data(out: Path, key: str, model: Path, layer_error: dict | None, op_time: dict | None) -> dict[str, Path]:
+    """``<key>.sqnr.json`` and/or ``<key>.ms.json`` in ``out`` (Model Explorer's node-data format); what was written."""
+    graph_id, ids = graph_nodes(model)
+    metrics = {"sqnr": ("SQNR (dB)", sqnr_results(layer_error or {}, model, ids), SQNR_GRADIENT),
+               "ms": ("time (ms)", ms_results(op_time or {}, ids), MS_GRADIENT)}
+    written = {}
+    for metric, (label, results, gradient) in metrics.items():
+        if results:
+            path = out / f"{key}.{metric}.json"
+            atomic_write_json(path, {graph_id: {"name": f"{key} {label}", "results": results, "gradient": gradient}})
+            written[metric] = path
+    return written
+
+
+def overlay_model(export_dir: Path, listed: dict[str, str], key: str) -> Path:
+    """The model file the overlay of artifact ``key`` is drawn on (see the module docstring)."""
+    return export_dir / listed[ONNX_GRAPH_OF.get(key, key)]
+
+
+def open_viewer(model: Path, node_data: list[Path], *, port: int, browser: bool) -> None:
+    """Start Model Explorer's server on ``model`` with the overlays (blocks until Ctrl-C, as its own CLI does)."""
+    import model_explorer
+
+    config = model_explorer.config().add_model_from_path(str(model))
+    for path in node_data:
+        config.add_node_data_from_path(str(path))
+    model_explorer.visualize_from_config(config, port=port, no_open_in_browser=not browser)
