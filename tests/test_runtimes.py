@@ -355,6 +355,7 @@ def test_model_explorer_node_data_names_nodes_its_adapter_draws(exported, key, t
         if key == "tflite_int8":  # op index = node id
             assert set(shown) == {str(r["index"]) for r in measured}
         else:  # named after the ONNX node or its output tensor
-            assert all(node_for(r["name"], graph_nodes(model)[1]) in shown for r in measured)
+            ids = graph_nodes(model)[1]
+            assert all(node_for(r["name"], ids) in shown for r in measured), [(r["name"], node_for(r["name"], ids)) for r in measured]
         worst = min(measured, key=lambda r: r["sqnr_db"])
         assert min(v["value"] for v in shown.values()) == pytest.approx(worst["sqnr_db"], abs=1e-3)

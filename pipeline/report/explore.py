@@ -39,7 +39,7 @@ def graph_nodes(model: Path) -> tuple[str, dict[str, str]]:
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
-    ids = {}
+    ids = {i.name: f"[value] {i.name}" for i in graph.input}  # the ONNX adapter draws each graph input as a node
     for node in graph.node:
         ids[node.name] = node.name
         ids.update({output: node.name for output in node.output})
