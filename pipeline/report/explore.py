@@ -102,4 +102,41 @@ def open_viewer(model: Path, node_data: list[Path], *, port: int, browser: bool)
     config = model_explorer.config().add_model_from_path(str(model))
     for path in node_data:
         config.add_node_data_from_path(str(path))
-    model_explorer.visualize_from_config(config, port=port, no_open_in_browser=not browser)
+    extensions = ["model_explorer_onnx"] if model.suffix == ".onnx" else []  # the ONNX adapter is an extension
+    model_explorer.visualize_from_config(config, port=port, extensions=extensions, no_open_in_browser=not browser)
+
+
+INT8_KEYS = ("tflite_int8", "openvino_int8", "onnx_int8")  # the artifacts an overlay is written for
+EXPLORE_FOLDER = "explore"  # in the run folder: the command's own files, never a stage's
+
+
+def prepare(run_dir: Path, key: str | None = None, *, op_time_runs: int = 20) -> tuple[Path, dict[str, Path]]:
+    """The model to open for artifact ``key`` (default: the first int8 artifact exported) and its node data, written
+    into ``RUN/explore/``: SQNR from the export's ``layer_error.json``, ms per node measured now on the host."""
+    import numpy as np
+
+    from pipeline.artifacts import read_artifacts, read_json_file
+    from pipeline.errors import PipelineError
+    from pipeline.export.layer_error import LAYER_ERROR_FILE
+    from pipeline.runtimes.op_time import op_times
+    from pipeline.stages import CALIBRATION_FILE, stage_folder
+
+    export_dir = stage_folder(run_dir, "export")
+    listed = read_artifacts(export_dir, remedy="finish the export stage first (python -m pipeline run <recipe> --until export)")
+    int8 = [k for k in INT8_KEYS if k in listed]
+    if key is None:
+        if not int8:
+            raise PipelineError(f"{run_dir}: no int8 artifact exported (exported: {', '.join(listed)}); nothing to explore")
+        key = int8[0]
+    elif key not in int8:
+        raise PipelineError(f"--artifact {key}: not an int8 artifact of {run_dir} (int8 ones: {', '.join(int8) or 'none'})")
+    artifact = export_dir / listed[key]
+    error_file = artifact.parent / LAYER_ERROR_FILE
+    layer_error = read_json_file(error_file, "re-run the export stage (--from export)") if error_file.is_file() else None
+    calibration = stage_folder(run_dir, "data") / CALIBRATION_FILE
+    images = np.load(calibration, allow_pickle=False)[:8] if calibration.is_file() else None
+    op_time = op_times(artifact, images, threads=1, runs=op_time_runs) if images is not None else None
+    out = Path(run_dir) / EXPLORE_FOLDER
+    out.mkdir(exist_ok=True)
+    model = overlay_model(export_dir, listed, key)
+    return model, write_node_data(out, key, model, layer_error, op_time)
