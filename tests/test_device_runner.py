@@ -247,7 +247,7 @@ def test_tampered_bundle_is_refused_in_one_line_by_the_venv_runner(device_venv, 
 def test_importing_and_running_the_device_side_loads_no_torch_or_toolchain(bundle, tmp_path):
     """In the full environment too (torch installed): nothing on the board path may import it."""
     code = (
-        "import sys, pipeline.device, pipeline.device.pack, pipeline.device.info, pipeline.device.edgetpu, "
+        "import sys, pipeline.device, pipeline.device.pack, pipeline.machine, pipeline.device.delegate, "
         "pipeline.device.runner, pipeline.device.merge, pipeline.device.remote, pipeline.device.__main__\n"
         "heavy = ('torch', 'tensorflow', 'onnx2tf', 'openvino', 'onnxruntime', 'ai_edge_litert', 'pydantic', 'rich')\n"
         "print('import', [m for m in heavy if m in sys.modules])\n"

@@ -163,7 +163,7 @@ class LatencyRow(Closed):
     where: Literal["host", "device"]
     device: str = Field(description="machine name: environment.host.name or a devices[].name")
     model: Literal["teacher", "student"]
-    artifact: str = Field(description="'pytorch' or an export format key (onnx, tflite_int8, …, tflite_edgetpu)")
+    artifact: str = Field(description="'pytorch', an export format key (onnx, tflite_int8, …) or a vendor compiler's output")
     format: str | None = None
     file: str | None = None
     engine: str | None = Field(None, description="runtime that executed it, with version")
