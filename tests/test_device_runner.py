@@ -278,7 +278,7 @@ def test_openvino_target_bundle_runs_through_the_openvino_runtime(tiny_run, tmp_
     from pipeline.target.rules import TargetRules
 
     rules = TARGETS.get("openvino_cpu") or TargetRules(
-        name="openvino_cpu", description="OpenVINO CPU", deploy_artifact="openvino_fp32", runtime="openvino", device="CPU")
+        name="openvino_cpu", description="OpenVINO CPU", deploy_artifact="openvino_fp32", device="CPU")
     monkeypatch.setitem(TARGETS, "openvino_cpu", rules)
     path = make_bundle(tiny_run, "openvino_cpu", tmp_path / "ov.tar")
     res = run_bundle(path, threads=[1], runs=3, warmup=0, min_seconds=0, name="ov-box", log=lambda s: None)
