@@ -51,7 +51,7 @@ RULES = TargetRules(
     compiler=VendorCompiler(name="npuc", compile=compile_npu, output_format="tflite_npu", output_glob="*_npu.tflite"),
     image="vendor/fake-npu",
     docker_devices=("/dev/fake_npu0",),
-    delegate=Delegate(accelerator="Fake NPU", library={"Linux": "libfakenpu.so.1"}, installed="libfakenpu.so*",
+    delegate=Delegate(accelerator="Fake NPU", library={"Linux": "libfakenpu.so.1"}, installed_glob="libfakenpu.so*",
                       not_installed_hint="libfakenpu is not installed", not_loaded_hint="no Fake NPU visible"),
 )
 '''

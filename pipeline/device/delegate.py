@@ -35,7 +35,7 @@ def installed_library_files(pattern: str, roots=LIBRARY_ROOTS) -> list[str]:
 def delegate_info(spec: dict, library: str | None = None, device: str | None = None) -> dict:
     """What the results record about the delegate: library asked for, device selector, installed files, loaded."""
     return {"library": library_path(spec, library), "device": device or "auto",
-            "installed": installed_library_files(spec["installed"]), "explicit_library": library is not None, "loaded": False}
+            "installed": installed_library_files(spec["installed_glob"]), "explicit_library": library is not None, "loaded": False}
 
 
 def load_delegate(spec: dict, info: dict):

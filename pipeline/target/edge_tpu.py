@@ -34,7 +34,7 @@ RULES = TargetRules(
     delegate=Delegate(
         accelerator=ACCELERATOR,
         library={"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"},
-        installed="libedgetpu.so*",
+        installed_glob="libedgetpu.so*",
         not_installed_hint="libedgetpu is not installed (use the docker/coral image, or install libedgetpu1-std)",
         not_loaded_hint=("no Edge TPU visible (plugged in? container started with --device /dev/bus/usb?) "
                          "or a libedgetpu built for another TFLite version (see docker/README.md)"),

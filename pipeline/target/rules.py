@@ -84,13 +84,14 @@ class VendorCompiler:
 class Delegate:
     """The TFLite delegate that runs a compiled model on the board, as the bundle tells the runner.
 
-    ``library`` per ``platform.system()``; ``installed`` globs under /usr/lib and /usr/local/lib where it
-    is found; the hints finish the one-line error when it does not load (not installed / no device).
+    ``library`` per ``platform.system()``; ``installed_glob`` finds the installed copies under /usr/lib and
+    /usr/local/lib (recorded with the results); the hints finish the one-line error when it does not load
+    (not installed / installed but no device or a mismatched build).
     """
 
     accelerator: str  # what the error line calls it when it does not load
     library: dict[str, str]
-    installed: str
+    installed_glob: str
     not_installed_hint: str
     not_loaded_hint: str
 
