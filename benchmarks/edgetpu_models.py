@@ -4,7 +4,7 @@ Coral's op table and users of the real compiler say of them.
 Each model is built untrained (mapping depends on the graph, not the weights), exported through the
 pipeline's own path (PyTorch → ONNX → onnx2tf full-integer int8, uint8 I/O, per-channel, as the
 ``edge_tpu`` target deploys it; ``pipeline.target.check.export_untrained``) at a small input, and
-judged by ``pipeline/target/edgetpu_check.py``. ``EXPECTED`` is the independent answer: Coral's
+judged by ``pipeline/target/edge_tpu_check.py``. ``EXPECTED`` is the independent answer: Coral's
 supported-operations table (coral.ai/docs/edgetpu/models-intro) for the ops the file contains, and
 user reports from the real compiler (google-coral/edgetpu#272 and #353: HARD_SWISH stays on the
 CPU, hence the ``*_minimal`` variants; LOGISTIC is mapped). The script fails (exit 1) when the

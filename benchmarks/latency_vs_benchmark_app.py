@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{m['ours_e2e']:.4f}", f"{r['ratio_e2e_vs_benchmark_app']:.3f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
-    from pipeline.device.info import describe_device
+    from pipeline.machine import describe_device
 
     payload = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

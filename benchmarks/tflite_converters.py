@@ -78,7 +78,7 @@ def score(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, calib
     from pipeline.benchmark.latency import measure_latency
     from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
     from pipeline.runtimes.tflite_rt import TFLiteRuntime
-    from pipeline.target.edgetpu_check import check_edgetpu, summary_line
+    from pipeline.target.edge_tpu_check import check_edgetpu, summary_line
 
     with TFLiteRuntime(path, threads=1) as rt:
         pred = rt.predict(x).argmax(1)

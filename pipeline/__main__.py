@@ -71,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"percent its p50 may grow against the baseline (default {MAX_LATENCY_INCREASE:g})")
     p.add_argument("--device-results", type=Path, nargs="+", default=[], help="results.json files from on-device runs")
 
-    p = sub.add_parser("target", help="fold an Edge TPU compile made on another machine into a run's target stage")
+    p = sub.add_parser("target", help="fold a vendor compile made on another machine into a run's target stage")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--compiled", type=Path, required=True, metavar="DIR",
-                   help="edgetpu_compiler's -o folder: <model>_edgetpu.tflite, <model>_edgetpu.log "
-                        "(and its stdout as edgetpu_compiler.log, if saved)")
+                   help="the vendor compiler's output folder: the compiled model and its logs (README: python -m pipeline target)")
 
     p = sub.add_parser("sweep", help="search for the student to ship: many candidates, each distilled, exported and measured (Optuna)")
     p.add_argument("sweep_file", type=Path, help="a sweep file: base recipe, search space, objectives, constraints, budget")
@@ -292,8 +291,8 @@ def cmd_target(args) -> int:
     from pipeline.target.compiled import import_compiled
     from pipeline.target.stage import compiler_line
 
-    result = import_compiled(args.run_dir, args.compiled)
-    print(f"{args.run_dir}: {compiler_line(result)}")
+    rules, result = import_compiled(args.run_dir, args.compiled)
+    print(f"{args.run_dir}: {compiler_line(result, rules.accelerator)}")
     print(f"recorded in {stage_folder(args.run_dir, 'target')}; re-write the report: python -m pipeline report {args.run_dir}")
     return 0
 

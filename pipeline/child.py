@@ -1,4 +1,4 @@
-"""Tools run as child processes (onnx2tf, edgetpu_compiler) die with the stage and leave nothing behind.
+"""Tools run as child processes (onnx2tf, a vendor compiler) die with the stage and leave nothing behind.
 
 A child starts in its own process group, so a timeout, Ctrl-C or any error here kills it and
 every process it started; on Linux it also asks the kernel to SIGKILL it the moment the

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_json, hash_json, read_json
-from pipeline.stages import STAGES
+from pipeline.stages import RESULTS_FILE, STAGES, stage_folder
 
 CONFIG_FILE = "config.json"
 NOT_THE_EXPERIMENT = ("name", "runs_dir")  # where a run is kept, not what it computes
@@ -38,6 +38,15 @@ def recorded_config(run_dir: Path) -> dict[str, Any] | None:
 def record_config(cfg) -> None:
     """Write the resolved config into the run folder (the run loop calls this before the first stage)."""
     atomic_write_json(cfg.run_dir / CONFIG_FILE, cfg.model_dump(mode="json"))
+
+
+def built_for(run_dir: Path) -> str | None:
+    """The target the run's artifacts were made for (the benchmark stage records it), None if unknown."""
+    results = stage_folder(run_dir, "benchmark") / RESULTS_FILE
+    try:
+        return read_json(results)["run"]["target"] if results.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def finished(run_dir: Path) -> bool:

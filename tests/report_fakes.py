@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.benchmark.accuracy import accuracy_rows
 from pipeline.benchmark.gates import evaluate_gates
 from pipeline.benchmark.stage import RESULTS_KIND
-from pipeline.target.edgetpu_compiler import NOT_FOUND
+from pipeline.target.edge_tpu_compiler import NOT_FOUND
 
 HOST = {"name": "ci", "cpu": "Test CPU", "cores": 2, "usable_cores": 2, "memory_mb": 1024, "arch": "x86_64",
         "os": "Linux", "kernel": "6", "runtimes": {"numpy": "1.26.4"}, "tools": {"pipeline": "0.1.0"}}
@@ -108,7 +108,7 @@ def device_results(name="coral", edgetpu: str = "failed", p50=1.5, accuracy=0.9,
     """A results file as ``python -m pipeline.device run`` writes it for an Edge TPU bundle with the compiled model.
 
     ``edgetpu``: "failed" (the delegate found no Edge TPU: the deploy row fails), "ok" (it ran on the Edge TPU)."""
-    from pipeline.device.runner import RESULTS_KIND as DEVICE_KIND, RESULTS_VERSION
+    from pipeline.report.schema import DEVICE_RESULTS_KIND as DEVICE_KIND, DEVICE_RESULTS_VERSION as RESULTS_VERSION
 
     def timed(row, p50):
         row.update({"init_ms": 20.0, "first_ms": 3.0, "warmup": 10, "runs": 50, "measured_s": 1.0, "threads_used": 4,

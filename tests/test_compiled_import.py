@@ -93,7 +93,7 @@ def test_import_records_the_split_for_the_report_and_the_bundle(run, tmp_path, c
     m = Manifest.read(target)
     assert m.metrics["compiled"] is True and m.metrics["compiler"] == "compiled"
     r = m.metrics["compiler_result"]
-    assert (r["ops_total"], r["ops_edgetpu"], r["ops_cpu"]) == (267, 264, 3)
+    assert (r["ops_total"], r["ops_mapped"], r["ops_cpu"]) == (267, 264, 3)
     assert r["on_chip_bytes_used"] == round(4.21 * 2**20) and r["off_chip_bytes"] == 0
     assert [o["op"] for o in r["operators"] if not o["mapped"]] == ["CUSTOM", "LEAKY_RELU"]
     assert m.metrics["compiler_agrees"] is False  # the fake static check said 10/10
@@ -130,7 +130,7 @@ def test_operation_log_alone_gives_the_op_split(run, tmp_path, capsys):
     rc, out = _target([run, "--compiled", compiled_dir(tmp_path / "c", log=partial_table, stdout=None)], capsys)
     assert rc == 0, out.err
     r = Manifest.read(run / "06_target").metrics["compiler_result"]
-    assert (r["ops_total"], r["ops_edgetpu"], r["ops_cpu"], r["subgraphs"]) == (14, 12, 2, 1)
+    assert (r["ops_total"], r["ops_mapped"], r["ops_cpu"], r["subgraphs"]) == (14, 12, 2, 1)
     assert r["version"] == "16.0.384591198" and r["log"] == "student_int8_edgetpu.log"
 
 
@@ -195,4 +195,4 @@ def test_run_mistakes(tmp_path, run, capsys):
     (run / "config.json").write_text(json.dumps({"target": {"name": "rpi4"}}))
     Manifest(stage="target", cache_key="k", inputs={}).write(run / "06_target")
     rc, out = _target([run, "--compiled", tmp_path / "c"], capsys)
-    assert rc == 2 and "its target rpi4 has no Edge TPU compiler" in out.err
+    assert rc == 2 and "its target rpi4 has no vendor compiler whose output --compiled imports (targets with one: edge_tpu)" in out.err

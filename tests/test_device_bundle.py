@@ -12,6 +12,7 @@ import pipeline.device.bundle as bundle_mod
 from pipeline.device.bundle import make_bundle, select_artifacts
 from pipeline.errors import PipelineError
 from pipeline.formats import FORMATS
+from pipeline.target import TARGETS
 from pipeline.target.rules import TargetRules
 
 EXPORTED = {key: FORMATS[key].file for key in ("onnx", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8")}
@@ -29,10 +30,10 @@ def run(tmp_path, monkeypatch):
             path.with_suffix(".bin").write_bytes(b"weights-" + key.encode())
     (export / "artifacts.json").write_text(json.dumps(EXPORTED))
     targets = {
-        "npu": TargetRules(name="npu", description="OpenVINO NPU", deploy_artifact="openvino_int8", runtime="openvino", device="NPU"),
-        "pi": TargetRules(name="pi", description="LiteRT CPU", deploy_artifact="tflite_int8", runtime="tflite", threads=4),
-        "coral": TargetRules(name="coral", description="Edge TPU", deploy_artifact="tflite_int8", runtime="tflite",
-                             compiler="edgetpu_compiler"),
+        "npu": TargetRules(name="npu", description="OpenVINO NPU", deploy_artifact="openvino_int8", device="NPU"),
+        "pi": TargetRules(name="pi", description="LiteRT CPU", deploy_artifact="tflite_int8", threads=4),
+        "coral": TargetRules(name="coral", description="Edge TPU", deploy_artifact="tflite_int8",
+                             compiler=TARGETS["edge_tpu"].compiler, delegate=TARGETS["edge_tpu"].delegate),
     }
     monkeypatch.setattr("pipeline.target.TARGETS", targets)
     x, y = np.zeros((7, 1, 8, 8), np.float32), np.arange(7) % 3
@@ -67,6 +68,8 @@ def test_edge_tpu_bundle_adds_the_compiled_model_when_06_target_has_it(run, tmp_
     tpu = manifest["artifacts"]["tflite_edgetpu"]
     assert tpu["path"] == "models/edgetpu/student_int8_edgetpu.tflite" and tpu["sidecar"] == tpu["path"] + ".json"
     assert tpu["host"]["reference"] == "tflite_int8"  # the host cannot run it: compared with the int8 model
+    assert tpu["delegate"]["library"]["Linux"] == "libedgetpu.so.1"  # the target names the board's delegate
+    assert "delegate" not in manifest["artifacts"]["tflite_int8"]
     assert tpu["host"]["predictions"] == manifest["artifacts"]["tflite_int8"]["host"]["predictions"]
     _, pi = _members(make_bundle(run, "pi", tmp_path / "pi.tar"))
     assert "tflite_edgetpu" not in pi["artifacts"]  # only a target with the Edge TPU compiler takes it

@@ -151,9 +151,10 @@ def test_compile_entrypoint_compiles_the_runs_int8_model_into_06_target(tmp_path
     assert "python -m pipeline target RUN --compiled RUN/06_target" in done.stdout
 
     # the bundle side finds what the compile image wrote
-    from pipeline.device.bundle import compiled_edgetpu
+    from pipeline.device.bundle import compiled_model
+    from pipeline.target import TARGETS
 
-    assert compiled_edgetpu(run) == run / "06_target" / "student_int8_edgetpu.tflite"
+    assert compiled_model(run, TARGETS["edge_tpu"].compiler) == run / "06_target" / "student_int8_edgetpu.tflite"
 
     done = _compile_run([str(run)], fake_compiler, tmp_path, FAKE_RC="1")
     assert done.returncode == 1 and "python -m pipeline target" not in done.stdout  # a refusal keeps its exit status

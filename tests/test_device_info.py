@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.device.info import coral_usb_devices, cpu_model, describe_device
+from pipeline.machine import coral_usb_devices, cpu_model, describe_device
 
 PI4_CPUINFO = """processor\t: 0
 BogoMIPS\t: 108.00

@@ -247,7 +247,7 @@ def test_tampered_bundle_is_refused_in_one_line_by_the_venv_runner(device_venv, 
 def test_importing_and_running_the_device_side_loads_no_torch_or_toolchain(bundle, tmp_path):
     """In the full environment too (torch installed): nothing on the board path may import it."""
     code = (
-        "import sys, pipeline.device, pipeline.device.pack, pipeline.device.info, pipeline.device.edgetpu, "
+        "import sys, pipeline.device, pipeline.device.pack, pipeline.machine, pipeline.device.delegate, "
         "pipeline.device.runner, pipeline.device.merge, pipeline.device.remote, pipeline.device.__main__\n"
         "heavy = ('torch', 'tensorflow', 'onnx2tf', 'openvino', 'onnxruntime', 'ai_edge_litert', 'pydantic', 'rich')\n"
         "print('import', [m for m in heavy if m in sys.modules])\n"
@@ -278,7 +278,7 @@ def test_openvino_target_bundle_runs_through_the_openvino_runtime(tiny_run, tmp_
     from pipeline.target.rules import TargetRules
 
     rules = TARGETS.get("openvino_cpu") or TargetRules(
-        name="openvino_cpu", description="OpenVINO CPU", deploy_artifact="openvino_fp32", runtime="openvino", device="CPU")
+        name="openvino_cpu", description="OpenVINO CPU", deploy_artifact="openvino_fp32", device="CPU")
     monkeypatch.setitem(TARGETS, "openvino_cpu", rules)
     path = make_bundle(tiny_run, "openvino_cpu", tmp_path / "ov.tar")
     res = run_bundle(path, threads=[1], runs=3, warmup=0, min_seconds=0, name="ov-box", log=lambda s: None)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.formats.tflite_graph import TFLiteOp, TFLiteTensor
-from pipeline.target import edgetpu_ops as E
-from pipeline.target.edgetpu_check import FULLY, NOT_MAPPED, PARTIALLY, check_edgetpu, partition
+from pipeline.target import edge_tpu_ops as E
+from pipeline.target.edge_tpu_check import FULLY, NOT_MAPPED, PARTIALLY, check_edgetpu, partition
 
 
 # ---- tiny models, converted by tf.lite.TFLiteConverter (fast: no onnx2tf) ----
@@ -207,7 +207,7 @@ def _stage(tmp_path, model_path, compiler="auto", listed=None):
 def test_target_stage_without_compiler_says_not_compiled(tmp_path, monkeypatch, conv_tflite):
     import json
 
-    from pipeline.target.edgetpu_compiler import NOT_FOUND
+    from pipeline.target.edge_tpu_compiler import NOT_FOUND
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     metrics, out = _stage(tmp_path, conv_tflite)
@@ -231,7 +231,7 @@ def test_target_stage_keeps_the_compiled_model_and_its_numbers(tmp_path, monkeyp
     assert metrics["compiled"] and metrics["compiler"] == "compiled"
     assert (out / "student_int8_edgetpu.tflite").is_file() and (out / "edgetpu_compiler.log").is_file()
     result = metrics["compiler_result"]
-    assert result["ops_edgetpu"] == 7 and result["on_chip_bytes_used"] == 81 * 1024
+    assert result["ops_mapped"] == 7 and result["on_chip_bytes_used"] == 81 * 1024
     assert metrics["compiler_agrees"] == (metrics["ops_mapped"] == 7)
 
 
@@ -282,7 +282,7 @@ def test_a_hard_swish_student_is_refused_in_one_line_naming_the_op_and_the_minim
     from pipeline.formats.tflite_graph import TFLiteGraph
     from pipeline.target import TARGETS
     from pipeline.target.check import failure_message
-    from pipeline.target.edgetpu_check import judge
+    from pipeline.target.edge_tpu_check import judge
 
     w = _t("w", (4, 3, 3, 4), constant=True)
     m, a = _t("m", (1, 4)), _t("a", (2,), "int32", True, index=3)

@@ -8,7 +8,8 @@ import stat
 import textwrap
 from pathlib import Path
 
-from pipeline.target.edgetpu_compiler import NOT_FOUND, compile_edgetpu, parse_compiler_log, parse_size
+from pipeline.target.rules import CompileResult
+from pipeline.target.edge_tpu_compiler import NOT_FOUND, compile_edgetpu, parse_compiler_log, parse_size
 
 PARTIAL = textwrap.dedent("""\
     Edge TPU Compiler version 16.0.384591198
@@ -93,7 +94,7 @@ def test_partially_mapped_log():
     assert r["input_bytes"] == round(4.24 * 2**20) and r["output_bytes"] == round(5.57 * 2**20)
     assert r["on_chip_bytes_used"] == round(4.21 * 2**20) and r["on_chip_bytes_remaining"] == round(3.29 * 2**20)
     assert r["off_chip_bytes"] == 0 and r["subgraphs"] == 1
-    assert (r["ops_total"], r["ops_edgetpu"], r["ops_cpu"]) == (267, 264, 3)
+    assert (r["ops_total"], r["ops_mapped"], r["ops_cpu"]) == (267, 264, 3)
     assert [(o["op"], o["count"], o["mapped"]) for o in r["operators"]] == [
         ("ADD", 42, True), ("CUSTOM", 1, False), ("RESHAPE", 10, True), ("LEAKY_RELU", 2, False), ("CONV_2D", 212, True)]
     assert r["operators"][3]["status"] == "Operation not supported"
@@ -102,7 +103,7 @@ def test_partially_mapped_log():
 
 def test_fully_mapped_stdout_and_operation_log():
     r = parse_compiler_log(FULL_STDOUT)
-    assert (r["ops_total"], r["ops_edgetpu"], r["ops_cpu"]) == (12, 12, 0)  # no "will run on" lines when all map
+    assert (r["ops_total"], r["ops_mapped"], r["ops_cpu"]) == (12, 12, 0)  # no "will run on" lines when all map
     assert r["on_chip_bytes_used"] == 81 * 1024 and r["operation_log"] == "student_int8_edgetpu.log"
     table = parse_compiler_log(FULL_LOG_FILE)["operators"]
     assert sum(o["count"] for o in table) == 12 and all(o["mapped"] for o in table)
@@ -111,7 +112,7 @@ def test_fully_mapped_stdout_and_operation_log():
 def test_refused_model():
     r = parse_compiler_log(REFUSED)
     assert r["errors"] == ["Invalid model: student_int8.tflite", "Model not quantized"]
-    assert r["ops_total"] is None and r["ops_edgetpu"] is None
+    assert r["ops_total"] is None and r["ops_mapped"] is None
 
 
 def _fake_compiler(bin_dir, stdout: str, rc: int = 0, write_model: bool = True):
@@ -139,10 +140,10 @@ def test_compiles_with_the_compiler_on_path(tmp_path, monkeypatch):
     model = tmp_path / "student_int8.tflite"
     model.write_bytes(b"TFL3 stand-in")
     r = compile_edgetpu(model, out)
-    assert r["status"] == "compiled" and r["compiled"] and r["model"] == "student_int8_edgetpu.tflite"
+    assert r.status == "compiled" and r.compiled and r.model == "student_int8_edgetpu.tflite"
     assert (out / "student_int8_edgetpu.tflite").read_bytes() == model.read_bytes()
     assert (out / "edgetpu_compiler.log").read_text().startswith("Edge TPU Compiler version 16")
-    assert (r["ops_total"], r["ops_edgetpu"], r["subgraphs"]) == (12, 12, 1)
+    assert (r.ops_total, r.ops_mapped, r.subgraphs) == (12, 12, 1)
 
 
 def test_refusal_is_a_recorded_failure_not_an_exception(tmp_path, monkeypatch):
@@ -153,13 +154,13 @@ def test_refusal_is_a_recorded_failure_not_an_exception(tmp_path, monkeypatch):
     model = tmp_path / "student_int8.tflite"
     model.write_bytes(b"x")
     r = compile_edgetpu(model, tmp_path / "out")
-    assert not r["compiled"] and r["status"].startswith("failed: Invalid model") and "Model not quantized" in r["status"]
+    assert not r.compiled and r.status.startswith("failed: Invalid model") and "Model not quantized" in r.status
 
 
 def test_missing_compiler_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     r = compile_edgetpu(tmp_path / "m.tflite", tmp_path / "out")
-    assert r == {"status": NOT_FOUND, "compiled": False}
+    assert r == CompileResult(status=NOT_FOUND, compiled=False) and not r.ran
     assert NOT_FOUND == "not compiled: edgetpu_compiler not found"
 
 
@@ -173,4 +174,4 @@ def test_relative_paths_work_although_the_compiler_runs_in_its_output_folder(tmp
     Path("run").mkdir()
     Path("run/student_int8.tflite").write_bytes(b"TFL3 stand-in")
     r = compile_edgetpu(Path("run/student_int8.tflite"), Path("run/out"))
-    assert r["compiled"] and (tmp_path / "run" / "out" / "student_int8_edgetpu.tflite").read_bytes() == b"TFL3 stand-in"
+    assert r.compiled and (tmp_path / "run" / "out" / "student_int8_edgetpu.tflite").read_bytes() == b"TFL3 stand-in"

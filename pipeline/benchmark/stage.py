@@ -307,7 +307,7 @@ def target_summary(ctx, name: str) -> dict[str, Any]:
 def host_environment() -> dict[str, Any]:
     """CPU, cores, OS and runtime versions of this machine (the device runner's block, plus tool versions)."""
     from pipeline.artifacts import tool_versions
-    from pipeline.device.info import describe_device
+    from pipeline.machine import describe_device
 
     env = describe_device()
     env.pop("coral_usb", None)

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, help="cap on each timed phase (default: the host's)")
     p.add_argument("--name", help="label of this device in reports (default: the hostname)")
     p.add_argument("--only", help="comma-separated artifact keys to run (default: all)")
-    p.add_argument("--delegate", help="Edge TPU delegate library (default: libedgetpu.so.1)")
-    p.add_argument("--edgetpu-device", help="which Edge TPU: usb, pci, usb:0, … (default: the first found)")
+    p.add_argument("--delegate", help="delegate library for a compiled model (default: the one its target names in the bundle)")
+    p.add_argument("--delegate-device", help="which accelerator the delegate opens, e.g. usb, pci, usb:0 (default: the first found)")
 
     sub.add_parser("info", help="print what the results would record about this device")
 
@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
         name=args.name,
         only=only or None,
         delegate_library=args.delegate,
-        delegate_device=args.edgetpu_device,
+        delegate_device=args.delegate_device,
     )
     atomic_write_json(args.output, results)
     failed = sum(1 for row in results["rows"] if row["error"])
@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from pipeline.device.info import describe_device
+    from pipeline.machine import describe_device
 
     print(json.dumps(describe_device(), indent=2))
     return 0

@@ -3,9 +3,10 @@
 ``python -m pipeline bundle runs/NAME --target rpi4 -o rpi4.tar``. The bundle holds
 
 * ``models/<path in its stage folder>`` + ``<…>.json`` — the artifacts the target's runtime executes
-  (from ``05_export/artifacts.json``, an IR with its ``.bin``; for the Edge TPU also the
-  ``*_edgetpu.tflite`` that ``06_target`` holds when the compiler ran, e.g. through
-  ``docker/compile`` or ``python -m pipeline target RUN --compiled DIR``) with their sidecars (layout, quantisation, mean/std, classes);
+  (from ``05_export/artifacts.json``, an IR with its ``.bin``; for a target with a vendor compiler also
+  the compiled model that ``06_target`` holds when the compiler ran, e.g. through ``docker/compile`` or
+  ``python -m pipeline target RUN --compiled DIR``, with the delegate the board loads for it) with their
+  sidecars (layout, quantisation, mean/std, classes);
 * ``sample.npz`` — the first ``samples`` test images, preprocessed float32 N×C×H×W, and int64 labels;
 * ``bundle.json`` — run, target, the artifacts with the host's predictions and accuracy on that
   exact sample (so a board's numbers are compared like for like), and every file's sha256.
@@ -29,22 +30,11 @@ from pipeline.benchmark.latency import StopRule
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError, printable
 from pipeline.fs import not_an_input
+from pipeline.run_folder import built_for
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
+from pipeline.target import target_rules
 
 DEFAULT_SAMPLES = 200
-EDGETPU_KEY = "tflite_edgetpu"  # the compiled model's key in a bundle
-
-
-def target_rules(target: str):
-    from pipeline.target import TARGETS
-
-    if target not in TARGETS:
-        import difflib
-
-        close = difflib.get_close_matches(target, list(TARGETS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise PipelineError(f"--target {target}: unknown (known: {', '.join(sorted(TARGETS))}){hint}")
-    return TARGETS[target]
 
 
 def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
@@ -63,9 +53,9 @@ def select_artifacts(run_dir: Path, target: str) -> dict[str, Path]:
             "was exported; add them to export.formats and re-run"
         )
     chosen = {key: export / exported[key] for key in wanted}
-    compiled = compiled_edgetpu(run_dir) if rules.compiler == "edgetpu_compiler" else None
+    compiled = compiled_model(run_dir, rules.compiler) if rules.compiler is not None else None
     if compiled is not None:
-        chosen = {EDGETPU_KEY: compiled, **chosen}
+        chosen = {rules.compiler.output_format: compiled, **chosen}
     for key, path in chosen.items():
         if not path.is_file():
             raise PipelineError(f"{path}: {key} artifact listed but missing; re-run the export stage (--from export)")
@@ -82,10 +72,10 @@ def runtime_formats(runtime: str) -> list[str]:
         raise PipelineError(f"target runtime: {exc.args[0]}") from None
 
 
-def compiled_edgetpu(run_dir: Path) -> Path | None:
-    """The model edgetpu_compiler wrote into 06_target, if it ran (it is absent where no compiler is installed):
-    the one its manifest records (an in-run compile, or one imported by ``python -m pipeline target --compiled``),
-    else any there (``docker/compile`` writes into the folder without recording it)."""
+def compiled_model(run_dir: Path, compiler) -> Path | None:
+    """The model the target's vendor compiler wrote into 06_target, if it ran (it is absent where no compiler is
+    installed): the one its manifest records (an in-run compile, or one imported by ``python -m pipeline target
+    --compiled``), else any there named as the compiler names it (``docker/compile`` writes without recording it)."""
     from pipeline.artifacts import Manifest
 
     folder = stage_folder(run_dir, "target")
@@ -93,7 +83,7 @@ def compiled_edgetpu(run_dir: Path) -> Path | None:
     recorded = ((manifest.metrics.get("compiler_result") or {}).get("model") if manifest else None) or ""
     if recorded and Path(recorded).name == recorded and (folder / recorded).is_file():
         return folder / recorded
-    found = sorted(folder.rglob("*_edgetpu.tflite"))
+    found = sorted(folder.rglob(compiler.output_glob))
     return found[0] if found else None
 
 
@@ -138,15 +128,6 @@ def board_threads(host: list[int], target: int) -> list[int]:
         return host
     out = [target if t == 0 else t for t in host]
     return list(dict.fromkeys(out + [target]))
-
-
-def built_for(run_dir: Path) -> str | None:
-    """The target the run's artifacts were made for (the benchmark stage records it), None if unknown."""
-    results = stage_folder(run_dir, "benchmark") / RESULTS_FILE
-    try:
-        return read_json(results)["run"]["target"] if results.is_file() else None
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def warn_target_mismatch(run_dir: Path, target: str, chosen: dict[str, Path]) -> None:
@@ -203,12 +184,13 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
     artifacts: dict[str, dict] = {}
     host_preds: dict[str, np.ndarray] = {}
     compiled_from = rules.deploy_artifact  # what the target stage handed the vendor compiler
+    compiled_key = rules.compiler.output_format if rules.compiler is not None else None
     for key, path in chosen.items():
         member = f"models/{_relative(run_dir, path)}"  # keeps folders: the OpenVINO IRs are all student.xml
         files[member] = path
         entry = {"path": member, "sidecar": None, "format": key, "size_bytes": artifact_size(path), "host": None}
         side = _sidecar(path)
-        if side is None and key == EDGETPU_KEY and compiled_from in chosen:
+        if side is None and key == compiled_key and compiled_from in chosen:
             side = _sidecar(chosen[compiled_from])  # the compiled model keeps the int8 model's I/O
         if side is not None:
             entry["sidecar"] = member + ".json"
@@ -217,7 +199,9 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
             companion = path.with_suffix(suffix)
             if companion.is_file():
                 files[str(PurePosixPath(member).with_suffix(suffix))] = companion
-        if key != EDGETPU_KEY:  # the host has no Edge TPU: the compiled model is compared with what it was compiled from
+        if key == compiled_key and rules.delegate is not None:
+            entry["delegate"] = rules.delegate.as_dict()  # the board runner loads it for this model
+        if key != compiled_key:  # the host has no accelerator: the compiled model is compared with what it was compiled from
             host_preds[key] = host_predictions(path, x)
         artifacts[key] = entry
     for key, entry in artifacts.items():
@@ -238,7 +222,7 @@ def make_bundle(run_dir: Path, target: str, output: Path, samples: int = DEFAULT
         "runtime_device": rules.device,
         "target_threads": rules.threads,
         "settings": benchmark_settings(run_dir, rules.threads),  # the host's settings unless told otherwise
-        "deploy_artifact": EDGETPU_KEY if EDGETPU_KEY in artifacts else rules.deploy_artifact,
+        "deploy_artifact": compiled_key if compiled_key in artifacts else rules.deploy_artifact,
         "sample": {"path": "sample.npz", "split": "test", "count": int(len(y)), "shape": list(x.shape)},
         "artifacts": artifacts,
     }

@@ -3,7 +3,7 @@
 The command lines are built by ``remote_commands`` (pure, unit-tested) and run one by one by
 ``run_remote``; the first that fails stops the sequence with a one-line error naming the
 step and the command, so a user can re-run that line by hand. One exception: the runner's
-exit 1 means "results written, some rows failed" (e.g. the Edge TPU delegate did not load),
+exit 1 means "results written, some rows failed" (e.g. an accelerator's delegate did not load),
 so those results are still fetched and merged before the command exits 1 naming the failed
 rows. Files land in the run folder: ``RUN/device/<target>.tar`` and ``RUN/device/<name>.json``,
 the latter merged into the report.

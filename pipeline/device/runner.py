@@ -24,18 +24,15 @@ import numpy as np
 
 import pipeline
 from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
-from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
 from pipeline.errors import PipelineError, one_line
+from pipeline.machine import describe_device
+from pipeline.report.schema import DEVICE_RESULTS_KIND, DEVICE_RESULTS_VERSION
 from pipeline.runtimes import all_cores, engine_name
-
-RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
-RESULTS_VERSION = 1
-EDGETPU_KEY = "tflite_edgetpu"
 
 
 def engine_with_delegate(runtime, delegate: dict | None) -> str:
-    """'tflite 2.1.0 + libedgetpu.so.1': the engine (``runtimes.engine_name``) and the delegate if any."""
+    """'tflite 2.1.0 + libvendor.so.1': the engine (``runtimes.engine_name``) and the delegate if any."""
     text = engine_name(runtime)
     return f"{text} + {delegate['library']}" if delegate else text
 
@@ -43,23 +40,24 @@ def engine_with_delegate(runtime, delegate: dict | None) -> str:
 class ArtifactOpener:
     """Builds the runtime for one bundled artifact, every time ``measure_latency`` asks (init is timed).
 
-    The compiled Edge TPU model gets the delegate (loaded inside the timed init, as an application
-    starting cold pays it); an OpenVINO IR the target's device (CPU, NPU…).
+    A compiled model whose bundle entry names a delegate gets it (loaded inside the timed init, as an
+    application starting cold pays it); an OpenVINO IR the target's device (CPU, NPU…).
     """
 
-    def __init__(self, path: Path, key: str, device: str, threads: int, delegate: tuple[str | None, str | None] = (None, None)):
-        self.path, self.key, self.device, self.threads = path, key, device, threads
-        self.delegate = delegate  # (library, Edge TPU selector): None, None = libedgetpu.so.1, first device
+    def __init__(self, path: Path, spec: dict | None, device: str, threads: int,
+                 delegate: tuple[str | None, str | None] = (None, None)):
+        self.path, self.spec, self.device, self.threads = path, spec, device, threads
+        self.delegate = delegate  # (library, device selector): None, None = the spec's library, first device
         self.delegate_info: dict | None = None
 
     def __call__(self):
         from pipeline.runtimes import load
 
-        if self.key == EDGETPU_KEY:
-            from pipeline.device.edgetpu import delegate_info, load_edgetpu_delegate
+        if self.spec is not None:
+            from pipeline.device.delegate import delegate_info, load_delegate
 
-            self.delegate_info = delegate_info(*self.delegate)
-            delegate = load_edgetpu_delegate(self.delegate_info)
+            self.delegate_info = delegate_info(self.spec, *self.delegate)
+            delegate = load_delegate(self.spec, self.delegate_info)
             return load(self.path, threads=self.threads, delegates=[delegate])
         if self.path.suffix == ".xml":
             return load(self.path, threads=self.threads, device=self.device)
@@ -105,7 +103,7 @@ def time_artifact(opener: ArtifactOpener, x: np.ndarray, settings: dict) -> dict
 
 
 def _release(runtime) -> None:
-    """Close the engine and collect it now: an Edge TPU delegate must be freed before the next one opens the device."""
+    """Close the engine and collect it now: a delegate must be freed before the next one opens the device."""
     close = getattr(runtime, "close", None)
     if callable(close):
         close()
@@ -151,8 +149,8 @@ def run_bundle(
             rows += measure_bundled(root, manifest, key, x, y, settings, device["name"],
                                     (delegate_library, delegate_device), log)
     return {
-        "kind": RESULTS_KIND,
-        "version": RESULTS_VERSION,
+        "kind": DEVICE_RESULTS_KIND,
+        "version": DEVICE_RESULTS_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline_version": pipeline.__version__,
         "device": device,
@@ -191,7 +189,8 @@ def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, 
     }
     if art.get("host"):  # the host's answer on the same images, shown even when this board fails
         base.update(host_accuracy=art["host"]["accuracy"], host_reference=art["host"]["reference"])
-    scorer = ArtifactOpener(path, key, runtime_device, 0, delegate)
+    spec = art.get("delegate")  # the compiled model's delegate, named by its target
+    scorer = ArtifactOpener(path, spec, runtime_device, 0, delegate)
     try:
         base.update(score_artifact(scorer, x, y, art.get("host")))
         failure = None
@@ -203,7 +202,7 @@ def measure_bundled(root: Path, manifest: dict, key: str, x, y, settings: dict, 
     for t in settings["threads"]:
         row = {**base, "threads": int(t), "error": failure}
         if failure is None:
-            opener = ArtifactOpener(path, key, runtime_device, int(t), delegate)
+            opener = ArtifactOpener(path, spec, runtime_device, int(t), delegate)
             try:
                 row.update(time_artifact(opener, x, settings))
             except Exception as exc:

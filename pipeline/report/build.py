@@ -162,7 +162,7 @@ def target_devices(report: dict[str, Any]) -> list[str]:
 
 
 def on_accelerator(row: dict[str, Any]) -> bool:
-    """The row ran on an accelerator: an Edge TPU delegate loaded, or an OpenVINO device other than the CPU."""
+    """The row ran on an accelerator: a compiled model's delegate loaded, or an OpenVINO device other than the CPU."""
     device = (row.get("engine_info") or {}).get("device")
     return bool((row.get("delegate") or {}).get("loaded")) or (isinstance(device, str) and device.upper() not in ("CPU", ""))
 
@@ -175,7 +175,7 @@ _TARGET_FIELDS = {"name", "verdict", "passed", "summary", "artifact", "file", "c
 def target_info(metrics: dict[str, Any], name: str, rules) -> dict[str, Any]:
     """The target stage's metrics in the report's shape: the check, the vendor compiler's result, the device."""
     compiler = None
-    vendor = rules.compiler if rules else None
+    vendor = rules.compiler.name if rules and rules.compiler else None
     if vendor or "compiler" in metrics:
         result = metrics.get("compiler_result") or {}
         status = metrics.get("compiler") or "no compiler result recorded by the target stage"
@@ -186,7 +186,7 @@ def target_info(metrics: dict[str, Any], name: str, rules) -> dict[str, Any]:
             "status": status,
             "version": result.get("version"),
             "ops_total": result.get("ops_total"),
-            "ops_mapped": result.get("ops_edgetpu"),
+            "ops_mapped": result.get("ops_mapped"),
             "subgraphs": result.get("subgraphs"),
             "on_chip_bytes_used": result.get("on_chip_bytes_used"),
             "off_chip_bytes": result.get("off_chip_bytes"),
@@ -310,10 +310,10 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         boards = sorted({r["device"] for r in report["latency"] if r["where"] == "device" and not r.get("error")})
         where = f"the host CPU's ({cpu})" + (f" or the CPU of {', '.join(boards)}" if boards else "")
         not_measured.append(f"No {acc} was measured: every latency in this report is {where}, not the {acc}'s")
-    from pipeline.device.runner import EDGETPU_KEY
-
+    rules = _rules(report["run"]["target"])
+    compiled = rules.compiler.output_format if rules and rules.compiler else None
     compiler = report["target"].get("compiler")
-    ran_compiled = any(r["artifact"] == EDGETPU_KEY and not r.get("error") for r in report["latency"])  # compiled elsewhere
+    ran_compiled = any(r["artifact"] == compiled and not r.get("error") for r in report["latency"])  # compiled elsewhere
     if compiler and not compiler["ran"] and not ran_compiled:
         not_measured.append(f"The {compiler['name']} (the vendor compiler) did not run: {compiler['status']}")
     not_measured += [_unstated(g) for g in report["gates"] if g["status"] == NOT_MEASURED]

@@ -76,7 +76,6 @@ def _rewrite(run_dir: Path, results_path: Path, baseline: Path | None, base_repo
 def artifacts_made(run_dir: Path, results: dict) -> set[str]:
     """The artifact keys a device row may name: what the host benchmark measured (every exported artifact, failed ones
     included), the export listing, and the compiled model where the run's target has a vendor compiler."""
-    from pipeline.device.bundle import EDGETPU_KEY
     from pipeline.stages import ARTIFACTS_FILE
     from pipeline.target import TARGETS
 
@@ -85,8 +84,8 @@ def artifacts_made(run_dir: Path, results: dict) -> set[str]:
     if listing.is_file():
         made |= set(read_json(listing))
     rules = TARGETS.get((results.get("run") or {}).get("target"))
-    if rules is not None and rules.compiler == "edgetpu_compiler":
-        made.add(EDGETPU_KEY)
+    if rules is not None and rules.compiler is not None:
+        made.add(rules.compiler.output_format)
     return made - {None}
 
 

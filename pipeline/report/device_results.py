@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.device.runner import RESULTS_KIND, RESULTS_VERSION
+from pipeline.report.schema import DEVICE_RESULTS_KIND, DEVICE_RESULTS_VERSION
 from pipeline.errors import PipelineError
 from pipeline.report.build import device_row
 
@@ -25,10 +25,10 @@ def read_device_results(path: Path) -> dict:
         data = json.loads(path.read_text())
     except ValueError as exc:
         raise PipelineError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("kind") != RESULTS_KIND:
-        raise PipelineError(f"{path}: not a device results file (expected \"kind\": \"{RESULTS_KIND}\")")
-    if data.get("version") != RESULTS_VERSION:
-        raise PipelineError(f"{path}: device results version {data.get('version')!r}, this pipeline reads {RESULTS_VERSION}")
+    if not isinstance(data, dict) or data.get("kind") != DEVICE_RESULTS_KIND:
+        raise PipelineError(f"{path}: not a device results file (expected \"kind\": \"{DEVICE_RESULTS_KIND}\")")
+    if data.get("version") != DEVICE_RESULTS_VERSION:
+        raise PipelineError(f"{path}: device results version {data.get('version')!r}, this pipeline reads {DEVICE_RESULTS_VERSION}")
     if not isinstance(data.get("rows"), list) or not isinstance(data.get("device"), dict):
         raise PipelineError(f"{path}: device results without 'rows' or 'device'")
     check_against_schema(path, data)
@@ -59,7 +59,7 @@ def discover_device_results(run_dir: Path) -> list[Path]:
     found = []
     for path in sorted(folder.glob("*.json")):
         try:
-            if json.loads(path.read_text()).get("kind") == RESULTS_KIND:
+            if json.loads(path.read_text()).get("kind") == DEVICE_RESULTS_KIND:
                 found.append(path)
         except (ValueError, OSError, AttributeError):
             continue

@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.config import Gates
 from pipeline.errors import PipelineError
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_ID, SCHEMA_VERSION
+from pipeline.target import TARGETS
+
+# what a latency row's artifact may be: an export format, or a target's vendor compiler's output (a board runs it)
+_ARTIFACT_KEYS = ", ".join(["onnx", "tflite_int8", "…", *sorted({r.compiler.output_format for r in TARGETS.values() if r.compiler})])
 
 Scalar = str | int | float | bool | None
 Fraction = float | None
@@ -163,7 +167,7 @@ class LatencyRow(Closed):
     where: Literal["host", "device"]
     device: str = Field(description="machine name: environment.host.name or a devices[].name")
     model: Literal["teacher", "student"]
-    artifact: str = Field(description="'pytorch' or an export format key (onnx, tflite_int8, …, tflite_edgetpu)")
+    artifact: str = Field(description=f"'pytorch' or an export format key ({_ARTIFACT_KEYS})")
     format: str | None = None
     file: str | None = None
     engine: str | None = Field(None, description="runtime that executed it, with version")

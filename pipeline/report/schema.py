@@ -42,6 +42,9 @@ from typing import Any
 SCHEMA_ID = "edge-pipeline/report"
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "report.schema.json"  # written beside every report.json, which names it in "$schema"
+# a board's results file (``python -m pipeline.device run``), whose rows the report merges (``device_results``)
+DEVICE_RESULTS_KIND = "device-results"
+DEVICE_RESULTS_VERSION = 1
 
 LATENCY_STATS = ("mean", "std", "min", "max", "p50", "p90", "p99")
 ROW_KEY = ("where", "device", "model", "artifact", "threads")

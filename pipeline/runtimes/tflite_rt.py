@@ -48,7 +48,8 @@ class TFLiteRuntime(Runtime):
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             text = " ".join(str(exc).split())
-            hint = " (an Edge TPU model needs the Edge TPU delegate)" if "edgetpu" in text.lower() else ""
+            custom = "custom op" in text.lower()  # a model compiled for an accelerator: its custom ops need the delegate
+            hint = " (a compiled model's custom ops need its accelerator's delegate)" if custom else ""
             raise PipelineError(f"{self.artifact}: the TFLite interpreter cannot load it{hint}: {one_line(text)}") from None
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]

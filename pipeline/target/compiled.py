@@ -1,41 +1,29 @@
-"""Fold an Edge TPU compile made on another machine into a run's target stage.
+"""Fold a vendor compile made on another machine into a run's target stage.
 
-``python -m pipeline target RUN --compiled DIR``. ``edgetpu_compiler`` exists only for x86-64 Linux,
-so users compile elsewhere (``docker/compile``, or ``edgetpu_compiler -s -o DIR student_int8.tflite``)
-and bring back ``DIR`` holding ``<stem>_edgetpu.tflite`` and ``<stem>_edgetpu.log`` (Coral's
-operation log), optionally with the compiler's stdout saved as ``edgetpu_compiler.log`` (the
-summary: on-chip / off-chip memory, subgraphs). ``<stem>`` is the stem of the run's
-``tflite_int8`` (``05_export/artifacts.json``).
-
-Before anything is written the compile is checked against the run: the names (compiled file,
-the logs' ``Input:`` lines) must be the run's int8 model's, the compiled file must be a TFLite
-flatbuffer holding an ``edgetpu-custom-op`` with the int8 model's input/output shapes and dtypes.
-The op split is the logs', except that a compiled file holding more ops outside its
-``edgetpu-custom-op`` than the logs put on the CPU is counted from the file (a warning line says so).
-Then, under the run's lock, the files are copied into ``06_target/`` under fixed names (the
-user's path decides only what is read) and the stage's manifest is rewritten with the parsed log
-in the same metrics an in-run compile records (``pipeline.target.stage``), so the report and the
-device bundle pick it up. The target stage's outputs change, so the next ``python -m pipeline
-run`` re-runs benchmark and report; re-running the target stage itself drops the import.
+``python -m pipeline target RUN --compiled DIR``. A vendor compiler may exist only for some hosts
+(the Edge TPU's: x86-64 Linux only), so users compile elsewhere and bring back its output folder.
+The target's compiler checks that folder against the run's deploy artifact before anything is
+written (``VendorCompiler.check_import``). Then, under the run's lock, the files are copied into
+``06_target/`` under fixed names (the user's path decides only what is read) and the stage's
+manifest is rewritten with the parsed compile in the same metrics an in-run compile records
+(``pipeline.target.stage``), so the report and the device bundle pick it up. The target stage's
+outputs change, so the next ``python -m pipeline run`` re-runs benchmark and report; re-running the
+target stage itself drops the import.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pipeline.artifacts import Manifest, atomic_write_bytes, hash_outputs
-from pipeline.errors import PipelineError, one_line
+from pipeline.errors import PipelineError
 from pipeline.stages import stage_folder
-from pipeline.target.edgetpu_compiler import LOG_FILE, parse_compiler_log
-
-CUSTOM_OP = "edgetpu-custom-op"  # what the compiler replaces each mapped subgraph with
-_INPUT = re.compile(r"^\s*Input(?: model)?:\s*(\S.*?)\s*$", re.MULTILINE)  # "Input:" (.log) / "Input model:" (stdout)
+from pipeline.target.rules import CompileResult, TargetRules
 
 
-def import_compiled(run_dir: Path, folder: Path) -> dict:
-    """Check ``folder``'s compile against ``run_dir``'s int8 model, copy it into the target stage, record it.
-    Returns the compiler result written into the manifest's ``compiler_result``."""
+def import_compiled(run_dir: Path, folder: Path) -> tuple[TargetRules, CompileResult]:
+    """Check ``folder``'s compile against ``run_dir``'s deploy artifact, copy it into the target stage, record it.
+    Returns the run's target rules and the compiler result written into the manifest's ``compiler_result``."""
     from pipeline.lock import run_lock
 
     run_dir, folder = Path(run_dir), Path(folder).expanduser()
@@ -46,128 +34,41 @@ def import_compiled(run_dir: Path, folder: Path) -> dict:
         manifest = Manifest.read(target_dir)
         if manifest is None:
             raise PipelineError(f"{target_dir}: no finished target stage; run it first (python -m pipeline run <recipe> --until target)")
-        model = _int8_model(run_dir, _run_rules(run_dir))
-        files, result = check_compiled(folder, model)
+        rules = _run_rules(run_dir)
+        files, result = rules.compiler.check_import(folder, _deploy_model(run_dir, rules))
         for name, src in files.items():
             dst = target_dir / name  # a fixed name: nothing the user gives decides where we write
             if not (dst.exists() and dst.resolve() == src.resolve()):
                 atomic_write_bytes(dst, src.read_bytes())
         metrics = dict(manifest.metrics)
-        metrics.update(compiler=result["status"], compiled=True, compiler_result=result,
+        metrics.update(compiler=result.status, compiled=True, compiler_result=result.as_dict(),
                        compiler_source=f"imported from {folder.resolve()} (python -m pipeline target --compiled)")
         if "ops_mapped" in metrics:
-            metrics["compiler_agrees"] = result.get("ops_edgetpu") == metrics["ops_mapped"]
+            metrics["compiler_agrees"] = result.ops_mapped == metrics["ops_mapped"]
         manifest.metrics, manifest.outputs = metrics, hash_outputs(target_dir)
         manifest.write(target_dir)  # last: until it is written the stage reads as before the import
-    return result
-
-
-def check_compiled(folder: Path, model: Path) -> tuple[dict[str, Path], dict]:
-    """The files to copy ({name in 06_target: source}) and the parsed compile; a one-line error for anything
-    that is not ``edgetpu_compiler``'s output for ``model``."""
-    redo = f"compile {model} with: edgetpu_compiler -s -o DIR {model.name} (or docker/compile), then pass that DIR"
-    if not folder.is_dir():
-        raise PipelineError(f"--compiled {folder}: no such folder; {redo}")
-    compiled_name, log_name = f"{model.stem}_edgetpu.tflite", f"{model.stem}_edgetpu.log"
-    found = sorted(p.name for p in folder.glob("*_edgetpu.tflite"))
-    if compiled_name not in found:
-        if not found:
-            raise PipelineError(f"{folder}: no *_edgetpu.tflite in it; {redo}")
-        raise PipelineError(f"{folder / found[0]}: compiled from {found[0].removesuffix('_edgetpu.tflite')}.tflite, "
-                            f"not this run's {model.name} (expected {compiled_name}); {redo}")
-    compiled, op_log, stdout = folder / compiled_name, folder / log_name, folder / LOG_FILE
-    if not op_log.is_file():
-        raise PipelineError(f"{op_log}: missing (the compiler writes it beside {compiled_name}); copy it too, or {redo}")
-    texts = {op_log: _text(op_log)}
-    if stdout.is_file():
-        texts[stdout] = _text(stdout)
-    for path, text in texts.items():
-        named = [Path(m.replace("\\", "/")).name for m in _INPUT.findall(text)]
-        if not named:
-            raise PipelineError(f"{path}: names no input model (no 'Input:' line): not an edgetpu_compiler log; {redo}")
-        if any(n != model.name for n in named):
-            raise PipelineError(f"{path}: a log for {named[0]}, not this run's {model.name}; {redo}")
-    subgraphs, cpu_in_file = _check_flatbuffer(compiled, model, redo)
-
-    parsed = parse_compiler_log(texts.get(stdout, texts[op_log]))
-    if not parsed["operators"]:
-        parsed["operators"] = parse_compiler_log(texts[op_log])["operators"]
-    parsed["version"] = parsed["version"] or parse_compiler_log(texts[op_log])["version"]
-    rows = parsed["operators"]
-    if rows and parsed["ops_total"] is None:  # only the .log: its table is the op split
-        parsed["ops_total"] = sum(r["count"] for r in rows)
-        parsed["ops_cpu"] = sum(r["count"] for r in rows if not r["mapped"])
-        parsed["ops_edgetpu"] = parsed["ops_total"] - parsed["ops_cpu"]
-    if parsed["subgraphs"] is None:
-        parsed["subgraphs"] = subgraphs
-    if cpu_in_file > (parsed["ops_cpu"] or 0):  # a log that claims more on the Edge TPU than the file holds: the file decides
-        import sys
-
-        from pipeline.errors import printable
-
-        print(f"warning: {printable(op_log)}: says {parsed['ops_cpu'] or 0} op(s) run on the CPU, but {compiled_name} holds "
-              f"{cpu_in_file} op(s) outside the {CUSTOM_OP}; counted from the compiled file (was the log edited or from "
-              "another compile?)", file=sys.stderr)
-        parsed["ops_cpu"] = cpu_in_file
-        if parsed["ops_total"] is not None:
-            parsed["ops_edgetpu"] = max(parsed["ops_total"] - cpu_in_file, 0)
-    files = {compiled_name: compiled, log_name: op_log, **({LOG_FILE: stdout} if stdout.is_file() else {})}
-    result = {"status": "compiled", "compiled": True, "model": compiled_name, "log": LOG_FILE if stdout.is_file() else log_name,
-              **parsed}
-    return files, result
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise PipelineError(f"{path}: cannot be read ({one_line(exc)})") from None
-
-
-def _check_flatbuffer(compiled: Path, model: Path, redo: str) -> tuple[int, int]:
-    """How many ``edgetpu-custom-op`` the compiled file holds (its Edge TPU subgraphs) and how many other ops (what
-    runs on the CPU), after checking that it is a TFLite flatbuffer with the int8 model's input/output shapes and dtypes."""
-    from pipeline.formats.tflite_graph import read_tflite
-
-    try:
-        graph = read_tflite(compiled)
-    except Exception as exc:  # noqa: BLE001  a truncated or foreign file can fail anywhere in the flatbuffer reader
-        reason = str(exc).removeprefix(f"{compiled}: ") if isinstance(exc, PipelineError) else ""
-        if not reason or reason.startswith("not a TFLite flatbuffer"):
-            reason = "not a TFLite flatbuffer (edgetpu_compiler writes one; was the file cut short or replaced?)"
-        raise PipelineError(f"{compiled}: {one_line(reason)}; {redo}") from None
-    tpu_ops = sum(op.opcode_name == CUSTOM_OP for op in graph.ops)
-    if not tpu_ops:
-        raise PipelineError(f"{compiled}: a TFLite model without an {CUSTOM_OP}, so not compiled for the Edge TPU; {redo}")
-    source = read_tflite(model)
-
-    def io(g) -> str:
-        def shapes(ts):
-            return ", ".join(f"{'×'.join(map(str, t.shape))} {t.dtype}" for t in ts) or "none"
-
-        return f"inputs {shapes(g.inputs)}; outputs {shapes(g.outputs)}"
-
-    if io(graph) != io(source):
-        raise PipelineError(f"{compiled}: {io(graph)}, but {model.name} has {io(source)}: compiled from another model; {redo}")
-    return tpu_ops, len(graph.ops) - tpu_ops
+    return rules, result
 
 
 def _run_rules(run_dir: Path):
-    """The run's target rules (from config.json, else the benchmark results); only a target with edgetpu_compiler."""
-    from pipeline.device.bundle import built_for, target_rules
-    from pipeline.run_folder import recorded_config
+    """The run's target rules (from config.json, else the benchmark results); only a target whose compiler's output
+    can be imported."""
+    from pipeline.run_folder import built_for, recorded_config
+    from pipeline.target import TARGETS, target_rules
 
     config = recorded_config(run_dir) or {}
     name = (config.get("target") or {}).get("name") or built_for(run_dir)
     if name is None:
         raise PipelineError(f"{run_dir}: no config.json or benchmark results naming its target; re-run it with python -m pipeline run")
     rules = target_rules(name)
-    if rules.compiler != "edgetpu_compiler":
-        raise PipelineError(f"{run_dir}: its target {name} has no Edge TPU compiler; --compiled is for an edge_tpu run")
+    if rules.compiler is None or rules.compiler.check_import is None:
+        able = sorted(n for n, r in TARGETS.items() if r.compiler is not None and r.compiler.check_import is not None)
+        raise PipelineError(f"{run_dir}: its target {name} has no vendor compiler whose output --compiled imports "
+                            f"(targets with one: {', '.join(able) or 'none'})")
     return rules
 
 
-def _int8_model(run_dir: Path, rules) -> Path:
+def _deploy_model(run_dir: Path, rules) -> Path:
     from pipeline.target.stage import deploy_artifact
 
     return deploy_artifact(stage_folder(run_dir, "export"), rules)

@@ -10,7 +10,6 @@ RULES = TargetRules(
     io_dtype="float32",
     layout="NCHW",
     deploy_artifact="openvino_int8",
-    runtime="openvino",
     device="CPU",
     checker=check_openvino,
 )

@@ -16,7 +16,6 @@ RULES = TargetRules(
     io_dtype="float32",
     layout="NCHW",
     deploy_artifact="openvino_int8",
-    runtime="openvino",
     device="NPU",
     accelerator="Intel NPU",
     checker=check_openvino,

@@ -16,7 +16,6 @@ RULES = TargetRules(
     io_dtype="int8",
     layout="NHWC",
     deploy_artifact="tflite_int8",
-    runtime="tflite",
     device="CPU",
     threads=4,
     checker=check_tflite,

@@ -1,16 +1,107 @@
 """What a hardware target demands of a model, as data the export, QAT, check and benchmark stages read.
 
 One ``TargetRules`` per target, in its own module (``pipeline/target/<name>.py``); recipes in
-``targets/`` name it with ``target.name``. Adding a target whose formats already exist means
-one rules module and one line in ``pipeline/target/__init__.py``, nothing else: the export,
-QAT, check and benchmark stages read everything they need from these fields.
+``targets/`` name it with ``target.name``. A target is a plug-in: its module declares the rules,
+the deploy format, its checker, its vendor compiler (a ``VendorCompiler`` whose call returns a
+``CompileResult``) and its board facts (image, docker devices, delegate). Adding one means its
+module, one line in ``pipeline/target/__init__.py`` and a recipe; the stages, the bundle, the
+board runner and the report read only these fields (``tests/test_target_plugin.py`` does it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
+
+TURNED_OFF = "not compiled: target.compiler is off"  # the status of a compiler the recipe switched off
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What a vendor compiler made of the deploy artifact, under vendor-neutral names.
+
+    ``status`` is "compiled", "failed: …" or why it did not run ("not compiled: … not found"); a
+    compiler that ran has a ``log`` (its printout, kept in the stage folder) and whatever its log
+    says; a field the log does not give stays None. ``ops_mapped`` ran on the accelerator,
+    ``ops_cpu`` on the host CPU.
+    """
+
+    status: str
+    compiled: bool
+    model: str | None = None  # the compiled file's name in the target stage folder
+    log: str | None = None  # the compiler's printout in the target stage folder; None = it did not run
+    input_model: str | None = None
+    input_bytes: int | None = None
+    output_model: str | None = None
+    output_bytes: int | None = None
+    on_chip_bytes_used: int | None = None
+    on_chip_bytes_remaining: int | None = None
+    off_chip_bytes: int | None = None
+    subgraphs: int | None = None
+    ops_total: int | None = None
+    ops_mapped: int | None = None
+    ops_cpu: int | None = None
+    operation_log: str | None = None
+    version: str | None = None
+    compile_ms: float | None = None
+    operators: list[dict[str, Any]] = field(default_factory=list)  # per op type: op, count, status, mapped
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        return self.log is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON the target stage's metrics carry as ``compiler_result`` (for a compiler that ran)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompileResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class VendorCompiler:
+    """A target's vendor compiler: ``compiler(deploy_artifact, out_dir) -> CompileResult``, never raising for a
+    model it refuses (that is a finding). ``output_format`` keys the compiled model in bundles and device rows;
+    ``output_glob`` finds one compiled outside the pipeline (``docker/compile``) in the target stage folder;
+    ``check_import`` checks a compile made on another machine (``python -m pipeline target RUN --compiled DIR``):
+    ``(folder, deploy artifact) -> ({name in the stage folder: source file}, CompileResult)``."""
+
+    name: str  # what the console and the report call it
+    compile: Callable[[Path, Path], CompileResult]
+    output_format: str
+    output_glob: str
+    check_import: Callable[[Path, Path], tuple[dict[str, Path], CompileResult]] | None = None
+
+    def __call__(self, model: Path, out_dir: Path) -> CompileResult:
+        return self.compile(model, out_dir)
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """The TFLite delegate that runs a compiled model on the board, as the bundle tells the runner.
+
+    ``library`` per ``platform.system()``; ``installed_glob`` finds the installed copies under /usr/lib and
+    /usr/local/lib (recorded with the results); the hints finish the one-line error when it does not load
+    (not installed / installed but no device or a mismatched build).
+    """
+
+    accelerator: str  # what the error line calls it when it does not load
+    library: dict[str, str]
+    installed_glob: str
+    not_installed_hint: str
+    not_loaded_hint: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# the check report's numbers the target stage's metrics carry (in this order), unless a target names its own
+HEADLINE = ("verdict", "summary", "ops_total", "ops_mapped", "ops_cpu", "cpu_from", "parameter_bytes", "fits_on_chip",
+            "fake_quantize_ops", "checked_on", "full_integer")
 
 
 @dataclass(frozen=True)
@@ -22,9 +113,8 @@ class TargetRules:
     symmetric_weights: bool = True
     io_dtype: Literal["int8", "uint8", "float32"] = "int8"  # input/output tensors of the int8 artifact
     layout: Literal["NHWC", "NCHW"] = "NHWC"
-    # which artifact and runtime represent "the deployed student" for gates and the report
+    # which artifact represents "the deployed student" for gates and the report; its format row says the runtime
     deploy_artifact: str = "tflite_int8"  # a key of export.formats
-    runtime: str = "tflite"  # runtime that runs deploy_artifact on the device
     device: str = "CPU"  # runtime device (OpenVINO: CPU, NPU, GPU)
     threads: int = 0  # default benchmark thread count on the board, 0 = all cores
     # the accelerator the deploy artifact runs on (Edge TPU, NPU); None = the board's CPU. A host CPU
@@ -33,15 +123,25 @@ class TargetRules:
     # static check of the deployed artifact: (path, rules) -> JSON-able report with at least
     # verdict (str), passed (bool), summary (one line); see pipeline/target/checks.py
     checker: Callable[[Path, TargetRules], dict] | None = field(default=None, compare=False)
-    compiler: str | None = None  # vendor compiler called when on PATH (edgetpu_compiler)
+    headline: tuple[str, ...] = HEADLINE  # the checker's numbers the stage metrics (and the report) carry
+    compiler: VendorCompiler | None = field(default=None, compare=False)  # called when installed (target.compiler: auto)
     # the board side: the docker/ image that runs the bundle (name without the version tag, which is
-    # pipeline.device.remote's IMAGE_VERSION) and the device nodes its accelerator needs in the container
+    # pipeline.device.remote's IMAGE_VERSION), the device nodes its accelerator needs in the container,
+    # and the delegate the compiled model runs through
     image: str | None = None
     docker_devices: tuple[str, ...] = ()
+    delegate: Delegate | None = None
     # the recipe to run instead when ``device`` is absent here (OpenVINO NPU -> openvino_cpu.yaml)
     alternative: str | None = None
     # arch prefix -> a variant this target runs fully, suggested when a model is refused
     friendly_archs: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that runs the deploy artifact on the device: the deploy format's row says it."""
+        from pipeline.formats import runtime_of
+
+        return runtime_of(self.deploy_artifact)
 
     def friendly_alternative(self, arch: str) -> str | None:
         """The variant to suggest for ``arch`` (longest matching prefix), None when there is none or it is itself."""

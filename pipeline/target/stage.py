@@ -2,11 +2,11 @@
 vendor compiler is installed.
 
 Reads ``05_export/artifacts.json`` ({format: relative path}) for ``rules.deploy_artifact``,
-runs ``rules.checker`` (Edge TPU: the static op check; TFLite/OpenVINO targets: full-integer,
-loads, device plugin), and, for a target with a compiler and ``target.compiler: auto``, runs
-it (``*_edgetpu.tflite`` and its log are kept here). Writes ``check.json``; the metrics carry
-the verdict, the headline numbers, the compiler's result (or why it did not run: never a
-silent skip) and whether the target's device is present.
+runs ``rules.checker`` (a static op check for an accelerator; TFLite/OpenVINO targets: full-integer,
+loads, device plugin), and, for a target with a vendor compiler and ``target.compiler: auto``, calls
+it (the compiled model and its log are kept here). Writes ``check.json``; the metrics carry
+the verdict, the check's headline numbers (``rules.headline``), the compiler's ``CompileResult``
+(or why it did not run: never a silent skip) and whether the target's device is present.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json, read_artifacts
 from pipeline.errors import PipelineError
+from pipeline.target.rules import TURNED_OFF, CompileResult
 
 CHECK_FILE = "check.json"
-HEADLINE = ("verdict", "summary", "ops_total", "ops_mapped", "ops_cpu", "cpu_from", "parameter_bytes",
-            "parameter_bytes_on_edgetpu", "fits_on_chip", "fake_quantize_ops", "checked_on", "full_integer")
 
 
 def run(ctx) -> dict:
@@ -38,23 +37,23 @@ def run(ctx) -> dict:
 
     compiler = run_compiler(rules, ctx.cfg.target.compiler, artifact, ctx.out)
     if compiler is not None:
-        console.print(f"  {rules.compiler}: {escape(compiler_line(compiler))}")
+        console.print(f"  {rules.compiler.name}: {escape(compiler_line(compiler, rules.accelerator))}")
     device = device_status(rules)
     if device["message"]:
         console.print(f"  [yellow]{escape(device['message'])}[/yellow]")
 
-    metrics = {k: report[k] for k in HEADLINE if k in report}
+    metrics = {k: report[k] for k in rules.headline if k in report}
     metrics.update(passed=report["passed"], artifact=rules.deploy_artifact, file=artifact.name)
     if first := report.get("first_unmapped"):
         metrics["first_unmapped"] = f"#{first['index']} {first['op']}: {first['reason']}"
     if report.get("rejected"):
         metrics["rejected"] = report["rejected"]
     if compiler is not None:
-        metrics.update(compiler=compiler["status"], compiled=compiler["compiled"])
-        if "version" in compiler:  # it ran: its parsed log (per-op table, memory, subgraphs)
-            metrics["compiler_result"] = compiler
-        if compiler["compiled"] and "ops_mapped" in report:
-            metrics["compiler_agrees"] = compiler.get("ops_edgetpu") == report["ops_mapped"]
+        metrics.update(compiler=compiler.status, compiled=compiler.compiled)
+        if compiler.ran:  # its parsed log (per-op table, memory, subgraphs)
+            metrics["compiler_result"] = compiler.as_dict()
+        if compiler.compiled and "ops_mapped" in report:
+            metrics["compiler_agrees"] = compiler.ops_mapped == report["ops_mapped"]
     metrics.update(device=device["device"], device_available=device["available"])
     if device["message"]:
         metrics["device_note"] = device["message"]
@@ -73,23 +72,19 @@ def deploy_artifact(export_dir: Path, rules) -> Path:
     return path
 
 
-def run_compiler(rules, setting: str, artifact: Path, out: Path) -> dict | None:
+def run_compiler(rules, setting: str, artifact: Path, out: Path) -> CompileResult | None:
     """The vendor compiler's result; None for a target without one. Absent or turned off is said, not skipped."""
     if rules.compiler is None:
         return None
-    if rules.compiler != "edgetpu_compiler":
-        raise PipelineError(f"target {rules.name}: no integration for compiler '{rules.compiler}' (known: edgetpu_compiler)")
-    from pipeline.target.edgetpu_compiler import TURNED_OFF, compile_edgetpu
-
     if setting == "off":
-        return {"status": TURNED_OFF, "compiled": False}
-    return compile_edgetpu(artifact, out)
+        return CompileResult(status=TURNED_OFF, compiled=False)
+    return rules.compiler(artifact, out)
 
 
-def compiler_line(result: dict) -> str:
-    if not result["compiled"]:
-        return result["status"]
-    mib = (result.get("on_chip_bytes_used") or 0) / 2**20
-    off = (result.get("off_chip_bytes") or 0) / 2**20
-    return (f"compiled {result['model']}: {result.get('ops_edgetpu')}/{result.get('ops_total')} ops on the Edge TPU, "
-            f"{result.get('subgraphs')} subgraph(s), {mib:.2f} MiB on-chip, {off:.2f} MiB off-chip")
+def compiler_line(result: CompileResult, accelerator: str | None) -> str:
+    if not result.compiled:
+        return result.status
+    mib = (result.on_chip_bytes_used or 0) / 2**20
+    off = (result.off_chip_bytes or 0) / 2**20
+    return (f"compiled {result.model}: {result.ops_mapped}/{result.ops_total} ops on the {accelerator or 'accelerator'}, "
+            f"{result.subgraphs} subgraph(s), {mib:.2f} MiB on-chip, {off:.2f} MiB off-chip")

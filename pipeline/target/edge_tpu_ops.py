@@ -12,29 +12,16 @@ compiler's log, when it is installed, is recorded beside this static check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from pipeline.formats.tflite_graph import TFLiteOp, TFLiteTensor
+from pipeline.formats.tflite_graph import TFLiteTensor
+from pipeline.target.tflite_options import OpView
 
 EIGHT_BIT = ("int8", "uint8")
 ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
-
-
-@dataclass(frozen=True)
-class OpView:
-    """One op with what its limits are judged on: options from the flatbuffer, small constant inputs."""
-
-    op: TFLiteOp
-    options: dict = field(default_factory=dict)  # builtin options (camelCase keys, as the schema names them)
-    constants: dict[int, np.ndarray] = field(default_factory=dict)  # tensor index -> value (int constants only)
-
-    def const(self, position: int) -> np.ndarray | None:
-        if position >= len(self.op.inputs):
-            return None
-        return self.constants.get(self.op.inputs[position].index)
 
 
 @dataclass(frozen=True)

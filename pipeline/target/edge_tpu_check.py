@@ -3,7 +3,7 @@
 Follows Coral's model requirements (coral.ai/docs/edgetpu/models-intro): the model must be
 fully 8-bit quantised (else the compiler stops with "Model not quantized"), tensor sizes and
 parameters constant at compile time, tensors at most 3-D unless the outer dimensions are 1
-(so batch 1), and only the supported ops within their limits (``edgetpu_ops``). The compiler
+(so batch 1), and only the supported ops within their limits (``edge_tpu_ops``). The compiler
 makes ONE Edge TPU partition: from the first op it cannot map, that op and every op after
 it run on the CPU, even supported ones (ops before the first mappable one, e.g. a float
 input's QUANTIZE, also run on the CPU, as the compiler's logs show). Parameters of the mapped
@@ -17,17 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.formats.tflite_graph import TFLiteGraph, float_ops_between_io, read_tflite
-from pipeline.target.edgetpu_ops import AFTER_CUT, MAPPED, OpView, op_problem
+from pipeline.target.edge_tpu_ops import AFTER_CUT, MAPPED, op_problem
+from pipeline.target.tflite_options import OpView, read_op_views
 
 ON_CHIP_BYTES = 8 * 1024 * 1024  # Edge TPU SRAM for caching parameters (the compiler reports ~7.9 MiB usable)
 SOURCE = "coral.ai/docs/edgetpu/models-intro (requirements, supported operations; Edge TPU Compiler 16)"
 FULLY, PARTIALLY, NOT_MAPPED = "fully mapped", "partially mapped", "not mapped"
+# the report's numbers the target stage's metrics carry: the generic ones plus the parameters cached on the chip
+HEADLINE = ("verdict", "summary", "ops_total", "ops_mapped", "ops_cpu", "cpu_from", "parameter_bytes",
+            "parameter_bytes_on_edgetpu", "fits_on_chip")
 
 
 def check_edgetpu(path: Path, rules=None) -> dict:
     """The static verdict for one .tflite (``rules`` unused: the Edge TPU's rules are fixed); JSON-able."""
-    from pipeline.target.tflite_options import read_op_views
-
     graph = read_tflite(Path(path))
     return judge(graph, read_op_views(graph))
 

@@ -33,10 +33,11 @@ import subprocess
 from pathlib import Path
 
 from pipeline.child import run_child
+from pipeline.target.rules import CompileResult
 
 COMPILER = "edgetpu_compiler"
 NOT_FOUND = f"not compiled: {COMPILER} not found"
-TURNED_OFF = "not compiled: target.compiler is off"
+OUTPUT_GLOB = "*_edgetpu.tflite"  # what it writes for <stem>.tflite
 LOG_FILE = "edgetpu_compiler.log"
 
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
@@ -50,7 +51,7 @@ _FIELDS = {  # log key -> (our key, kind)
     "Off-chip memory used for streaming uncached model parameters": ("off_chip_bytes", "size"),
     "Number of Edge TPU subgraphs": ("subgraphs", int),
     "Total number of operations": ("ops_total", int),
-    "Number of operations that will run on Edge TPU": ("ops_edgetpu", int),
+    "Number of operations that will run on Edge TPU": ("ops_mapped", int),
     "Number of operations that will run on CPU": ("ops_cpu", int),
     "Operation log": ("operation_log", str),
 }
@@ -107,14 +108,14 @@ def parse_compiler_log(text: str) -> dict:
     if rows and out["ops_cpu"] is None and not any("All other operators" in ln for ln in text.splitlines()):
         out["ops_cpu"] = sum(r["count"] for r in rows if not r["mapped"])
     if out["ops_total"] is not None:  # a fully mapped model prints no "will run on" lines
-        if out["ops_cpu"] is None and out["ops_edgetpu"] is None and not out["errors"]:
+        if out["ops_cpu"] is None and out["ops_mapped"] is None and not out["errors"]:
             out["ops_cpu"] = 0
-        if out["ops_edgetpu"] is None and out["ops_cpu"] is not None:
-            out["ops_edgetpu"] = out["ops_total"] - out["ops_cpu"]
+        if out["ops_mapped"] is None and out["ops_cpu"] is not None:
+            out["ops_mapped"] = out["ops_total"] - out["ops_cpu"]
     return out
 
 
-def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> dict:
+def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> CompileResult:
     """Compile ``model`` into ``out_dir``; keep ``*_edgetpu.tflite``, the compiler's stdout and its .log.
 
     Returns ``status`` ("compiled" / "failed: ..." / NOT_FOUND), ``compiled`` and the parsed log.
@@ -122,7 +123,7 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> dict:
     """
     exe = find_compiler()
     if exe is None:
-        return {"status": NOT_FOUND, "compiled": False}
+        return CompileResult(status=NOT_FOUND, compiled=False)
     model, out_dir = Path(model).resolve(), Path(out_dir).resolve()  # absolute: the compiler runs in out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -139,10 +140,5 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout: float = 600) -> dict:
         parsed["operators"] = parse_compiler_log(op_log.read_text(errors="replace"))["operators"]
     ok = rc == 0 and compiled.is_file()
     reason = "; ".join(parsed["errors"][:2]) or (text.strip().splitlines() or [f"exit status {rc}"])[-1]
-    return {
-        "status": "compiled" if ok else f"failed: {reason[:300]} [exit {rc}]",
-        "compiled": ok,
-        "model": compiled.name if ok else None,
-        "log": LOG_FILE,
-        **parsed,
-    }
+    return CompileResult(status="compiled" if ok else f"failed: {reason[:300]} [exit {rc}]", compiled=ok,
+                         model=compiled.name if ok else None, log=LOG_FILE, **parsed)
