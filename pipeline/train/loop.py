@@ -2,10 +2,10 @@
 
 The caller supplies ``step(x, y, position) -> (loss, logits)`` and a ``FitSpec`` (train/spec.py); the
 loop owns everything else, so the teacher, distill and QAT stages and the teacher-side phases differ
-only in what a step computes and in their spec. Where the step runs (device,
-precision, how many processes) comes from ``pipeline.train.distributed.current()``: under
-torchrun the modules train as one DistributedDataParallel module, each rank on its shard of the
-data, and evaluation gathers every rank's predictions so it equals one process's exactly.
+only in what a step computes and in their spec. Where the step runs (device, precision, how many
+processes) comes from ``pipeline.train.distributed.current()``: under torchrun the modules train as
+one DistributedDataParallel module, each rank on its shard of the data, and evaluation gathers every
+rank's predictions so it equals one process's exactly.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.train.data import Augment, Loader, make_loader, replay_epoch, set_epoch, shard_record, view_seed
+from pipeline.train.data import Loader, make_loader, replay_epoch, set_epoch, shard_record, view_seed
 from pipeline.train.distributed import Placement, all_gather, all_sum, current
 from pipeline.train.spec import FitSpec, Position, Schedule
 
 EVAL_BATCH = 256
-Step = Callable[[torch.Tensor, torch.Tensor, "Position | None"], tuple[torch.Tensor, torch.Tensor]]
+Step = Callable[[torch.Tensor, torch.Tensor, Position | None], tuple[torch.Tensor, torch.Tensor]]  # (x, y, position) -> (loss, logits)
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: Schedule) -> torch.optim.Optimizer:
@@ -227,9 +227,10 @@ def fit(
     epochs = spec.schedule.epochs
     replay = spec.views is not None and spec.views < epochs
     for epoch in range(epochs):
-        if replay:
-            replay_epoch(data, epoch % spec.views, spec.seed)
-            gen.manual_seed(view_seed(spec.seed, epoch % spec.views, place.rank))
+        view = epoch % spec.views if replay else None
+        if view is not None:
+            replay_epoch(data, view, spec.seed)
+            gen.manual_seed(view_seed(spec.seed, view, place.rank))
         else:
             set_epoch(data, epoch)
         if epoch == 0:
@@ -238,7 +239,7 @@ def fit(
             on_epoch_start(epoch, opt)
         for m in modules:
             m.train()
-        row = _epoch(data, run_step, optimiser, spec, gen, precision, epoch, epoch % spec.views if replay else None, totals)
+        row = _epoch(data, run_step, optimiser, spec, gen, precision, epoch, view, totals)
         if evaluate_fn is not None:
             row["val_acc"] = evaluate_fn()
         history.append(row)

@@ -48,8 +48,8 @@ class FitSpec:
     # fewer than the epochs: epoch e replays view e mod views (same shards, order, augmentation), and the
     # step is told its position in the view, so it may reuse what it computed there (distill's teacher_reuse)
     views: int | None = None
-    # False: training draws from the caller's RNG stream as it stands (a teacher-side phase, whose
-    # initialisation is its own, must leave the student's stream alone)
+    # False: torch's global RNG is left as the caller has it (a teacher-side phase seeds what it draws
+    # itself: its initialisation and its shuffle come from the method's own seed)
     seeds_global_rng: bool = True
     epoch_lines: bool = True  # one console line per epoch (a teacher-side phase prints none)
 
