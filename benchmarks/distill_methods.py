@@ -288,10 +288,11 @@ def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5, dataset: str
     import torch
 
     from pipeline.distill.stage import setup_seed
-    from pipeline.distill.trainer import freeze, supervising_teacher
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.train.data import training_data
     from pipeline.train.loop import make_optimizer
+    from pipeline.train.spec import Schedule
+    from pipeline.train.supervision import freeze, supervising_teacher
 
     checkpoint, _ = ensure_teacher(dataset, ROWS[row], runs)
     raw = row_config(dataset, ROWS[row], [0], runs, f"{dataset}-{row}")
@@ -304,7 +305,7 @@ def measure_cost(row: str, steps: int, runs: Path, warmup: int = 5, dataset: str
     supervisor, teacher_run, _ = supervising_teacher(teacher, cfg.distill)  # the teacher forward the stage runs
     setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
     params = [*setup.student.parameters(), *setup.criterion.parameters()]
-    opt = make_optimizer(params, cfg.distill)
+    opt = make_optimizer(params, Schedule.of(cfg.distill))
     bs = cfg.data.batch_size
     x_all, y_all = data.train.tensors
     setup.student.train()

@@ -108,10 +108,11 @@ def part_forward(runs: Path, rounds: int) -> dict:
 
     import torch
 
-    from pipeline.distill.trainer import TeacherForward, fold_batchnorm, freeze
     from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.models.conv_bn import fold_batchnorm
     from pipeline.run import run_pipeline, stage_dir
     from pipeline.train.loop import predict
+    from pipeline.train.supervision import TeacherForward, freeze
 
     teacher_pt = ensure_teacher(runs)
     cfg = validate_config(student_config(runs, teacher_pt, "forward", {}), source="train_throughput.py")
@@ -159,11 +160,12 @@ def part_steps(runs: Path, steps: int) -> dict:
     import torch
 
     from pipeline.distill.stage import setup_seed
-    from pipeline.distill.trainer import freeze, supervising_teacher
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.run import run_pipeline, stage_dir
     from pipeline.train.data import training_data
     from pipeline.train.loop import make_optimizer
+    from pipeline.train.spec import Schedule
+    from pipeline.train.supervision import freeze, supervising_teacher
 
     teacher_pt = ensure_teacher(runs)
     kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in EVERY_STEP.items()}}
@@ -177,7 +179,7 @@ def part_steps(runs: Path, steps: int) -> dict:
         setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
         setup.student.train()
         setup.criterion.train()
-        opt = make_optimizer([*setup.student.parameters(), *setup.criterion.parameters()], cfg.distill)
+        opt = make_optimizer([*setup.student.parameters(), *setup.criterion.parameters()], Schedule.of(cfg.distill))
         x_all, y_all = data.train.tensors
         state = {"i": 0}
 
@@ -205,11 +207,12 @@ def part_schedule(runs: Path, rounds: int) -> dict:
     import torch
 
     from pipeline.distill.stage import setup_seed
-    from pipeline.distill.trainer import freeze, supervising_teacher
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.run import run_pipeline, stage_dir
     from pipeline.train.data import training_data
     from pipeline.train.loop import fit
+    from pipeline.train.spec import FitSpec, Schedule
+    from pipeline.train.supervision import freeze, supervising_teacher
 
     teacher_pt = ensure_teacher(runs)
     kinds = {"student alone": {"method": "none"}, **{f"KD, teacher {k}": v for k, v in TEACHERS.items()}}
@@ -225,8 +228,9 @@ def part_schedule(runs: Path, rounds: int) -> dict:
         for name, cfg in cfgs.items():
             setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", *supervisors[name])
             t0 = time.perf_counter()
-            result = fit(modules=[setup.student, setup.criterion], step=setup.step, train=data.train, cfg=cfg.distill,
-                         batch_size=BATCH, augment=data.batch_augment, seed=0, desc=name, views=setup.views)
+            spec = FitSpec(Schedule.of(cfg.distill), batch_size=BATCH, seed=0, desc=name, augment=data.batch_augment,
+                           views=setup.views)
+            result = fit(modules=[setup.student, setup.criterion], step=setup.step, train=data.train, spec=spec)
             times[name].append({"ms_per_step": result["ms_per_step"], "seconds": time.perf_counter() - t0,
                                 "teacher_ms_per_batch": setup.step.teacher_ms_per_batch,
                                 **(setup.step.reuse.record() if setup.step.reuse else {})})
@@ -250,10 +254,11 @@ def part_steps224(steps: int) -> dict:
 
     from pipeline.config import FrozenTeacherConfig, TrainConfig
     from pipeline.distill import LOSSES
-    from pipeline.distill.trainer import DistillStep, LossWeights, freeze, supervising_teacher
+    from pipeline.distill.trainer import DistillStep, LossWeights
     from pipeline.models import build_model
     from pipeline.models.taps import FeatureTaps
     from pipeline.train.distributed import current, session
+    from pipeline.train.supervision import freeze, supervising_teacher
 
     rows, device = {}, None
     for precision in ("fp32", "bf16"):
@@ -305,13 +310,14 @@ def worker_processes(runs: Path, out: Path, images: int) -> None:
 
     from pipeline.config import TrainConfig
     from pipeline.distill.stage import setup_seed
-    from pipeline.distill.trainer import freeze, supervising_teacher
     from pipeline.models import build_model
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.run import stage_dir
     from pipeline.train.data import training_data
     from pipeline.train.distributed import session
     from pipeline.train.loop import fit
+    from pipeline.train.spec import FitSpec, Schedule
+    from pipeline.train.supervision import freeze, supervising_teacher
     from torch.nn import functional as F
     from torch.utils.data import Subset
 
@@ -320,24 +326,24 @@ def worker_processes(runs: Path, out: Path, images: int) -> None:
     cfg = validate_config(student_config(runs, teacher_pt, "steps", {"epochs": 2}), source="train_throughput.py")
     data = training_data(stage_dir(cfg, "data"), cfg.data)
     subset = Subset(data.train, range(images))
-    schedule = cfg.distill.model_copy(update={"epochs": 2})
+    schedule = Schedule.of(cfg.distill.model_copy(update={"epochs": 2}))
     result = {}
     with session(TrainConfig(device="cpu")) as place:
         torch.manual_seed(0)
         model = build_model("resnet56", data.num_classes, 1)
 
-        def teacher_step(x, y):
+        def teacher_step(x, y, _position):
             logits = model(x)
             return F.cross_entropy(logits, y), logits
 
-        timed = fit(modules=[model], step=teacher_step, train=subset, cfg=schedule, batch_size=BATCH,
-                    augment=data.batch_augment, seed=0, desc="teacher")
+        timed = fit(modules=[model], step=teacher_step, train=subset,
+                    spec=FitSpec(schedule, batch_size=BATCH, seed=0, desc="teacher", augment=data.batch_augment))
         result["teacher training"] = images / timed["history"][1]["seconds"]
         teacher = freeze(load_checkpoint(teacher_pt)[0])
         supervisor, teacher_run, _ = supervising_teacher(teacher, cfg.distill)
         setup = setup_seed(cfg, data, teacher, 0, cfg.run_dir / "cache", supervisor, teacher_run)
-        timed = fit(modules=[setup.student, setup.criterion], step=setup.step, train=subset, cfg=schedule,
-                    batch_size=BATCH, augment=data.batch_augment, seed=0, desc="kd")
+        timed = fit(modules=[setup.student, setup.criterion], step=setup.step, train=subset,
+                    spec=FitSpec(schedule, batch_size=BATCH, seed=0, desc="kd", augment=data.batch_augment))
         result["KD step (default teacher)"] = images / timed["history"][1]["seconds"]
         result["world_size"], result["threads"] = place.world_size, torch.get_num_threads()
         if place.is_main:

@@ -9,7 +9,8 @@ import torch
 from pipeline.distill import LOSSES
 from pipeline.distill.afd import AFDLoss
 from pipeline.distill.options import AFDOptions
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.models import build_model
 from pipeline.models.taps import FeatureTaps, ModelInfo, ModelIO, probe
 

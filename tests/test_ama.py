@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from pipeline.config import validate_config
 from pipeline.distill.ama import ADAPTED, AMALoss
 from pipeline.distill.options import AMAOptions
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.models.taps import FeatureTaps, ModelIO, probe

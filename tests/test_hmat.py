@@ -15,7 +15,8 @@ from pipeline.distill.hmat import (
     position_term_saved_bytes,
 )
 from pipeline.distill.options import HMATOptions
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.errors import PipelineError
 from pipeline.models.taps import FeatureTaps, ModelIO, probe
 

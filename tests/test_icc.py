@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from pipeline.distill.icc import ICCLoss, class_correlation, icc_teacher_term, icc_teacher_weight
 from pipeline.distill.options import ICCOptions
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.models.taps import FeatureTaps, ModelIO, probe
 from pipeline.teacher.stage import classifier_weight
 

@@ -1,8 +1,11 @@
-"""No import cycles among ``pipeline`` modules, counting imports inside functions.
+"""No import cycles among ``pipeline`` modules, counting imports inside functions, nor among its packages.
 
 A function-level import hides a cycle from Python's import machinery but not from the
 reader: two modules that import each other are one module split in two. Leaves (schemas,
-registries, the console) go below every layer that needs them.
+registries, the console) go below every layer that needs them. The same holds a level up:
+two packages that import each other (distill's trainer reading QAT's fusion pairs while QAT
+imports distill's KD) cannot be read, tested or replaced one without the other, so what both
+need goes below both.
 """
 
 from __future__ import annotations
@@ -108,6 +111,21 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(components)
 
 
+def package_of(module: str) -> str:
+    """The top-level package under ``pipeline`` a module belongs to (``pipeline.export.stage`` ->
+    ``pipeline.export``); a module directly under ``pipeline`` is its own unit."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``graph`` with every module collapsed to its package; imports within a package are left out."""
+    packages: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        here = package_of(module)
+        packages.setdefault(here, set()).update(package_of(d) for d in deps if package_of(d) != here)
+    return packages
+
+
 def _cycle_edges(component: list[str], graph: dict[str, set[str]]) -> list[str]:
     members = set(component)
     return [f"{a} -> {b}" for a in component for b in sorted(graph[a] & members)]
@@ -134,8 +152,31 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
     assert strongly_connected(graph) == [["pipeline.a", "pipeline.sub.b"]]
 
 
+def test_packages_that_import_each_other_form_a_cycle_without_any_module_cycle():
+    """Two packages, no module importing one that imports it back: still one package cycle."""
+    graph = {"pipeline.distill.trainer": {"pipeline.qat.fake_quant"}, "pipeline.qat.fake_quant": set(),
+             "pipeline.qat.stage": {"pipeline.distill.kd"}, "pipeline.distill.kd": {"pipeline.distill.base"},
+             "pipeline.distill.base": set(), "pipeline.errors": set()}
+    assert strongly_connected(graph) == []
+    assert package_graph(graph) == {"pipeline.distill": {"pipeline.qat"}, "pipeline.qat": {"pipeline.distill"},
+                                    "pipeline.errors": set()}
+    assert strongly_connected(package_graph(graph)) == [["pipeline.distill", "pipeline.qat"]]
+
+
 def test_no_import_cycles_among_pipeline_modules():
     graph = import_graph()
     cycles = strongly_connected(graph)
     listing = "\n".join(f"  {' <-> '.join(c)}\n    " + "\n    ".join(_cycle_edges(c, graph)) for c in cycles)
     assert not cycles, f"{len(cycles)} import cycle(s) among pipeline modules:\n{listing}"
+
+
+def test_no_import_cycles_among_pipeline_packages():
+    graph = import_graph()
+    cycles = strongly_connected(package_graph(graph))
+    listing = []
+    for component in cycles:
+        members = set(component)
+        crossing = [f"{m} -> {d}" for m in sorted(graph) if package_of(m) in members
+                    for d in sorted(graph[m]) if package_of(d) in members and package_of(d) != package_of(m)]
+        listing.append(f"  {' <-> '.join(component)}\n    " + "\n    ".join(crossing))
+    assert not cycles, f"{len(cycles)} import cycle(s) among pipeline packages:\n" + "\n".join(listing)

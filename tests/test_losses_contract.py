@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.distill import LOSSES
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.models.taps import FeatureTaps, probe
 
 from conftest import TinyNet
@@ -67,7 +68,7 @@ def test_method_declares_its_default_weights(name):
 
 
 def test_kd_hand_computed():
-    from pipeline.distill.kd import kd_loss
+    from pipeline.train.supervision import kd_loss
 
     zs, zt = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0) * 2, 0.0]])
     # T=2: p_t = softmax([ln3, 0]) = [3/4, 1/4]; p_s = [1/2, 1/2]

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.distill.mhkd import MHKDLoss
 from pipeline.distill.options import MHKDOptions
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, count_parameters
 from pipeline.models.taps import FeatureTaps, ModelIO, probe

@@ -11,7 +11,8 @@ from torch import nn
 from pipeline.artifacts import Manifest
 from pipeline.config import load_config, validate_config
 from pipeline.data import ArrayDataset
-from pipeline.distill.trainer import TeacherForward, fold_batchnorm, supervising_teacher
+from pipeline.models.conv_bn import fold_batchnorm
+from pipeline.train.supervision import TeacherForward, supervising_teacher
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.models.checkpoint import read_checkpoint
@@ -21,6 +22,7 @@ from pipeline.train import distributed
 from pipeline.train.data import make_loader, sampled_indices
 from pipeline.train.distributed import Placement, resolve_device, resolve_precision
 from pipeline.train.loop import fit, revert_sync_batchnorm
+from pipeline.train.spec import FitSpec, Schedule
 
 
 def trained_bn(model: nn.Module) -> nn.Module:
@@ -115,12 +117,11 @@ def test_fp16_with_a_gradient_scaler_trains():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(128, 4, generator=g)
     data = ArrayDataset(x, (x.sum(1) > 0).long())
-    schedule = type("S", (), {"epochs": 3, "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
-                              "schedule": "constant", "milestones": [], "gamma": 0.1})()
+    schedule = Schedule(epochs=3, lr=0.5, optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="constant")
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
-    result = fit(modules=[model], step=lambda a, b: (nn.functional.cross_entropy(model(a), b), model(a)), train=data,
-                 cfg=schedule, batch_size=32, augment=None, seed=0, desc="fp16", precision="fp16")
+    result = fit(modules=[model], step=lambda a, b, _: (nn.functional.cross_entropy(model(a), b), model(a)), train=data,
+                 spec=FitSpec(schedule, batch_size=32, seed=0, desc="fp16", precision="fp16"))
     assert result["history"][-1]["train_acc"] > 0.9
 
 

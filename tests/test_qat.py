@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.models import build_model
-from pipeline.qat.fake_quant import conv_bn_pairs, copy_back, prepare_qat
+from pipeline.models.conv_bn import conv_bn_pairs
+from pipeline.qat.fake_quant import copy_back, prepare_qat
 from pipeline.target import TARGETS
 from pipeline.target.rules import TargetRules
 

@@ -11,7 +11,8 @@ from pipeline.config import validate_config
 from pipeline.distill import LOSSES
 from pipeline.distill.options import RTKOptions
 from pipeline.distill.rtk import RTKLoss, representative_weights
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.models.taps import FeatureTaps, ModelInfo, ModelIO, probe

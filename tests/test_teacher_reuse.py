@@ -17,14 +17,13 @@ from pipeline.distill.trainer import LossWeights, ReusedTeacherLogits, reused_te
 from pipeline.errors import PipelineError
 from pipeline.run import run_pipeline, stage_dir
 from pipeline.train.data import Augment
-from pipeline.train.loop import batch_in_cycle, fit
+from pipeline.train.loop import fit
+from pipeline.train.spec import FitSpec, Schedule
 from tests.test_image_folder import make_folder, recipe
 
-CFG = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "milestones": [], "gamma": 0.1}
-
-
-def schedule(epochs: int):
-    return type("C", (), {"epochs": epochs, **CFG})()
+def spec(epochs: int, batch: int, augment, seed: int, views: int | None) -> FitSpec:
+    schedule = Schedule(epochs=epochs, lr=0.01, optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant")
+    return FitSpec(schedule, batch_size=batch, seed=seed, desc="t", augment=augment, views=views)
 
 
 def epochs_seen(train, epochs: int, views: int | None, augment=None, batch: int = 16):
@@ -32,13 +31,12 @@ def epochs_seen(train, epochs: int, views: int | None, augment=None, batch: int 
     model = nn.Sequential(nn.Flatten(), nn.LazyLinear(3))
     seen: list[tuple] = []
 
-    def step(x, y):
-        seen.append((x.clone(), y.clone(), batch_in_cycle()))
+    def step(x, y, position):
+        seen.append((x.clone(), y.clone(), position))
         logits = model(x)
         return nn.functional.cross_entropy(logits, y), logits
 
-    fit(modules=[model], step=step, train=train, cfg=schedule(epochs), batch_size=batch, augment=augment, seed=5,
-        desc="t", views=views)
+    fit(modules=[model], step=step, train=train, spec=spec(epochs, batch, augment, 5, views))
     n = len(seen) // epochs
     return [seen[i * n : (i + 1) * n] for i in range(epochs)]
 
@@ -77,15 +75,14 @@ def test_reused_logits_are_the_teachers_and_it_runs_for_two_views_only():
     reuse, calls = ReusedTeacherLogits(), []
     data = ArrayDataset(torch.randn(40, 1, 8, 8), torch.arange(40) % 3)
 
-    def step(x, y):
+    def step(x, y, position):
         fresh = teacher(x)
-        got = reuse(lambda: (calls.append(batch_in_cycle()), teacher(x))[1])
+        got = reuse(lambda: (calls.append(position), teacher(x))[1], position)
         assert torch.equal(got, fresh)
         logits = student(x)
         return nn.functional.kl_div(logits.log_softmax(1), got.softmax(1), reduction="batchmean"), logits
 
-    fit(modules=[student], step=step, train=data, cfg=schedule(5), batch_size=16,
-        augment=Augment(["crop", "flip"], torch.tensor([-1.0])), seed=0, desc="t", views=2)
+    fit(modules=[student], step=step, train=data, spec=spec(5, 16, Augment(["crop", "flip"], torch.tensor([-1.0])), 0, views=2))
     assert calls == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert reuse.record() == {"teacher_batches_computed": 6, "teacher_batches_reused": 9}
 

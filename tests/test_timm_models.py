@@ -12,7 +12,8 @@ from torch import fx, nn
 
 from pipeline.config import validate_config
 from pipeline.distill import LOSSES
-from pipeline.distill.trainer import DistillStep, LossWeights, freeze
+from pipeline.distill.trainer import DistillStep, LossWeights
+from pipeline.train.supervision import freeze
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of

@@ -6,6 +6,7 @@ from pipeline.data import ArrayDataset
 from pipeline.errors import PipelineError
 from pipeline.train.data import Augment
 from pipeline.train.loop import evaluate, fit
+from pipeline.train.spec import FitSpec, Schedule
 
 
 def test_crop_shifts_content_within_padding_and_pads_with_black():
@@ -34,14 +35,14 @@ def test_fit_learns_a_separable_problem_and_is_deterministic():
     x = rng.normal(size=(256, 1, 2, 2)).astype(np.float32)
     y = (x.reshape(256, -1).sum(1) > 0).astype(np.int64)
     data = ArrayDataset(torch.from_numpy(x), torch.from_numpy(y))
-    cfg = type("C", (), {"epochs": 5, "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
-                         "schedule": "cosine", "milestones": [], "gamma": 0.1})()
+    spec = FitSpec(Schedule(epochs=5, lr=0.5, optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine"),
+                   batch_size=32, seed=0, desc="t")
 
     def train_once():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        result = fit(modules=[model], step=lambda a, b: (nn.functional.cross_entropy(model(a), b), model(a)),
-                     train=data, cfg=cfg, batch_size=32, augment=None, seed=0, desc="t")
+        result = fit(modules=[model], step=lambda a, b, _: (nn.functional.cross_entropy(model(a), b), model(a)),
+                     train=data, spec=spec)
         return model, result
 
     model, result = train_once()
@@ -51,13 +52,12 @@ def test_fit_learns_a_separable_problem_and_is_deterministic():
 
 
 def test_non_finite_loss_stops_with_a_clear_error():
-    cfg = type("C", (), {"epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
-                         "schedule": "constant", "milestones": [], "gamma": 0.1})()
+    spec = FitSpec(Schedule(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant"),
+                   batch_size=4, seed=0, desc="boom")
     model = nn.Linear(1, 2)
     data = ArrayDataset(torch.ones(4, 1), torch.zeros(4, dtype=torch.long))
     try:
-        fit(modules=[model], step=lambda a, b: (model(a).sum() * float("nan"), model(a)), train=data, cfg=cfg,
-            batch_size=4, augment=None, seed=0, desc="boom")
+        fit(modules=[model], step=lambda a, b, _: (model(a).sum() * float("nan"), model(a)), train=data, spec=spec)
     except PipelineError as exc:
         assert "boom: loss became nan" in str(exc)
     else:

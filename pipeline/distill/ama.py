@@ -39,7 +39,7 @@ from torch import nn
 
 from pipeline.distill.base import DistillLoss
 from pipeline.distill.teacher_side import (
-    accuracies, cache_key, cached_phase, ordered, reseeded, reset_parameters, train_with_ce,
+    accuracies, cache_key, cached_phase, ordered, reset_parameters, train_phase,
 )
 from pipeline.errors import PipelineError
 from pipeline.models.taps import ModelIO
@@ -215,11 +215,11 @@ class AMALoss(DistillLoss):
         trained = fresh + ([tail] if self.options.tune_tail else [])
         tail.eval()
 
-        def ce(x, y):
-            return F.cross_entropy(self.adapted_teacher(x)[0], y)
+        def ce(x, y, _position):
+            logits = self.adapted_teacher(x)[0]
+            return F.cross_entropy(logits, y), logits
 
-        seconds = train_with_ce(trained, ce,
-                                reseeded(train_loader, self.options.seed), self.options.epochs, self.options.lr, "ama adapt")
+        seconds = train_phase(trained, ce, train_loader, self.options.seed, self.options.epochs, self.options.lr, "ama adapt")
         self.adapted.eval()
         seconds_in = {"teacher": 0.0, "adapted": 0.0}
 

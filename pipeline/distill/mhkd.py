@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.distill.base import DistillLoss
-from pipeline.distill.kd import kd_loss
 from pipeline.distill.teacher_side import (
-    accuracies, cache_key, cached_phase, ordered, reseeded, reset_parameters, train_with_ce,
+    accuracies, cache_key, cached_phase, ordered, reset_parameters, train_phase,
 )
 from pipeline.errors import PipelineError
+from pipeline.train.supervision import kd_loss
 
 
 def aux_head(c_in: int, width: int, hidden: int, num_classes: int) -> nn.Sequential:
@@ -109,11 +109,12 @@ class MHKDLoss(DistillLoss):
         for i, h in enumerate(self.teacher_heads):
             reset_parameters(h, self.options.seed + i)
 
-        def ce(x, y):
-            return sum(F.cross_entropy(z, y) for z in self._teacher_head_logits(teacher_taps, x)[1])
+        def ce(x, y, _position):
+            heads = self._teacher_head_logits(teacher_taps, x)[1]
+            return sum(F.cross_entropy(z, y) for z in heads), heads[-1]  # the deepest head's accuracy is fit's train_acc
 
-        seconds = train_with_ce([self.teacher_heads], ce, reseeded(train_loader, self.options.seed),
-                                self.options.epochs, self.options.lr, "mhkd teacher heads")
+        seconds = train_phase([self.teacher_heads], ce, train_loader, self.options.seed, self.options.epochs, self.options.lr,
+                              "mhkd teacher heads")
         self.teacher_heads.eval()
 
         def all_logits(x):

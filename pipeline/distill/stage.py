@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.distill import LOSSES
-from pipeline.distill.trainer import (DistillStep, LossWeights, ReusedTeacherLogits, TeacherForward, freeze, reused_teacher,
-                                      supervising_teacher)
+from pipeline.distill.trainer import DistillStep, LossWeights, ReusedTeacherLogits, reused_teacher
 from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
@@ -28,6 +27,8 @@ from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import make_loader, training_data, val_or_test
 from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit
+from pipeline.train.spec import FitSpec
+from pipeline.train.supervision import TeacherForward, freeze, supervising_teacher
 
 
 @dataclass
@@ -107,19 +108,11 @@ def run(ctx) -> dict:
     for seed in cfg.distill.seeds:
         setup = setup_seed(cfg, data, teacher, seed, ctx.cache, supervisor, teacher_run)
         student, criterion, step, prep = setup.student, setup.criterion, setup.step, setup.prepare
-        result = fit(
-            modules=[student, criterion],
-            step=step,
-            train=data.train,
-            cfg=cfg.distill,
-            batch_size=cfg.data.batch_size,
-            augment=data.batch_augment,
-            seed=seed,
-            desc=f"distill[{cfg.distill.method} seed {seed}]",
-            evaluate_fn=lambda: evaluate(student, val_or_test(data)),
-            views=setup.views,
-            on_epoch_end=(lambda row, i=len(runs): ctx.on_epoch("distill", i, row)) if getattr(ctx, "on_epoch", None) else None,
-        )
+        spec = FitSpec.for_stage(cfg.distill, cfg.data, data.batch_augment, f"distill[{cfg.distill.method} seed {seed}]",
+                                 seed=seed, views=setup.views)
+        result = fit(modules=[student, criterion], step=step, train=data.train, spec=spec,
+                     evaluate_fn=lambda: evaluate(student, val_or_test(data)),
+                     on_epoch_end=(lambda row, i=len(runs): ctx.on_epoch("distill", i, row)) if getattr(ctx, "on_epoch", None) else None)
         setup.remove_taps()
         bn = recalibrate_bn(student, cfg.distill.recalibrate_bn, trained=cfg.distill.epochs > 0, images=data.train_plain,
                             batch_size=cfg.data.batch_size, evaluate=lambda: evaluate(student, val_or_test(data)))

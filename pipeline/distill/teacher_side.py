@@ -1,5 +1,5 @@
 """What the teacher-side phases of AMA and MHKD share: a cache keyed by what shaped the result,
-a small CE training loop over frozen teacher features, and an accuracy pass.
+their training (``train_phase``: ``fit`` with the phase's own fixed settings), and an accuracy pass.
 
 A teacher-side phase trains a few modules on top of the frozen teacher (AMA's adaptive module,
 MHKD's teacher heads) before any student trains. Its result depends only on the teacher's
@@ -22,11 +22,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm import tqdm
 
 from pipeline.artifacts import atomic_write_bytes, hash_json
 from pipeline.train.data import make_loader
-from pipeline.train.distributed import current, on_main
+from pipeline.train.distributed import alone, current, on_main
+from pipeline.train.loop import Step, fit
+from pipeline.train.spec import FitSpec, Schedule
 
 
 def fingerprint_module(module: nn.Module) -> str:
@@ -106,11 +107,6 @@ def cached_phase(path: Path, module: nn.Module, compute: Callable[[], dict[str, 
     return metrics
 
 
-def reseeded(loader: DataLoader, seed: int) -> DataLoader:
-    """The same data and batch size, shuffled by the phase's own seed (not the student's)."""
-    return make_loader(loader.dataset, loader.batch_size or 64, shuffle=True, seed=seed, shard=False)
-
-
 def ordered(loader: DataLoader) -> DataLoader:
     return make_loader(loader.dataset, loader.batch_size or 64, shuffle=False, shard=False)
 
@@ -124,38 +120,25 @@ def reset_parameters(module: nn.Module, seed: int) -> None:
                 m.reset_parameters()
 
 
-def train_with_ce(
-    modules: list[nn.Module],
-    losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    loader: DataLoader,
-    epochs: int,
-    lr: float,
-    desc: str,
-) -> float:
-    """SGD (momentum 0.9, Nesterov, wd 5e-4, cosine) on ``losses(x, y)``; returns seconds spent.
+# a phase's own settings, whatever the student's schedule: SGD (Nesterov), cosine, fp32
+PHASE_OPTIMISER = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
 
-    ``modules`` are put in train mode each epoch and their trainable parameters optimised;
-    whatever frozen teacher ``losses`` reads is the caller's to keep in eval mode.
+
+def train_phase(modules: list[nn.Module], step: Step, loader: DataLoader, seed: int, epochs: int, lr: float, desc: str) -> float:
+    """Train a phase's ``modules`` with ``step(x, y, position) -> (loss, logits)`` through ``fit``; returns seconds spent.
+
+    ``loader``'s images, shuffled by the phase's ``seed`` (not the student's), in one process (the
+    phase runs on rank 0 alone, see ``cached_phase``), in fp32, with no epoch lines; torch's global RNG
+    is left as it is. ``modules`` are put in train mode each epoch and in eval mode after; whatever
+    frozen teacher ``step`` reads is the caller's to keep in eval mode.
     """
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    if epochs == 0 or not params:
+    if epochs == 0 or not any(p.requires_grad for m in modules for p in m.parameters()):
         return 0.0
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
-    device = current().device
+    spec = FitSpec(Schedule(epochs=epochs, lr=lr, **PHASE_OPTIMISER), batch_size=loader.batch_size or 64, seed=seed,
+                   desc=desc, precision="fp32", seeds_global_rng=False, epoch_lines=False)
     t0 = time.perf_counter()
-    for epoch in range(epochs):
-        for m in modules:
-            m.train()
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=None, dynamic_ncols=True)
-        for x, y in bar:
-            loss = losses(x.to(device), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    opt.zero_grad(set_to_none=True)  # no stale gradients left on modules that are frozen next
+    with alone():
+        fit(modules=modules, step=step, train=loader.dataset, spec=spec)
     for m in modules:
         m.eval()
     return time.perf_counter() - t0

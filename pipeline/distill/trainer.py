@@ -2,16 +2,15 @@
 
 The teacher is frozen and in eval mode; only the student and the loss's own training-only
 modules receive gradients. Time spent in the teacher's forward is measured, since methods
-such as AMA claim to make it cheaper. The frozen teacher's forward is also made cheaper here
-(``supervising_teacher``, ``TeacherForward``): conv-BN folded, channels-last, bf16 autocast where
-the device runs bf16 natively; its outputs are handed to the losses in fp32. Where the loss needs
+such as AMA claim to make it cheaper. The frozen teacher runs through the cheaper copy and
+``TeacherForward`` of ``pipeline/train/supervision.py`` (shared with QAT). Where the loss needs
 only the teacher's logits, training replays a few augmented views of each image and the teacher's
-logits from the first pass over each view are reused (``reused_teacher``, ``ReusedTeacherLogits``).
+logits from the first pass over each view are reused (``reused_teacher``, ``ReusedTeacherLogits``),
+keyed by the position ``fit`` hands the step.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,13 +18,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pipeline.distill.base import DistillLoss
-from pipeline.distill.kd import kd_loss
 from pipeline.models.taps import FeatureTaps, ModelIO
-from pipeline.train.distributed import current, resolve_precision
-from pipeline.train.loop import batch_in_cycle
+from pipeline.train.spec import Position
+from pipeline.train.supervision import TeacherForward, kd_loss
 
 
 @dataclass
@@ -42,86 +39,27 @@ class LossWeights:
         return cls(pick("w_ce"), pick("w_kd"), pick("w_feat"), cfg.temperature)
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def fold_batchnorm(model: nn.Module) -> int:
-    """In place, for a frozen model in eval mode: fold each BatchNorm into the conv it follows
-    (torch.nn.utils.fusion.fuse_conv_bn_eval) and replace the BN by Identity, keeping module
-    names, so feature taps on stage modules see the same tensors. Returns the number folded."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from pipeline.qat.fake_quant import conv_bn_pairs  # the pairing QAT fuses by; to move to models/ with it
-
-    modules = dict(model.named_modules())
-    pairs = conv_bn_pairs(model)
-    for bn, conv in pairs.items():
-        _replace(model, conv, fuse_conv_bn_eval(modules[conv], modules[bn]))
-        _replace(model, bn, nn.Identity())
-    return len(pairs)
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-
-
-@dataclass(frozen=True)
-class TeacherForward:
-    """How a frozen teacher's forward runs under a training step: no grad, its own precision (not the
-    student's), channels-last input where asked; outputs come back as given (callers take ``.float()``)."""
-
-    precision: str = "fp32"
-    channels_last: bool = False
-
-    def __call__(self, forward: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
-        with torch.no_grad(), current().autocast(self.precision):
-            return forward(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
-
-
-def supervising_teacher(teacher: nn.Module, cfg) -> tuple[nn.Module, TeacherForward, dict[str, Any]]:
-    """A copy of the frozen ``teacher`` for supervising (``cfg``: distill/qat's teacher_* keys), how to
-    run it, and what was applied. The teacher itself is left as it is: teacher-side phases that train
-    on it (AMA's tail copy, MHKD's heads) and its reported accuracy use the plain fp32 model."""
-    fast = copy.deepcopy(teacher).eval()
-    record: dict[str, Any] = {"teacher_bn_folded": 0}
-    if cfg.teacher_fold_bn:
-        try:
-            record["teacher_bn_folded"] = fold_batchnorm(fast)
-        except Exception as exc:  # torch.fx cannot trace every model; folding is only a speed-up
-            record["teacher_fold_bn_skipped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    if cfg.teacher_channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-    run = TeacherForward(resolve_precision(cfg.teacher_precision, current().device), cfg.teacher_channels_last)
-    record.update(teacher_precision=run.precision, teacher_channels_last=run.channels_last)
-    return fast, run, record
-
-
 REUSE_BUDGET_BYTES = 2 << 30  # the most memory reused teacher logits may take on one rank
 
 
 @dataclass
 class ReusedTeacherLogits:
     """The frozen teacher's outputs per (view, batch) of ``fit``'s replayed epochs: computed the first
-    time a position comes round, then looked up (the same images, augmented the same way)."""
+    time a position comes round, then looked up (the same images, augmented the same way). A step
+    outside a replayed cycle (``position`` None) always computes."""
 
     store: dict[tuple[int, int], ModelIO] = field(default_factory=dict)
     computed: int = 0
     reused: int = 0
 
-    def __call__(self, compute: Callable[[], ModelIO]) -> ModelIO:
-        key = batch_in_cycle()
-        if key is None:
+    def __call__(self, compute: Callable[[], ModelIO], position: Position | None) -> ModelIO:
+        if position is None:
             return compute()
-        if key in self.store:
+        if position in self.store:
             self.reused += 1
-            return self.store[key]
+            return self.store[position]
         self.computed += 1
-        out = self.store[key] = compute()
+        out = self.store[position] = compute()
         return out
 
     def record(self) -> dict[str, int]:
@@ -167,14 +105,14 @@ class DistillStep:
     batches: int = 0
     parts: dict[str, float] = field(default_factory=lambda: {"ce": 0.0, "kd": 0.0, "feat": 0.0})
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, position: Position | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.weights
         teacher: ModelIO | None = None
         if w.w_kd or w.w_feat:  # the student trained alone (method none) never pays for a teacher forward
             _wait(x)
             t0 = time.perf_counter()
             compute = lambda: _fp32(self.teacher_run(lambda xt: self.criterion.teacher_forward(self.teacher_taps, xt), x))  # noqa: E731
-            teacher = self.reuse(compute) if self.reuse is not None else compute()
+            teacher = self.reuse(compute, position) if self.reuse is not None else compute()
             _wait(x)
             self.teacher_seconds += time.perf_counter() - t0
         self.batches += 1

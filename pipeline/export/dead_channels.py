@@ -25,7 +25,7 @@ DEAD_VAR = 1e-10  # BN running variance below this: the channel's conv output ne
 @torch.no_grad()
 def neutralize_dead_channels(model: nn.Module) -> dict[str, int]:
     """In place: every conv→BN pair's dead channels made exact zeros before BN; returns {bn name: count}."""
-    from pipeline.qat.fake_quant import conv_bn_pairs
+    from pipeline.models.conv_bn import conv_bn_pairs
 
     modules = dict(model.named_modules())
     found: dict[str, int] = {}

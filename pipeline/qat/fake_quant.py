@@ -26,6 +26,7 @@ from torch.ao.quantization import (
 )
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
+from pipeline.models.conv_bn import conv_bn_pairs
 from pipeline.target.rules import TargetRules
 
 
@@ -59,19 +60,6 @@ def prepare_qat(model: nn.Module, rules: TargetRules, example: torch.Tensor, cal
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao FX notices; this path is the one measured to work
         return prepare_qat_fx(float_copy, mapping, example_inputs=(example,))
-
-
-def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
-    """BatchNorm module name -> the conv it follows, as FX fusion will pair them."""
-    traced = fx.symbolic_trace(model)
-    modules = dict(model.named_modules())
-    pairs = {}
-    for node in traced.graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.BatchNorm2d):
-            src = node.args[0]
-            if isinstance(src, fx.Node) and src.op == "call_module" and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1:
-                pairs[node.target] = src.target
-    return pairs
 
 
 @torch.no_grad()

@@ -32,16 +32,16 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pipeline.artifacts import atomic_write_json
-from pipeline.distill.kd import kd_loss
-from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
 from pipeline.stages import CALIBRATION_FILE, FAKEQUANT_LOGITS, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
-from pipeline.train.data import training_data, val_or_test
+from pipeline.train.data import TrainingData, training_data, val_or_test
 from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit, predict, predict_with_labels
+from pipeline.train.spec import FitSpec
+from pipeline.train.supervision import TeacherForward, freeze, kd_loss, supervising_teacher
 
 
 def run(ctx) -> dict:
@@ -66,35 +66,7 @@ def run(ctx) -> dict:
     torch.manual_seed(ctx.cfg.data.seed)
     qat_model = prepare_qat(student, rules, data.example(2).to(device)).to(device)
 
-    def step(x, y):
-        logits = qat_model(x)
-        loss = F.cross_entropy(logits, y)
-        if cfg.kd:
-            t_logits = teacher_run(supervisor, x).float()
-            loss = cfg.w_ce * loss + cfg.w_kd * kd_loss(logits, t_logits, cfg.temperature)
-        return loss, logits
-
-    def on_epoch_start(epoch: int, optimizer: torch.optim.Optimizer) -> None:
-        if cfg.freeze_bn_epoch is not None and epoch >= cfg.freeze_bn_epoch:
-            freeze_bn_stats(qat_model)
-            if epoch == cfg.freeze_bn_epoch:  # the schedulers continue from the scaled rate
-                for group in optimizer.param_groups:
-                    group["lr"] *= cfg.lr_after_bn_freeze
-        if cfg.freeze_observer_epoch is not None and epoch >= cfg.freeze_observer_epoch:
-            freeze_observers(qat_model)
-
-    result = fit(
-        modules=[qat_model],
-        step=step,
-        train=data.train,
-        cfg=cfg,
-        batch_size=ctx.cfg.data.batch_size,
-        augment=data.batch_augment,
-        seed=ctx.cfg.data.seed,
-        desc="qat",
-        evaluate_fn=lambda: evaluate(qat_model, val_or_test(data)),
-        on_epoch_start=on_epoch_start,
-    )
+    result = _train_fake_quant(cfg, qat_model, supervisor, teacher_run, data, ctx.cfg.data)
     qat_model.eval()
     fq_logits, test_labels = predict_with_labels(qat_model, data.test)
     np.save(ctx.out / FAKEQUANT_LOGITS, fq_logits)
@@ -137,6 +109,32 @@ def run(ctx) -> dict:
         "guard": guard,
         **(teacher_record if cfg.kd else {}),
     }
+
+
+def _train_fake_quant(cfg, qat_model: torch.nn.Module, supervisor: torch.nn.Module, teacher_run: TeacherForward,
+                      data: TrainingData, data_cfg) -> dict:
+    """Fine-tune the fake-quant model (CE, plus KD from the supervising teacher when ``qat.kd``), freezing
+    BN statistics and observers at their epochs; ``fit``'s result."""
+
+    def step(x, y, _position):
+        logits = qat_model(x)
+        loss = F.cross_entropy(logits, y)
+        if cfg.kd:
+            t_logits = teacher_run(supervisor, x).float()
+            loss = cfg.w_ce * loss + cfg.w_kd * kd_loss(logits, t_logits, cfg.temperature)
+        return loss, logits
+
+    def on_epoch_start(epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if cfg.freeze_bn_epoch is not None and epoch >= cfg.freeze_bn_epoch:
+            freeze_bn_stats(qat_model)
+            if epoch == cfg.freeze_bn_epoch:  # the schedulers continue from the scaled rate
+                for group in optimizer.param_groups:
+                    group["lr"] *= cfg.lr_after_bn_freeze
+        if cfg.freeze_observer_epoch is not None and epoch >= cfg.freeze_observer_epoch:
+            freeze_observers(qat_model)
+
+    return fit(modules=[qat_model], step=step, train=data.train, spec=FitSpec.for_stage(cfg, data_cfg, data.batch_augment, "qat"),
+               evaluate_fn=lambda: evaluate(qat_model, val_or_test(data)), on_epoch_start=on_epoch_start)
 
 
 def decide(weights: dict, qat_model, calibration: torch.Tensor, val: Dataset, rules, tolerance: float) -> dict:

@@ -22,6 +22,7 @@ from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit
+from pipeline.train.spec import FitSpec
 
 
 def classifier_weight(model: nn.Module) -> torch.Tensor:
@@ -60,25 +61,16 @@ def run(ctx) -> dict:
             if cfg.regularizer == "icc":
                 icc_weight["now"] = icc_teacher_weight(cfg.icc.lambda_t, warmup_epochs, epoch)
 
-        def step(x, y):
+        def step(x, y, _position):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if icc_weight["now"]:
                 loss = loss + icc_weight["now"] * icc_teacher_term(logits, classifier_weight(model), cfg.icc.temperature)
             return loss, logits
 
-        result = fit(
-            modules=[model],
-            step=step,
-            train=data.train,
-            cfg=cfg,
-            batch_size=ctx.cfg.data.batch_size,
-            augment=data.batch_augment,
-            seed=ctx.cfg.data.seed,
-            desc="teacher",
-            evaluate_fn=lambda: evaluate(model, val_or_test(data)),
-            on_epoch_start=on_epoch_start,
-        )
+        result = fit(modules=[model], step=step, train=data.train,
+                     spec=FitSpec.for_stage(cfg, ctx.cfg.data, data.batch_augment, "teacher"),
+                     evaluate_fn=lambda: evaluate(model, val_or_test(data)), on_epoch_start=on_epoch_start)
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
         metrics["ms_per_step"] = round(result["ms_per_step"], 3)
         metrics["history"] = result["history"]

@@ -1,18 +1,18 @@
 """One training loop for every stage that trains: optimiser, schedule, epochs, progress, evaluation.
 
-The caller supplies ``step(x, y) -> (loss, logits)``; the loop owns everything else, so the
-teacher, distill and QAT stages differ only in what a step computes. Where the step runs (device,
-precision, how many processes) comes from ``pipeline.train.distributed.current()``: under
-torchrun the modules train as one DistributedDataParallel module, each rank on its shard of the
-data, and evaluation gathers every rank's predictions so it equals one process's exactly.
+The caller supplies ``step(x, y, position) -> (loss, logits)`` and a ``FitSpec`` (train/spec.py); the
+loop owns everything else, so the teacher, distill and QAT stages and the teacher-side phases differ
+only in what a step computes and in their spec. Where the step runs (device, precision, how many
+processes) comes from ``pipeline.train.distributed.current()``: under torchrun the modules train as
+one DistributedDataParallel module, each rank on its shard of the data, and evaluation gathers every
+rank's predictions so it equals one process's exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from contextvars import ContextVar
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -21,36 +21,22 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.train.data import Augment, Loader, make_loader, replay_epoch, set_epoch, shard_record, view_seed
+from pipeline.train.data import Loader, make_loader, replay_epoch, set_epoch, shard_record, view_seed
 from pipeline.train.distributed import Placement, all_gather, all_sum, current
+from pipeline.train.spec import FitSpec, Position, Schedule
 
 EVAL_BATCH = 256
-_POSITION: ContextVar[tuple[int, int] | None] = ContextVar("batch_in_cycle", default=None)
+Step = Callable[[torch.Tensor, torch.Tensor, Position | None], tuple[torch.Tensor, torch.Tensor]]  # (x, y, position) -> (loss, logits)
 
 
-def batch_in_cycle() -> tuple[int, int] | None:
-    """(view, batch number) of the step running now where ``fit`` replays views; None otherwise.
-    Two steps with the same position get the same images, augmented the same way."""
-    return _POSITION.get()
-
-
-@contextlib.contextmanager
-def _at(position: tuple[int, int] | None) -> Iterator[None]:
-    token = _POSITION.set(position)
-    try:
-        yield
-    finally:
-        _POSITION.reset(token)
-
-
-def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], cfg: Schedule) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Schedule, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -106,16 +92,16 @@ def evaluate(model: nn.Module, dataset: Dataset) -> float:
 class _Trainable(nn.Module):
     """The modules a step trains, as one module whose forward is the step: what DDP wraps."""
 
-    def __init__(self, modules: list[nn.Module], step: Callable):
+    def __init__(self, modules: list[nn.Module], step: Step):
         super().__init__()
         self.parts = nn.ModuleList(modules)
         self.step = step
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        return self.step(x, y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, position: Position | None):
+        return self.step(x, y, position)
 
 
-def _data_parallel(modules: list[nn.Module], step: Callable, place: Placement) -> Callable:
+def _data_parallel(modules: list[nn.Module], step: Step, place: Placement) -> Step:
     """The step itself in one process; under torchrun, the step inside DistributedDataParallel.
 
     ``static_graph``: a step uses the same parameters every time, though not always all of them
@@ -146,54 +132,105 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+@dataclass
+class _Optimiser:
+    """What follows a step's loss: zeroed gradients, the (loss-scaled) backward, the update, the schedule."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+
+
+@dataclass
+class _Totals:
+    """An epoch's running sums on this rank, and the time spent inside steps over the whole run."""
+
+    seen: int = 0
+    correct: int = 0
+    loss: float = 0.0
+    step_seconds: float = 0.0
+    steps: int = 0
+
+
+def _epoch(data: Loader, step: Step, optimiser: _Optimiser, spec: FitSpec, gen: torch.Generator, precision: str,
+           epoch: int, view: int | None, totals: _Totals) -> dict:
+    """One pass over ``data`` (``view``: the replayed view it is, None when nothing replays); returns
+    its history row, summed over the ranks."""
+    place = current()
+    t0 = time.perf_counter()
+    totals.seen, totals.correct, totals.loss = 0, 0, 0.0
+    bar = tqdm(data, desc=f"{spec.desc} {epoch + 1}/{spec.schedule.epochs}", leave=False, disable=None, dynamic_ncols=True)
+    for batch, (xb, yb) in enumerate(bar):
+        if spec.augment is not None:
+            xb = spec.augment(xb, gen)
+        xb, yb = xb.to(place.device, non_blocking=True), yb.to(place.device, non_blocking=True)
+        t_step = time.perf_counter()
+        with place.autocast(precision):
+            loss, logits = step(xb, yb, None if view is None else (view, batch))
+        if not torch.isfinite(loss):
+            raise PipelineError(f"{spec.desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
+        optimiser.update(loss)
+        totals.seen += len(yb)
+        totals.correct += int((logits.detach().argmax(1) == yb).sum())
+        totals.loss += float(loss.detach()) * len(yb)  # waits for the device: the step time below is real
+        totals.step_seconds += time.perf_counter() - t_step
+        totals.steps += 1
+        bar.set_postfix(loss=f"{totals.loss / totals.seen:.3f}", acc=f"{totals.correct / totals.seen:.3f}")
+    seen, correct, total_loss = all_sum([totals.seen, totals.correct, totals.loss])
+    return {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "seconds": time.perf_counter() - t0}
+
+
 def fit(
     *,
     modules: list[nn.Module],
-    step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    step: Step,
     train: Dataset,
-    cfg,
-    batch_size: int,
-    augment: Augment | None,
-    seed: int,
-    desc: str,
+    spec: FitSpec,
     evaluate_fn: Callable[[], float] | None = None,
     on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
-    precision: str | None = None,
-    views: int | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train the parameters of ``modules`` with ``step``; returns per-epoch history and timings.
+    """Train the parameters of ``modules`` with ``step`` as ``spec`` says; returns per-epoch history and timings.
 
-    ``modules`` must already be on the placement's device. ``batch_size`` is the global batch.
-    ``augment`` (in-memory data) runs per batch on the CPU with a generator seeded from ``seed``
-    (+ the rank). ``precision`` overrides ``train.precision`` (a stage that must stay fp32).
-    ``evaluate_fn`` (validation accuracy) runs after every epoch when given; ``on_epoch_start(epoch, optimizer)``
-    may change the model's mode or scale the learning rate (the schedulers continue from the scaled
-    rate). A non-finite loss stops training with a clear error instead of writing a NaN checkpoint.
-    ``views`` (fewer than the epochs): epoch e replays epoch e mod ``views`` (same shards, order and
-    augmentation), and each step runs at ``batch_in_cycle()`` = (view, batch), so a step may reuse
-    what it computed for that position before (distill's ``teacher_reuse``). ``on_epoch_end(row)`` sees each
-    epoch's history row (the student search's pruner; it may raise to stop training).
+    ``modules`` must already be on the placement's device. ``spec.augment`` (in-memory data) runs per
+    batch on the CPU with a generator seeded from ``spec.seed`` (+ the rank). ``evaluate_fn``
+    (validation accuracy) runs after every epoch when given; ``on_epoch_start(epoch, optimizer)`` may
+    change the model's mode or scale the learning rate (the schedulers continue from the scaled rate).
+    A non-finite loss stops training with a clear error instead of writing a NaN checkpoint.
+    With ``spec.views`` (fewer than the epochs) epoch e replays epoch e mod views (same shards, order
+    and augmentation) and each step is called with its position (view, batch), else with None: two
+    steps at one position get the same images, augmented the same way. ``on_epoch_end(row)`` sees
+    each epoch's history row (the student search's pruner; it may raise to stop training).
+    Training leaves no gradients behind on ``modules``.
     """
     place = current()
-    precision = precision or place.precision
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + place.rank)  # rank 0 draws what one process draws
-    data = make_loader(train, batch_size, shuffle=True, seed=seed)
+    precision = spec.precision or place.precision
+    if spec.seeds_global_rng:
+        torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed + place.rank)  # rank 0 draws what one process draws
+    data = make_loader(train, spec.batch_size, shuffle=True, seed=spec.seed)
     params = [p for m in modules for p in m.parameters()]
     run_step = _data_parallel(modules, step, place)
-    opt = make_optimizer(params, cfg)
-    sched = make_scheduler(opt, cfg, len(data))
-    scaler = place.grad_scaler(precision)
+    opt = make_optimizer(params, spec.schedule)
+    optimiser = _Optimiser(opt, make_scheduler(opt, spec.schedule, len(data)), place.grad_scaler(precision))
     history: list[dict] = []
     shards: dict = {}
-    step_seconds, steps = 0.0, 0
-    replay = views is not None and views < cfg.epochs
-    for epoch in range(cfg.epochs):
-        view = epoch % views if replay else epoch
-        if replay:
-            replay_epoch(data, view, seed)
-            gen.manual_seed(view_seed(seed, view, place.rank))
+    totals = _Totals()
+    epochs = spec.schedule.epochs
+    replay = spec.views is not None and spec.views < epochs
+    for epoch in range(epochs):
+        view = epoch % spec.views if replay else None
+        if view is not None:
+            replay_epoch(data, view, spec.seed)
+            gen.manual_seed(view_seed(spec.seed, view, place.rank))
         else:
             set_epoch(data, epoch)
         if epoch == 0:
@@ -202,40 +239,19 @@ def fit(
             on_epoch_start(epoch, opt)
         for m in modules:
             m.train()
-        t0, seen, correct, total_loss = time.perf_counter(), 0, 0, 0.0
-        bar = tqdm(data, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=None, dynamic_ncols=True)
-        for batch, (xb, yb) in enumerate(bar):
-            if augment is not None:
-                xb = augment(xb, gen)
-            xb, yb = xb.to(place.device, non_blocking=True), yb.to(place.device, non_blocking=True)
-            t_step = time.perf_counter()
-            with place.autocast(precision), _at((view, batch) if replay else None):
-                loss, logits = run_step(xb, yb)
-            if not torch.isfinite(loss):
-                raise PipelineError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            seen += len(yb)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-            total_loss += float(loss.detach()) * len(yb)  # waits for the device: the step time below is real
-            step_seconds += time.perf_counter() - t_step
-            steps += 1
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        seen, correct, total_loss = all_sum([seen, correct, total_loss])
-        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1), "seconds": time.perf_counter() - t0}
+        row = _epoch(data, run_step, optimiser, spec, gen, precision, epoch, view, totals)
         if evaluate_fn is not None:
             row["val_acc"] = evaluate_fn()
         history.append(row)
-        tqdm.write(f"  {desc} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f} train {row['train_acc']:.3f}"
-                   + (f" val {row['val_acc']:.3f}" if "val_acc" in row else "") + f" ({row['seconds']:.1f}s)")
+        if spec.epoch_lines:
+            tqdm.write(f"  {spec.desc} epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} train {row['train_acc']:.3f}"
+                       + (f" val {row['val_acc']:.3f}" if "val_acc" in row else "") + f" ({row['seconds']:.1f}s)")
         if on_epoch_end is not None:
             on_epoch_end(row)
+    opt.zero_grad(set_to_none=True)  # no stale gradients on modules that are frozen or saved next
     if place.sync_bn and place.distributed:
         for m in modules:
             revert_sync_batchnorm(m)
     epoch_s = [r["seconds"] for r in history]
     return {"history": history, "seconds_per_epoch": float(np.mean(epoch_s)) if epoch_s else 0.0,
-            "ms_per_step": 1000.0 * step_seconds / max(steps, 1), "shards": shards}
+            "ms_per_step": 1000.0 * totals.step_seconds / max(totals.steps, 1), "shards": shards}
