@@ -22,6 +22,32 @@ from pipeline.report.compare import MAX_ACCURACY_DROP, MAX_LATENCY_INCREASE
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["device"]:  # the remote runner owns its options: forward them whole
+        from pipeline.device.__main__ import main as device_main
+
+        return device_main(["remote", *argv[1:]])
+    args = _parse(parser, argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
+            print(f"error: {printable(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in HOST_MODULES:
+            raise
+        print(f"error: {exc.name} is not installed; `python -m pipeline {args.command}` needs the host toolchain: "
+              "pip install 'edge-pipeline[host]' (a board needs only [device]: python -m pipeline.device)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; the next run resumes from the interrupted stage", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> OneLineParser:
+    """Every command's options; the commands that make or measure a run first, then those that read one."""
     parser = OneLineParser(prog="python -m pipeline", description=__doc__.split("\n\nThe command line")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the package's and its toolchain's versions")
@@ -57,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore every cached stage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    _add_reading_commands(sub)
+    return parser
+
+
+def _add_reading_commands(sub) -> None:
+    """The commands that read a run folder (or a recipe) or the package: show, report, target, sweep, device, bundle, list."""
     p = sub.add_parser("show", help="print the validated config, or a run's stages and metrics")
     p.add_argument("what", help="a recipe, or a run folder (runs/<name>)")
 
@@ -99,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=["targets", "methods", "formats", "models"])
     p.add_argument("pattern", nargs="?", help="an fnmatch pattern, e.g. '*mobilenet*' (models: timm:… and torchvision:… too)")
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["device"]:  # the remote runner owns its options: forward them whole
-        from pipeline.device.__main__ import main as device_main
 
-        return device_main(["remote", *argv[1:]])
+def _parse(parser: OneLineParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed, taking a positional given after an option where argparse stops at the first option."""
     args, extra = parser.parse_known_args(argv)
     if extra:  # `export MODEL --arch A RECIPE`: a positional after an option (argparse stops at the first option)
         if args.command == "benchmark" and not any(e.startswith("-") for e in extra):
@@ -112,21 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             args.recipe = extra[0]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return COMMANDS[args.command](args)
-    except PipelineError as exc:
-        if not getattr(exc, "silent", False):  # a torchrun rank whose rank 0 has printed the line already
-            print(f"error: {printable(exc)}", file=sys.stderr)
-        return exc.exit_code
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in HOST_MODULES:
-            raise
-        print(f"error: {exc.name} is not installed; `python -m pipeline {args.command}` needs the host toolchain: "
-              "pip install 'edge-pipeline[host]' (a board needs only [device]: python -m pipeline.device)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; the next run resumes from the interrupted stage", file=sys.stderr)
-        return 130
+    return args
 
 
 DEFAULT_RECIPE = "edge_tpu.yaml"  # export/benchmark without a recipe: the default target's (targets/)
@@ -222,7 +238,7 @@ def cmd_export(args) -> int:
     cfg, note = choose_run_dir(cfg)
     if note:
         print(note, file=sys.stderr)
-    run_pipeline(cfg, plan=export_plan(), fresh=args.fresh)
+    run_pipeline(cfg, plan=export_plan(), fresh=args.fresh, command="export")
     print(f"run folder: {cfg.run_dir}")
     return 0
 
@@ -246,7 +262,7 @@ def cmd_benchmark(args) -> int:
     if note:
         print(note, file=sys.stderr)
     with_target = TARGETS[cfg.target.name].deploy_artifact in formats  # the target checks its deploy artifact only
-    run_pipeline(cfg, plan=benchmark_plan(with_target), fresh=args.fresh)
+    run_pipeline(cfg, plan=benchmark_plan(with_target), fresh=args.fresh, command="benchmark")
     print(f"run folder: {cfg.run_dir}")
     return 0
 

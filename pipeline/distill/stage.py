@@ -24,6 +24,8 @@ from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
 from pipeline.models.weights import model_from_checkpoint
 from pipeline.stages import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import DistillMetrics
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import make_loader, training_data, val_or_test
 from pipeline.train.distributed import current
@@ -94,7 +96,7 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache, supervisor
     return SeedSetup(student.train(), criterion, step, prep, arch, source, views_record)
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> DistillMetrics:
     cfg = ctx.cfg
     place = current()
     data = training_data(ctx.input("data"), cfg.data)

@@ -36,6 +36,8 @@ from pipeline.distill.kd import kd_loss
 from pipeline.distill.trainer import freeze, supervising_teacher
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import QatMetrics
 from pipeline.stages import CALIBRATION_FILE, FAKEQUANT_LOGITS, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
@@ -44,7 +46,7 @@ from pipeline.train.distributed import current
 from pipeline.train.loop import evaluate, fit, predict, predict_with_labels
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> QatMetrics:
     cfg = ctx.cfg.qat
     source = ctx.input("distill") / STUDENT_CHECKPOINT
     student, meta = load_checkpoint(source)

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json, read_artifacts
 from pipeline.errors import PipelineError
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import TargetMetrics
 
 CHECK_FILE = "check.json"
 HEADLINE = ("verdict", "summary", "ops_total", "ops_mapped", "ops_cpu", "cpu_from", "parameter_bytes",
             "parameter_bytes_on_edgetpu", "fits_on_chip", "fake_quantize_ops", "checked_on", "full_integer")
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> TargetMetrics:
     from rich.markup import escape
 
     from pipeline.console import console
