@@ -1,6 +1,6 @@
 """The fixed stage sequence and the resume loop: data → teacher → distill → qat → export → target → benchmark → report.
 
-Every stage is a function ``run(ctx: StageContext) -> dict`` (its metrics) in
+Every stage is a function ``run(ctx: StageContext) -> XxxMetrics`` (its metrics, ``pipeline.stage_metrics``) in
 ``pipeline/<stage>/stage.py``. It reads its config section(s) and the folders of earlier
 stages, writes files only into ``ctx.out``, and never hands in-memory objects on. The loop
 below decides, from each stage's cache key, whether to reuse its folder or run it again.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,22 +34,10 @@ from pipeline.fs import stage_write_errors
 from pipeline.inputs import external_inputs
 from pipeline.lock import run_lock
 from pipeline.run_folder import record_config
+from pipeline.stage_context import Command, StageContext  # noqa: F401  (StageContext: imported from here by tests)
+from pipeline.stage_metrics import ReportMetrics, manifest_metrics
 from pipeline.stages import STAGES, Stage, benchmark_plan, export_plan  # noqa: F401  (the plans: imported from here by the CLI)
 from pipeline.store import SHARED_STAGES, StageStore
-
-
-@dataclass
-class StageContext:
-    cfg: Config
-    out: Path  # this stage's folder (still .partial while it runs)
-    inputs: dict[str, Path]  # finished upstream stage folders, by stage name
-    cache: Path  # runs/<name>/cache: teacher-side artifacts shared by several student runs
-    # called after every training epoch with (stage, seed index, history row); may raise to stop the run
-    # (the student search's pruner). Explicit, so a stage never guesses who is watching.
-    on_epoch: Callable[[str, int, dict[str, Any]], None] | None = None
-
-    def input(self, stage: str) -> Path:
-        return self.inputs[stage]
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:
@@ -78,6 +65,7 @@ def run_pipeline(
     plan: list[Stage] | None = None,
     store: StageStore | None = None,
     on_epoch: Callable[[str, int, dict[str, Any]], None] | None = None,
+    command: Command = "run",
 ) -> dict[str, Manifest]:
     """Run stages in order, reusing every finished stage whose cache key still matches.
 
@@ -85,7 +73,7 @@ def run_pipeline(
     that stage; ``fresh`` ignores every cache. One run at a time per run folder (``pipeline.lock``).
     ``plan`` replaces the training sequence (``export_plan``, ``benchmark_plan``). ``store``: a stage store
     shared with other run folders (``pipeline.store``; one process only: under torchrun it is not used).
-    ``on_epoch``: see ``StageContext.on_epoch``.
+    ``on_epoch``: see ``StageContext.on_epoch``; ``command``: ``StageContext.command`` (the plan's command).
     """
     plan = plan or STAGES
     names = [s.name for s in plan]
@@ -100,11 +88,11 @@ def run_pipeline(
         # rank 0 holds the run folder's lock for all ranks (the others only write into scratch folders)
         with run_lock(cfg.run_dir) if place.is_main else contextlib.nullcontext(), stage_write_errors(cfg.run_dir):
             return _run_stages(cfg, place, plan, start=start, until=until, fresh=fresh,
-                               store=None if place.distributed else store, on_epoch=on_epoch)
+                               store=None if place.distributed else store, on_epoch=on_epoch, command=command)
 
 
 def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, until: str | None, fresh: bool,
-                store: StageStore | None = None, on_epoch=None) -> dict[str, Manifest]:
+                store: StageStore | None = None, on_epoch=None, command: Command = "run") -> dict[str, Manifest]:
     from pipeline.train import distributed
 
     names = [s.name for s in plan]
@@ -135,7 +123,7 @@ def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, unt
                     if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
                         distributed.on_main(lambda: _precheck(cfg))  # cached by student spec, so the second call is free
                     with stage_write_errors(folder.with_name(folder.name + ".partial")):
-                        return _execute(cfg, stage, key, folder, dict(inputs), manifests, on_epoch)
+                        return _execute(cfg, stage, key, folder, dict(inputs), manifests, on_epoch, command)
 
                 old = (_through_store(store, stage, key, folder, cfg, compute)
                        if store is not None and i < forced and stage.name in SHARED_STAGES else compute())
@@ -167,7 +155,7 @@ def _reusable(folder: Path, key: str) -> Manifest | None:
 
 
 def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str, Path], upstream: dict[str, Manifest],
-             on_epoch=None) -> Manifest:
+             on_epoch=None, command: Command = "run") -> Manifest:
     """Run one stage into ``NN_stage.partial/`` and rename it when complete; rank 0's folder is the
     one kept. Every rank gets the finished stage's manifest."""
     from pipeline.train import distributed
@@ -201,8 +189,8 @@ def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str
         return manifest
 
     def run_in(out: Path) -> dict[str, Any]:
-        ctx = StageContext(cfg=cfg, out=out, inputs=inputs, cache=cfg.run_dir / "cache", on_epoch=on_epoch)
-        return stage.function()(ctx) or {}
+        ctx = StageContext(cfg=cfg, out=out, inputs=inputs, cache=cfg.run_dir / "cache", on_epoch=on_epoch, command=command)
+        return manifest_metrics(stage.name, stage.function()(ctx))
 
     def run_here() -> Manifest:
         start()
@@ -230,9 +218,11 @@ def _precheck(cfg: Config) -> None:
 def _raise_on_failed_gates(manifests: dict[str, Manifest]) -> None:
     """Exit 3 once the report is written if its verdict is FAIL: a gate, the target check, the deploy artifact's
     export fidelity or op check, the vendor compiler or a device run failed (``pipeline.report.build.verdict``)."""
-    report = manifests.get("report")
-    if report is not None and report.metrics.get("verdict") == "FAIL":
-        raise GateFailure("; ".join(report.metrics.get("failures") or ["the report's verdict is FAIL"]))
+    if "report" not in manifests:
+        return
+    report = ReportMetrics.of(manifests["report"].metrics)
+    if report.verdict == "FAIL":
+        raise GateFailure("; ".join(report.failures or ["the report's verdict is FAIL"]))
 
 
 def _summary(metrics: dict[str, Any]) -> str:

@@ -112,7 +112,7 @@ def benchmarked(run_folder):
     out.mkdir()
     metrics = bench_stage(StageContext(cfg=cfg, out=out, inputs=dict(dirs), cache=cfg.run_dir / "cache"))
     mp.undo()
-    Manifest(stage="benchmark", cache_key="k", inputs={}, metrics=metrics).write(out)
+    Manifest(stage="benchmark", cache_key="k", inputs={}, metrics=metrics.manifest_dict()).write(out)
     return cfg, {**dirs, "benchmark": out}, metrics, read_json(out / "benchmark.json")
 
 
@@ -153,7 +153,7 @@ def test_deploy_artifact_is_scored_on_the_validation_split(benchmarked, run_fold
     fake = FakeRuntime(dirs["export"] / "student_int8.tflite", 0)  # what the stage ran: the lossy fake int8
     expected = float(np.mean(fake.predict(x).argmax(1) == y))
     assert res["validation"] == {"split": "val", "artifact": "tflite_int8", "images": len(y), "top1": expected, "error": None}
-    assert len(y) > 0 and metrics["deploy_val_top1"] == expected and metrics["val_images"] == len(y)
+    assert len(y) > 0 and metrics.deploy_val_top1 == expected and metrics.val_images == len(y)
 
 
 @pytest.mark.parametrize("speedup_gate", [None, 1.0])
@@ -171,7 +171,7 @@ def test_timed_deploy_times_only_the_deploy_artifact_and_a_needed_teacher(run_fo
     expected = [("student", "tflite_int8", 0)] + ([("teacher", "pytorch", 0)] if speedup_gate else [])
     assert sorted(timed) == sorted(expected)
     assert len(res["accuracy"]) == 8 and res["settings"]["timed"] == "deploy"  # every stage still scored
-    assert metrics["deploy_p50_ms"] > 0 and res["validation"]["top1"] is not None
+    assert metrics.deploy_p50_ms > 0 and res["validation"]["top1"] is not None
     with np.load(tmp_path / "latency_samples.npz") as z:
         assert len(z.files) == len(expected)
     if speedup_gate:
@@ -196,14 +196,14 @@ def test_accuracy_chain_shows_where_accuracy_is_lost(benchmarked):
 
 def test_gates_land_in_the_stage_metrics(benchmarked):
     _, _, metrics, res = benchmarked
-    by = {g["name"]: g for g in metrics["gates"]}
+    by = {g["name"]: g for g in metrics.gates}
     assert set(by) == {"max_drop_vs_teacher", "max_drop_vs_distilled_fp32"}
     assert by["max_drop_vs_teacher"]["passed"]
     s, d = res["accuracy"][1]["top1"], next(r["top1"] for r in res["accuracy"] if r["stage"] == "tflite_int8")
     assert by["max_drop_vs_distilled_fp32"]["value"] == pytest.approx(100 * (s - d), abs=1e-4)
     assert by["max_drop_vs_distilled_fp32"]["passed"] == (100 * (s - d) <= 1.0)
     assert res["run"]["gate_threads"] == 0  # the Edge TPU rules' threads=0 was measured
-    assert metrics["gates_failed"] == sum(g["passed"] is False for g in metrics["gates"])
+    assert metrics.gates_failed == sum(g["passed"] is False for g in metrics.gates)
 
 
 def test_samples_and_environment_are_recorded(benchmarked):
@@ -223,8 +223,8 @@ def test_report_stage_writes_valid_files_into_its_folder_and_the_run_folder(benc
     out = cfg.run_dir / "08_report"
     out.mkdir()
     metrics = report_stage(StageContext(cfg=cfg, out=out, inputs=dirs, cache=cfg.run_dir / "cache"))
-    assert metrics["files"] == ["report.json", "report.schema.json", "report.md", "report.html"]
-    for name in metrics["files"]:
+    assert metrics.files == ["report.json", "report.schema.json", "report.md", "report.html"]
+    for name in metrics.files:
         assert (out / name).is_file() and (cfg.run_dir / name).read_bytes() == (out / name).read_bytes()
     report = read_json(cfg.run_dir / "report.json")
     validate_report(report)

@@ -201,7 +201,7 @@ def _stage(tmp_path, model_path, compiler="auto", listed=None):
     shutil.copyfile(model_path, export / "student_int8.tflite")
     atomic_write_json(export / "artifacts.json", {"tflite_int8": "student_int8.tflite"} if listed is None else listed)
     cfg = validate_config({"runs_dir": str(tmp_path), "target": {"name": "edge_tpu", "compiler": compiler}})
-    return run(StageContext(cfg=cfg, out=out, inputs={"export": export}, cache=tmp_path / "cache")), out
+    return run(StageContext(cfg=cfg, out=out, inputs={"export": export}, cache=tmp_path / "cache")).manifest_dict(), out
 
 
 def test_target_stage_without_compiler_says_not_compiled(tmp_path, monkeypatch, conv_tflite):

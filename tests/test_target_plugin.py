@@ -93,7 +93,7 @@ def target_stage(fake_npu, tmp_path, capsys):
     (export / "student_int8.tflite.json").write_text(json.dumps({"format": "tflite_int8", "input": {"dtype": "int8"}}))
     atomic_write_json(export / "artifacts.json", {"tflite_int8": "student_int8.tflite"})
     cfg = load_config(recipe, {"runs_dir": str(tmp_path)})
-    metrics = run(StageContext(cfg=cfg, out=out, inputs={"export": export}, cache=tmp_path / "cache"))
+    metrics = run(StageContext(cfg=cfg, out=out, inputs={"export": export}, cache=tmp_path / "cache")).manifest_dict()
     Manifest(stage="target", cache_key="k", inputs={}, metrics=metrics).write(out)
     return run_dir, metrics, capsys.readouterr().err
 

@@ -1,7 +1,9 @@
 """Benchmark: batch-1 latency and top-1 accuracy of the teacher, the student and every exported artifact.
 
 ``latency`` is the measurement method (numpy + stdlib, shared with the on-device runner),
-``accuracy`` the stage chain, ``gates`` the pass/fail rules, ``stage`` the pipeline stage.
+``rows`` a latency row's identity and precision text (stdlib, read by the report and the board runner too),
+``accuracy`` the stage chain, ``gates`` the pass/fail rules, ``subjects`` what the stage scores and reads of
+the run, ``stage`` the pipeline stage.
 """
 
 # bounds on the measurement settings, read by the host config and the board runner alike

@@ -16,6 +16,8 @@ from pathlib import Path
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
 from pipeline.formats import FORMATS, primary
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import ArtifactsMetrics
 from pipeline.stages import ARTIFACTS_FILE
 
 SUFFIXES = tuple(dict.fromkeys(Path(f.file).suffix for f in FORMATS.values()))  # .onnx, .tflite, .xml
@@ -76,7 +78,7 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
     return out
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> ArtifactsMetrics:
     from pipeline.formats.sidecar import sidecar_path
     from pipeline.export.stage import load_calibration
     from pipeline.data import read_split_info
@@ -108,5 +110,5 @@ def run(ctx) -> dict:
                                 f"the data has {info['num_classes']} classes")
         listed[key] = FORMATS[key].file
     atomic_write_json(ctx.out / ARTIFACTS_FILE, listed)
-    return {"artifacts": len(listed), "formats": sorted(listed), "files": {k: str(p) for k, p in given.items()},
-            "source": "given", "source_reason": "the given files (python -m pipeline benchmark)"}
+    return ArtifactsMetrics(artifacts=len(listed), formats=sorted(listed), files={k: str(p) for k, p in given.items()},
+                            source="given", source_reason="the given files (python -m pipeline benchmark)")

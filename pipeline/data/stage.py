@@ -18,10 +18,12 @@ from pipeline.data.preprocess import Preprocess, channel_stats, to_unit_nchw
 from pipeline.data.sources import STREAMED, load_raw
 from pipeline.data.split import dataset_hash, indices_hash, split_indices
 from pipeline.errors import PipelineError, printable
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import DataMetrics
 from pipeline.stages import CALIBRATION_FILE
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> DataMetrics:
     cfg = ctx.cfg.data
     info, extra = (_streamed if cfg.dataset in STREAMED else _in_memory)(cfg)
     indices = info["indices"]
@@ -40,16 +42,16 @@ def run(ctx) -> dict:
     atomic_write_json(ctx.out / SPLIT_FILE, info)
     calib, _ = load_split(ctx.out, "calibration")
     atomic_write_bytes(ctx.out / CALIBRATION_FILE, _npy_bytes(calib.astype(np.float32)))
-    return {
-        "dataset": cfg.dataset,
-        "train": len(indices["train"]),
-        "val": len(indices["val"]),
-        "test": len(indices["test"]),
-        "calibration": len(indices["calibration"]),
-        "input_shape": list(pre.input_shape),
-        "calibration_sha256": info["indices_sha256"]["calibration"],
+    return DataMetrics(
+        dataset=cfg.dataset,
+        train=len(indices["train"]),
+        val=len(indices["val"]),
+        test=len(indices["test"]),
+        calibration=len(indices["calibration"]),
+        input_shape=list(pre.input_shape),
+        calibration_sha256=info["indices_sha256"]["calibration"],
         **extra,
-    }
+    )
 
 
 def _split(cfg, labels_source) -> dict[str, list[int]]:

@@ -285,7 +285,7 @@ def _summary(row: dict) -> str:
     head = f"{row['artifact']} threads={row['threads']}"
     if row["error"]:
         return f"{head}: FAILED: {row['error']}"
-    from pipeline.report.tables import precision_text  # stdlib only
+    from pipeline.benchmark.rows import precision_text  # stdlib only
 
     lat = row["latency_ms"]
     acc = f", accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""

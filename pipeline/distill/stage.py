@@ -23,6 +23,8 @@ from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.taps import FeatureTaps, probe, stage_names_of
 from pipeline.models.weights import model_from_checkpoint
 from pipeline.stages import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import DistillMetrics
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import make_loader, training_data, val_or_test
 from pipeline.train.distributed import current
@@ -95,7 +97,7 @@ def setup_seed(cfg, data, teacher: torch.nn.Module, seed: int, cache, supervisor
     return SeedSetup(student.train(), criterion, step, prep, arch, source, views_record)
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> DistillMetrics:
     cfg = ctx.cfg
     place = current()
     data = training_data(ctx.input("data"), cfg.data)
@@ -139,7 +141,7 @@ def run(ctx) -> dict:
 
     accs = np.array([r["test_acc"] for r in runs])
     mean_of = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731
-    return {
+    return DistillMetrics.model_validate({
         "method": cfg.distill.method,
         "test_acc": float(accs[0]),
         "test_acc_mean": float(accs.mean()),
@@ -156,4 +158,4 @@ def run(ctx) -> dict:
         "weights": step.weights.__dict__,
         "bn_recalibrated": runs[0]["bn_recalibration"]["applied"],
         "seeds": runs,
-    }
+    })

@@ -21,6 +21,8 @@ import numpy as np
 from pipeline.artifacts import artifact_size, atomic_write_json, read_json, sha256_file
 from pipeline.errors import PipelineError
 from pipeline.formats import EXPORT_SOURCE, FORMATS, format_keys, get_format, primary
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import ExportMetrics
 from pipeline.stages import (ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT,
                              TEACHER_ONNX)
 
@@ -34,7 +36,7 @@ CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (
 def source_checkpoint(ctx) -> tuple[Path, str, str]:
     """The student weights to export, the stage they come from, and why (one sentence for the report)."""
     folder = Path(ctx.inputs["distill"])
-    if folder.name.endswith("_student"):  # python -m pipeline export MODEL: the user's model, as given (03_student)
+    if ctx.command == "export":  # python -m pipeline export MODEL: the user's model, as given (03_student)
         given = folder / STUDENT_CHECKPOINT if (folder / STUDENT_CHECKPOINT).is_file() else folder / STUDENT_ONNX
         return given, "student", f"the given model ({ctx.cfg.student.checkpoint}): python -m pipeline export, nothing trained"
     choice = ctx.cfg.export.source
@@ -74,7 +76,7 @@ def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.n
     return np.ascontiguousarray(calib, dtype=np.float32), path
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> ExportMetrics:
     from pipeline.data import load_split, read_split_info
     from pipeline.console import console
 

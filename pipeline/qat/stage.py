@@ -34,6 +34,8 @@ from torch.utils.data import Dataset
 from pipeline.artifacts import atomic_write_json
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import QatMetrics
 from pipeline.stages import CALIBRATION_FILE, FAKEQUANT_LOGITS, GUARD_FILE, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 from pipeline.target import TARGETS
 from pipeline.train.bn_recalibration import recalibrate_bn
@@ -44,7 +46,7 @@ from pipeline.train.spec import FitSpec
 from pipeline.train.supervision import TeacherForward, freeze, kd_loss, supervising_teacher
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> QatMetrics:
     cfg = ctx.cfg.qat
     source = ctx.input("distill") / STUDENT_CHECKPOINT
     student, meta = load_checkpoint(source)
@@ -57,7 +59,7 @@ def run(ctx) -> dict:
         np.save(ctx.out / FAKEQUANT_LOGITS, predict(student.eval(), data.test))
         guard = {"export": "distill", "reason": "QAT is off (qat.enabled: false or qat.epochs: 0): the distilled weights"}
         atomic_write_json(ctx.out / GUARD_FILE, guard)
-        return {"enabled": False, "fp32_acc": fp32_acc, "guard": guard}
+        return QatMetrics.model_validate({"enabled": False, "fp32_acc": fp32_acc, "guard": guard})
 
     rules = TARGETS[ctx.cfg.target.name]
     teacher, _ = load_checkpoint(ctx.input("teacher") / TEACHER_CHECKPOINT)
@@ -95,7 +97,7 @@ def run(ctx) -> dict:
          "qat": {"config": cfg.model_dump(mode="json"), "target": rules.name, "per_channel": rules.per_channel},
          "metrics": {"fakequant_acc": fq_acc, "fp32_acc": qat_fp32_acc}},
     )
-    return {
+    return QatMetrics.model_validate({
         "enabled": True,
         "fp32_acc_before": fp32_acc,
         "fakequant_accuracy": fq_acc,
@@ -108,7 +110,7 @@ def run(ctx) -> dict:
         "history": result["history"],
         "guard": guard,
         **(teacher_record if cfg.kd else {}),
-    }
+    })
 
 
 def _train_fake_quant(cfg, qat_model: torch.nn.Module, supervisor: torch.nn.Module, teacher_run: TeacherForward,

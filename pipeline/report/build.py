@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, evaluate_gates, teacher_baseline
+from pipeline.report.checks import checks, compiler_sentence, target_info
 from pipeline.report.schema import row_key
 from pipeline.report.stats import accuracy_interval
+from pipeline.stage_metrics import ExportMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
 TOP_LEVEL = ("data", "settings", "models")
@@ -42,8 +44,14 @@ class RunRecords:
 
     folder: str | None = None
     config: dict[str, Any] | None = None  # the resolved config (config.json)
-    export: dict[str, Any] | None = None  # 05_export's manifest metrics
-    target: dict[str, Any] | None = None  # 06_target's manifest metrics
+    export: ExportMetrics | None = None  # 05_export's manifest metrics
+    target: TargetMetrics | None = None  # 06_target's manifest metrics
+
+    def __post_init__(self) -> None:  # a manifest's dict, as read, is typed here
+        if self.export is not None:
+            self.export = ExportMetrics.of(self.export)
+        if self.target is not None:
+            self.target = TargetMetrics.of(self.target)
 
 
 def read_records(run_dir: Path) -> RunRecords:
@@ -53,8 +61,8 @@ def read_records(run_dir: Path) -> RunRecords:
 
     run_dir = Path(run_dir)
     export, target = Manifest.read(stage_folder(run_dir, "export")), Manifest.read(stage_folder(run_dir, "target"))
-    return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=export.metrics if export else None,
-                      target=target.metrics if target else None)
+    return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=ExportMetrics.of(export.metrics) if export else None,
+                      target=TargetMetrics.of(target.metrics) if target else None)
 
 
 def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
@@ -65,13 +73,13 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
 
     records = records or RunRecords()
     rules = _rules(results["run"]["target"])
-    export = records.export or {}
+    export = records.export or ExportMetrics()
     run = {**results["run"], "folder": records.folder, "config_hash": config_hash(records.config) if records.config else None,
            "accelerator": rules.accelerator if rules else None}
     if records.folder:  # a copied run folder reports its own name, not the one its benchmark results were written under
         run["name"] = Path(records.folder).name
-    run["export_source"] = export.get("source") or run.get("export_source")
-    run["export_source_reason"] = export.get("source_reason")
+    run["export_source"] = export.source or run.get("export_source")
+    run["export_source_reason"] = export.source_reason
     report: dict[str, Any] = {
         "created": created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline_version": results.get("pipeline_version", "unknown"),
@@ -100,7 +108,8 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         r["accuracy_ci95"] = accuracy_interval(r.get("accuracy"), r.get("images"))
     report["latency"] = add_speedups(list(rows.values()))
 
-    report["target"] = target_info(records.target or results.get("target") or {}, results["run"]["target"], rules)
+    recorded = records.target if records.target is not None and records.target.manifest_dict() else None
+    report["target"] = target_info(recorded or TargetMetrics.of(results.get("target")), results["run"]["target"], rules)
     devices = target_devices(report)
     report["gates"] = evaluate_gates(
         gate_limits(results["gates"]), accuracy=report["accuracy"], latency=report["latency"],
@@ -109,7 +118,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         command=run.get("command") or "run", timed=results["settings"].get("timed", "all"),
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
-    report["layer_error"] = layer_error_by_format(export.get("layer_error"))
+    report["layer_error"] = layer_error_by_format(export.layer_error)
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
     return to_json(report, source=f"{records.folder or '.'}/{STAGE_FOLDERS['benchmark']}/{RESULTS_FILE} (with the run's records)")
@@ -166,96 +175,6 @@ def on_accelerator(row: dict[str, Any]) -> bool:
     device = (row.get("engine_info") or {}).get("device")
     return bool((row.get("delegate") or {}).get("loaded")) or (isinstance(device, str) and device.upper() not in ("CPU", ""))
 
-
-# target stage metrics that have a field of their own in TargetInfo (the rest go to ``details``)
-_TARGET_FIELDS = {"name", "verdict", "passed", "summary", "artifact", "file", "compiler", "compiled", "compiler_result",
-                  "compiler_agrees", "device", "device_available", "device_note", "check"}
-
-
-def target_info(metrics: dict[str, Any], name: str, rules) -> dict[str, Any]:
-    """The target stage's metrics in the report's shape: the check, the vendor compiler's result, the device."""
-    compiler = None
-    vendor = rules.compiler.name if rules and rules.compiler else None
-    if vendor or "compiler" in metrics:
-        result = metrics.get("compiler_result") or {}
-        status = metrics.get("compiler") or "no compiler result recorded by the target stage"
-        compiler = {
-            "name": vendor or "compiler",
-            "ran": bool(result) or status.startswith(("compiled", "failed")),
-            "compiled": bool(metrics.get("compiled")),
-            "status": status,
-            "version": result.get("version"),
-            "ops_total": result.get("ops_total"),
-            "ops_mapped": result.get("ops_mapped"),
-            "subgraphs": result.get("subgraphs"),
-            "on_chip_bytes_used": result.get("on_chip_bytes_used"),
-            "off_chip_bytes": result.get("off_chip_bytes"),
-            "agrees_with_check": metrics.get("compiler_agrees"),
-        }
-    check = metrics.get("check") or {}
-    return {
-        "name": name,
-        "accelerator": rules.accelerator if rules else None,
-        "artifact": metrics.get("artifact"),
-        "file": metrics.get("file"),
-        "checker": check.get("checker"),
-        "verdict": metrics.get("verdict"),
-        "passed": metrics.get("passed"),
-        "summary": metrics.get("summary"),
-        "compiler": compiler,
-        "device": metrics.get("device"),
-        "device_available": metrics.get("device_available"),
-        "device_note": metrics.get("device_note"),
-        "details": {k: v for k, v in metrics.items() if k not in _TARGET_FIELDS and _scalar(v)},
-    }
-
-
-def checks(export: dict[str, Any], target: dict[str, Any], latency: list[dict[str, Any]], deploy: str,
-           devices: list[str]) -> list[dict[str, Any]]:
-    """Every check's verdict with its message; ``deploy`` marks those about the deploy artifact (a FAIL fails the run)."""
-    out = []
-    for key, row in (export.get("fidelity") or {}).items():
-        out.append(_check("export fidelity", key, row.get("passed"), key == deploy, row.get("message") or _fidelity_numbers(row)))
-        if op := row.get("op_check"):
-            ok = op.get("passed")
-            what = ("; ".join(op.get("problems") or []) if not ok else
-                    f"{sum((op.get('op_counts') or {}).values())} ops, all integer, {op.get('io_dtype')} I/O")
-            out.append(_check("op check", key, ok, key == deploy, f"full-integer: {what}"))
-    if teacher := export.get("teacher_onnx"):
-        out.append(_check("export fidelity", "teacher onnx", teacher.get("passed"), False,
-                          teacher.get("message") or _fidelity_numbers(teacher)))
-    if target.get("verdict") is not None:
-        out.append(_check("target check", target.get("artifact") or deploy, target.get("passed"), True,
-                          target.get("summary") or target["verdict"]))
-    if c := target.get("compiler"):
-        status = PASS if c["compiled"] else FAIL if c["ran"] else "NOT RUN"
-        out.append({"kind": "compiler", "subject": c["name"], "status": status, "deploy": True, "message": compiler_sentence(c, target)})
-    if target.get("device_available") is False:
-        out.append({"kind": "target device", "subject": str(target.get("device")), "status": "NOT RUN", "deploy": True,
-                    "message": target.get("device_note") or f"no {target.get('device')} on this machine"})
-    for r in latency:
-        if r["where"] == "device" and r["model"] == "student" and r.get("deploy"):
-            subject = f"{r['artifact']} on {r['device']} (threads={'all' if r['threads'] == 0 else r['threads']})"
-            out.append(_check("device run", subject, not r.get("error"), r["device"] in devices, r.get("error") or _device_numbers(r)))
-    return out
-
-
-def compiler_sentence(c: dict[str, Any], target: dict[str, Any]) -> str:
-    """Whether the vendor compiler ran and what it mapped, in words."""
-    if c["compiled"]:
-        mapped = f": {c['ops_mapped']}/{c['ops_total']} ops on the {target.get('accelerator') or 'accelerator'}" if c["ops_total"] else ""
-        if c["ops_total"] and c.get("ops_mapped") is not None:
-            mapped += f", {c['ops_total'] - c['ops_mapped']} on the CPU"
-        subgraphs = f", {c['subgraphs']} subgraph(s)" if c.get("subgraphs") is not None else ""
-        if c.get("on_chip_bytes_used") is not None:  # parameters cached in the chip's SRAM vs streamed from the host
-            subgraphs += (f", {c['on_chip_bytes_used'] / 2**20:.2f} MiB of parameters on-chip, "
-                          f"{(c.get('off_chip_bytes') or 0) / 2**20:.2f} MiB off-chip")
-        version = f" {c['version']}" if c.get("version") else ""
-        agrees = "" if c.get("agrees_with_check") in (None, True) else "; it disagrees with the static check"
-        return f"{c['name']}{version} compiled it{mapped}{subgraphs}{agrees}"
-    if c["ran"]:
-        return f"{c['name']} ran and failed: {c['status']}"
-    return f"{c['name']} did not run ({c['status']})"
 
 
 def headline(report: dict[str, Any], devices: list[str], rules) -> dict[str, Any]:
@@ -337,35 +256,6 @@ def _device_deploy_row(latency: list[dict[str, Any]], devices: list[str], target
             return row
     return None
 
-
-def _check(kind: str, subject: str, passed: bool | None, deploy: bool, message: str) -> dict[str, Any]:
-    status = "NOT RUN" if passed is None else PASS if passed else FAIL  # None: the record has no verdict
-    return {"kind": kind, "subject": subject, "status": status, "deploy": deploy, "message": message}
-
-
-def _fidelity_numbers(row: dict[str, Any]) -> str:
-    if row.get("accuracy") is None:
-        return "no numbers"
-    if row.get("precision") == "int8":
-        return (f"accuracy {row['accuracy']:.2%} vs fp32 {row.get('reference_accuracy', 0):.2%}, "
-                f"agreement {row.get('agreement', 0):.2%} on {row.get('images')} images")
-    return (f"agreement {row.get('agreement', 0):.2%}, max |Δlogit| {row.get('max_abs_logit_diff', 0):.1e}, "
-            f"accuracy {row['accuracy']:.2%} on {row.get('images')} images")
-
-
-def _device_numbers(r: dict[str, Any]) -> str:
-    parts = [f"p50 {r['latency_ms']['p50']:.3f} ms"] if r.get("latency_ms") else []
-    if r.get("accuracy") is not None:
-        parts.append(f"top-1 {r['accuracy']:.2%} on {r.get('images')} images")
-    if r.get("host_accuracy") is not None:
-        parts.append(f"host {r['host_accuracy']:.2%} on the same images")
-    if r.get("agreement_with_host") is not None:
-        parts.append(f"agreement with the host {r['agreement_with_host']:.2%}")
-    return ", ".join(parts) or "ran"
-
-
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool))
 
 
 def _rules(target: str):

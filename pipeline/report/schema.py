@@ -37,7 +37,7 @@ and given a status, verdict/headline/checks added, every object closed).
 
 from __future__ import annotations
 
-from typing import Any
+from pipeline.benchmark.rows import LATENCY_STATS, ROW_KEY, row_key, sample_key  # noqa: F401  (the layout's row identity)
 
 SCHEMA_ID = "edge-pipeline/report"
 SCHEMA_VERSION = 2
@@ -45,16 +45,3 @@ SCHEMA_FILE = "report.schema.json"  # written beside every report.json, which na
 # a board's results file (``python -m pipeline.device run``), whose rows the report merges (``device_results``)
 DEVICE_RESULTS_KIND = "device-results"
 DEVICE_RESULTS_VERSION = 1
-
-LATENCY_STATS = ("mean", "std", "min", "max", "p50", "p90", "p99")
-ROW_KEY = ("where", "device", "model", "artifact", "threads")
-
-
-def row_key(row: dict[str, Any]) -> tuple:
-    """Identity of a latency row: the same key in two reports is the same measurement, re-taken."""
-    return tuple(row.get(k) for k in ROW_KEY)
-
-
-def sample_key(row: dict[str, Any]) -> str:
-    """Name of a row's per-call samples in the benchmark stage's ``latency_samples.npz``."""
-    return "|".join(str(k) for k in row_key(row))

@@ -16,14 +16,17 @@ from pipeline.report.build import RunRecords, build_report
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.device_results import discover_device_results, read_device_files
 from pipeline.report.write import ALL_FILES, load_samples, write_report
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import ExportMetrics, ReportMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> ReportMetrics:
     bench = ctx.input("benchmark")
     devices = readable_device_results(discover_device_results(ctx.cfg.run_dir))
     records = RunRecords(folder=str(ctx.cfg.run_dir), config=ctx.cfg.model_dump(mode="json"),
-                         export=_metrics(ctx.inputs.get("export")), target=_metrics(ctx.inputs.get("target")))
+                         export=_metrics(ctx.inputs.get("export"), ExportMetrics),
+                         target=_metrics(ctx.inputs.get("target"), TargetMetrics))
     report = build_report(read_json(bench / RESULTS_FILE), devices, records=records)
     written = write_report(report, ctx.out, list(ctx.cfg.report.formats), load_samples(bench / SAMPLES_FILE))
     publish(written, ctx.cfg.run_dir)
@@ -31,19 +34,20 @@ def run(ctx) -> dict:
     print_summary(report, console)
     if written:
         console.print(f"report: {ctx.cfg.run_dir / written[-1].name}")
-    return {
-        "verdict": report["verdict"]["status"],
-        "gates_failed": sum(g["status"] == "FAIL" for g in report["gates"]),
-        "rows": len(report["latency"]),
-        "devices": len(devices),
-        "files": [p.name for p in written],
-        "failures": report["verdict"]["failures"],
-    }
+    return ReportMetrics(
+        verdict=report["verdict"]["status"],
+        gates_failed=sum(g["status"] == "FAIL" for g in report["gates"]),
+        rows=len(report["latency"]),
+        devices=len(devices),
+        files=[p.name for p in written],
+        failures=report["verdict"]["failures"],
+    )
 
 
-def _metrics(folder: Path | None) -> dict | None:
+def _metrics(folder: Path | None, model: type[ExportMetrics] | type[TargetMetrics]):
+    """A stage's manifest metrics as ``model``; None where the run has no such stage or it wrote no manifest."""
     m = Manifest.read(folder) if folder is not None else None
-    return m.metrics if m else None
+    return model.of(m.metrics) if m else None
 
 
 def publish(written: list[Path], run_dir: Path) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.benchmark.rows import precision_text  # noqa: F401  (read here by the board runner until it imports rows)
+
 Table = tuple[list[str], list[list[str]]]
 OK, FAILED = "OK", "FAILED"
 SPEEDUP_NOTE = ("Speed-up vs teacher: the teacher's p50 over the row's, on the same machine at the same threads; the teacher "
@@ -131,17 +133,6 @@ def summary(report: dict[str, Any]) -> Table:
             _x(r.get("speedup_vs_teacher")),
         ])
     return headers, rows
-
-
-def precision_text(prec: dict[str, Any] | None) -> str:
-    """'±2.1 %' (the larger 95 % half-width of p50 and p90), with why timing stopped when it was not the precision:
-    '±4.2 % (time cap reached; target ±3 %)'. Empty without a record (a results file from before the precision rule)."""
-    if not prec:
-        return ""
-    width = "± n/a" if prec.get("half_width_pct") is None else f"±{prec['half_width_pct']:.1f} %"
-    if prec.get("reached") is False:
-        return f"{width} (time cap reached; target ±{prec['target_pct']:g} %)"
-    return width
 
 
 def devices(report: dict[str, Any]) -> Table:

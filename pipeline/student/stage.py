@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, one_line
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import StudentMetrics
 from pipeline.stages import STUDENT_CHECKPOINT as CHECKPOINT
 from pipeline.stages import STUDENT_ONNX as ONNX
 
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx")  # what `export MODEL` takes
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> StudentMetrics:
     from pipeline.artifacts import sha256_file
     from pipeline.models import count_parameters
     from pipeline.models.checkpoint import save_checkpoint
@@ -40,7 +42,7 @@ def run(ctx) -> dict:
         static_batch(path, ctx.out / ONNX)
         x, y = load_split(ctx.input("data"), "test")
         accuracy = onnx_test_accuracy(ctx.out / ONNX, x, y, num_classes=read_split_info(ctx.input("data"))["num_classes"])
-        return {"format": "onnx", "test_acc": accuracy, "source_checkpoint": {"file": str(path), "sha256": sha256_file(path)}}
+        return StudentMetrics(format="onnx", test_acc=accuracy, source_checkpoint={"file": str(path), "sha256": sha256_file(path)})
     data = training_data(ctx.input("data"), ctx.cfg.data)
     c = data.input_shape[0]
     model, source = model_from_checkpoint(cfg, section="student", num_classes=data.num_classes, in_channels=c)
@@ -48,8 +50,8 @@ def run(ctx) -> dict:
     save_checkpoint(ctx.out / CHECKPOINT, model,
                     {"arch": source["arch"], "arch_args": source["arch_args"], "num_classes": data.num_classes, "in_channels": c,
                      "source_checkpoint": source, "metrics": {"test_acc": accuracy}, **data.checkpoint_meta()})
-    return {"format": source["format"], "test_acc": accuracy, "arch": source["arch"], "params": count_parameters(model),
-            "source_checkpoint": source}
+    return StudentMetrics(format=source["format"], test_acc=accuracy, arch=source["arch"], params=count_parameters(model),
+                          source_checkpoint=source)
 
 
 def static_batch(src: Path, dst: Path) -> None:

@@ -16,8 +16,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import atomic_write_bytes, atomic_write_json, read_json
+from pipeline.artifacts import Manifest, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.report.stats import accuracy_interval
+from pipeline.stage_metrics import TeacherMetrics
+from pipeline.stages import stage_folder
 from pipeline.sweep.spec import SweepSpec
 
 SWEEP_FILES = {"json": "sweep.json", "md": "sweep.md", "html": "sweep.html"}
@@ -107,8 +109,8 @@ def teacher_reference(rows: list[dict], folder: Path, threads: int) -> dict[str,
         if r["state"] != "COMPLETE" or run is None or not (run / "report.json").is_file():
             continue
         report = read_json(run / "report.json")
-        teacher = read_json(run / "02_teacher" / "manifest.json").get("metrics", {}) if (run / "02_teacher").is_dir() else {}
-        out = {"top1": teacher.get("val_acc"), "test_top1": next(
+        manifest = Manifest.read(stage_folder(run, "teacher"))
+        out = {"top1": TeacherMetrics.of(manifest.metrics if manifest else None).val_acc, "test_top1": next(
             (a["top1"] for a in report["accuracy"] if a["stage"] == "teacher_fp32"), None), "p90_ms": None, "artifact": None}
         onnx = run / "05_export" / TEACHER_ONNX
         if onnx.is_file():

@@ -10,56 +10,13 @@ board runner and the report read only these fields (``tests/test_target_plugin.p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from pipeline.stage_metrics import CompileResult  # the compiler's result is the target stage's metric
+
 TURNED_OFF = "not compiled: target.compiler is off"  # the status of a compiler the recipe switched off
-
-
-@dataclass(frozen=True)
-class CompileResult:
-    """What a vendor compiler made of the deploy artifact, under vendor-neutral names.
-
-    ``status`` is "compiled", "failed: …" or why it did not run ("not compiled: … not found"); a
-    compiler that ran has a ``log`` (its printout, kept in the stage folder) and whatever its log
-    says; a field the log does not give stays None. ``ops_mapped`` ran on the accelerator,
-    ``ops_cpu`` on the host CPU.
-    """
-
-    status: str
-    compiled: bool
-    model: str | None = None  # the compiled file's name in the target stage folder
-    log: str | None = None  # the compiler's printout in the target stage folder; None = it did not run
-    input_model: str | None = None
-    input_bytes: int | None = None
-    output_model: str | None = None
-    output_bytes: int | None = None
-    on_chip_bytes_used: int | None = None
-    on_chip_bytes_remaining: int | None = None
-    off_chip_bytes: int | None = None
-    subgraphs: int | None = None
-    ops_total: int | None = None
-    ops_mapped: int | None = None
-    ops_cpu: int | None = None
-    operation_log: str | None = None
-    version: str | None = None
-    compile_ms: float | None = None
-    operators: list[dict[str, Any]] = field(default_factory=list)  # per op type: op, count, status, mapped
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ran(self) -> bool:
-        return self.log is not None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON the target stage's metrics carry as ``compiler_result`` (for a compiler that ran)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompileResult:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json, read_artifacts
 from pipeline.errors import PipelineError
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import TargetMetrics
 from pipeline.target.rules import TURNED_OFF, CompileResult
 
 CHECK_FILE = "check.json"
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> TargetMetrics:
     from rich.markup import escape
 
     from pipeline.console import console
@@ -58,7 +60,7 @@ def run(ctx) -> dict:
     if device["message"]:
         metrics["device_note"] = device["message"]
     metrics["check"] = {k: v for k, v in report.items() if k not in metrics}
-    return metrics
+    return TargetMetrics.model_validate(metrics)
 
 
 def deploy_artifact(export_dir: Path, rules) -> Path:

@@ -18,6 +18,8 @@ from pipeline.models import build_model, count_parameters
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.weights import model_from_checkpoint
 from pipeline.stages import TEACHER_CHECKPOINT
+from pipeline.stage_context import StageContext
+from pipeline.stage_metrics import TeacherMetrics
 from pipeline.train.bn_recalibration import recalibrate_bn
 from pipeline.train.data import training_data, val_or_test
 from pipeline.train.distributed import current
@@ -34,7 +36,7 @@ def classifier_weight(model: nn.Module) -> torch.Tensor:
 TIMINGS = ("history", "seconds_per_epoch", "ms_per_step")  # in the manifest, not in teacher.pt: same weights, same bytes
 
 
-def run(ctx) -> dict:
+def run(ctx: StageContext) -> TeacherMetrics:
     cfg = ctx.cfg.teacher
     data = training_data(ctx.input("data"), ctx.cfg.data)
     c, _, _ = data.input_shape
@@ -96,4 +98,4 @@ def run(ctx) -> dict:
          "metrics": {k: v for k, v in metrics.items() if k not in TIMINGS},
          **data.checkpoint_meta()},
     )
-    return metrics
+    return TeacherMetrics.model_validate(metrics)
