@@ -88,6 +88,10 @@ def test_a_sweep_runs_each_candidate_as_an_ordinary_run_and_recommends_one(three
         report = json.loads((sweep / "trials" / f"{r['number']:04d}" / "report.json").read_text())
         assert {(x["model"], x["artifact"]) for x in report["latency"]} == {("student", "openvino_int8")}
         assert r["top1"] == report["validation"]["top1"]
+    trials = {t.number: t for t in _study(three["folder"], "three").trials}
+    for r in summary["trials"]:  # the curve study's last value is the distillation's validation top-1, as its epochs were
+        distill = json.loads((sweep / "trials" / f"{r['number']:04d}" / "03_distill" / "manifest.json").read_text())
+        assert trials[r["number"]].user_attrs["distill_val"] == distill["metrics"]["val_acc_mean"] is not None
     md = (sweep / "sweep.md").read_text().splitlines()
     assert md[2].startswith("**recommended: trial") and "host CPU" in md[4]
     html = (sweep / "sweep.html").read_text()
