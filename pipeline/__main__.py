@@ -215,6 +215,18 @@ def cmd_sweep(args) -> int:
                      docker=not args.no_docker, worker=args.worker)
 
 
+def cmd_explore(args) -> int:
+    from pipeline.report.explore import open_viewer, prepare
+
+    model, node_data = prepare(args.run_dir, args.artifact)
+    print(f"{model}: {', '.join(str(p) for p in node_data.values()) or 'no per-node data (no layer error or op time measured)'}")
+    try:
+        open_viewer(model, list(node_data.values()), port=args.port, browser=not args.no_browser)
+    except ModuleNotFoundError as exc:
+        raise PipelineError(f"{exc.name} is not installed: pip install -e '.[explore]' (Model Explorer and its ONNX adapter)") from None
+    return 0
+
+
 def cmd_list(args) -> int:
     from pipeline.listing import list_command
 
@@ -224,7 +236,7 @@ def cmd_list(args) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "list": cmd_list, "run": cmd_run, "check": cmd_check, "export": cmd_export, "benchmark": cmd_benchmark, "show": cmd_show,
-            "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle}
+            "report": cmd_report, "target": cmd_target, "bundle": cmd_bundle, "explore": cmd_explore}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -91,6 +91,12 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
 
+    p = sub.add_parser("explore", help="open an int8 model in Model Explorer, coloured by each node's int8 error (SQNR) and time")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--artifact", metavar="KEY", help="tflite_int8, openvino_int8 or onnx_int8 (default: the first one exported)")
+    p.add_argument("--port", type=int, default=8080, help="the viewer's port on localhost (default 8080)")
+    p.add_argument("--no-browser", action="store_true", help="start the viewer without opening a browser tab (print its address)")
+
     p = sub.add_parser("list", help="list the targets, distillation methods, export formats or models a recipe can name")
     p.add_argument("what", choices=["targets", "methods", "formats", "models"])
     p.add_argument("pattern", nargs="?", help="an fnmatch pattern, e.g. '*mobilenet*' (models: timm:… and torchvision:… too)")

@@ -359,3 +359,60 @@ def test_model_explorer_node_data_names_nodes_its_adapter_draws(exported, key, t
             assert all(node_for(r["name"], ids) in shown for r in measured), [(r["name"], node_for(r["name"], ids)) for r in measured]
         worst = min(measured, key=lambda r: r["sqnr_db"])
         assert min(v["value"] for v in shown.values()) == pytest.approx(worst["sqnr_db"], abs=1e-3)
+
+
+def test_explore_serves_the_model_and_its_overlays_to_model_explorer(exported, tmp_path):
+    """`python -m pipeline explore RUN`: the viewer's own server converts the model through its adapter and hands the
+    browser our node data, whose ids are nodes of the graph it serves (what the web app then colours)."""
+    pytest.importorskip("model_explorer_onnx")
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from pipeline.export.layer_error import write_layer_error
+    from pipeline.export.layer_error_openvino import openvino_layer_errors
+
+    paths, x = exported["paths"], exported["x"]
+    run = tmp_path / "run"
+    export, data = run / "05_export", run / "01_data"
+    shutil.copytree(paths["onnx"].parent, export)
+    data.mkdir()
+    np.save(data / "calibration.npy", x)
+    listed = {k: str(p.relative_to(paths["onnx"].parent)) for k, p in paths.items()}
+    (export / "artifacts.json").write_text(json.dumps(listed))
+    write_layer_error(export / listed["openvino_int8"], export / listed["onnx"], x, export, compare=openvino_layer_errors)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    viewer = subprocess.Popen([sys.executable, "-m", "pipeline", "explore", str(run), "--artifact", "openvino_int8",
+                               "--port", str(port), "--no-browser"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while not any("Starting Model Explorer server" in line for line in lines) and time.monotonic() < deadline:
+            line = viewer.stdout.readline()
+            assert line or viewer.poll() is None, "".join(lines)
+            lines.append(line)
+        overlays = lines[0].strip().split(": ", 1)[1].split(", ")
+        assert [Path(p).name for p in overlays] == ["openvino_int8.sqnr.json", "openvino_int8.ms.json"]
+        base = f"http://127.0.0.1:{port}"
+        command = {"cmdId": "convert", "extensionId": "onnx_adapter", "modelPath": str(export / listed["onnx"]), "settings": {},
+                   "deleteAfterConversion": False}
+        request = urllib.request.Request(f"{base}/apipost/v1/send_command", json.dumps(command).encode(),
+                                         {"Content-Type": "application/json"})
+        served = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        graph = served["graphs"][0] if "graphs" in served else served["graphCollections"][0]["graphs"][0]
+        nodes = {n["id"] for n in graph["nodes"]}
+        for overlay in overlays:
+            url = f"{base}/api/v1/read_text_file?path={urllib.parse.quote(overlay)}"
+            content = json.loads(json.loads(urllib.request.urlopen(url, timeout=30).read())["content"])
+            assert set(content) == {graph["id"]}
+            assert content[graph["id"]]["results"] and set(content[graph["id"]]["results"]) <= nodes
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=30)
