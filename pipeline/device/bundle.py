@@ -28,11 +28,11 @@ from pipeline.artifacts import COMPANIONS, artifact_size, read_artifacts, read_j
 from pipeline.benchmark.latency import StopRule
 from pipeline.device.pack import write_bundle
 from pipeline.errors import PipelineError, printable
+from pipeline.formats import EDGETPU_KEY
 from pipeline.fs import not_an_input
 from pipeline.stages import ARTIFACTS_FILE, RESULTS_FILE, stage_folder
 
 DEFAULT_SAMPLES = 200
-EDGETPU_KEY = "tflite_edgetpu"  # the compiled model's key in a bundle
 
 
 def target_rules(target: str):

@@ -27,11 +27,11 @@ from pipeline.benchmark import MAX_MIN_SECONDS, MAX_RUNS
 from pipeline.device.info import describe_device
 from pipeline.device.pack import open_bundle, sha256_path
 from pipeline.errors import PipelineError, one_line
+from pipeline.formats import EDGETPU_KEY
 from pipeline.runtimes import all_cores, engine_name
 
 RESULTS_KIND = "device-results"  # what pipeline.report.build looks for in RUN/device/*.json
 RESULTS_VERSION = 1
-EDGETPU_KEY = "tflite_edgetpu"
 
 
 def engine_with_delegate(runtime, delegate: dict | None) -> str:
@@ -53,9 +53,10 @@ class ArtifactOpener:
         self.delegate_info: dict | None = None
 
     def __call__(self):
+        from pipeline.formats.detect import detect_format
         from pipeline.runtimes import load
 
-        if self.key == EDGETPU_KEY:
+        if detect_format(self.path) == EDGETPU_KEY:  # the file says it, not the bundle's key (cached: not a timed parse)
             from pipeline.device.edgetpu import delegate_info, load_edgetpu_delegate
 
             self.delegate_info = delegate_info(*self.delegate)
