@@ -171,9 +171,11 @@ def test_a_format_with_its_converter_and_detector_is_two_files_and_exports_and_i
     assert detect_format(export_untrained(model, shape, 5, rules, tmp_path / "untrained")) == MARKED.key
 
 
-def test_the_compiled_edge_tpu_model_is_a_row_the_exporter_skips():
+def test_the_compiled_edge_tpu_model_is_a_row_the_exporter_skips(tmp_path):
+    from pipeline.benchmark.given import formats_of
     from pipeline.device import bundle, runner
     from pipeline.formats import EDGETPU_KEY
+    from pipeline.formats.detect import detect_format
 
     compiled = get_format(EDGETPU_KEY)
     assert not compiled.exported and compiled.delegate and compiled.source == "tflite_int8"
@@ -181,3 +183,8 @@ def test_the_compiled_edge_tpu_model_is_a_row_the_exporter_skips():
     assert EDGETPU_KEY not in format_keys(exported=True) and EDGETPU_KEY not in runtime_formats("tflite")
     with pytest.raises(PipelineError, match="export.formats: 'tflite_edgetpu' .* is made after export, from tflite_int8"):
         validate_config({"export": {"formats": ["onnx", EDGETPU_KEY]}})
+    compiled = tmp_path / "student_int8_edgetpu.tflite"  # as the compiler names it: known without parsing
+    compiled.write_bytes(b"TFL3 stand-in")
+    assert detect_format(compiled) == EDGETPU_KEY
+    with pytest.raises(PipelineError, match="delegate: benchmark the tflite_int8 it was compiled from here, and this one on the board"):
+        formats_of([str(compiled)])
