@@ -39,7 +39,8 @@ class Format:
     source: str  # what it is made from: another format's key, or EXPORT_SOURCE (the PyTorch weights); its accuracy-chain parent
     fidelity: str  # the rule it is held to against PyTorch (FIDELITY_RULES)
     bundled: bool = True  # a board target whose runtime executes it gets it in its bundle (python -m pipeline bundle)
-    # "module:function" (inputs, state, keys) -> artifacts, called once for all the wanted rows that name it
+    # "module:function" (inputs, state, keys) -> artifact records (or a conversion still running), called once for
+    # all the wanted rows that name it (pipeline/export/walk.py)
     converter: str = ""
     # "module:function" (path) -> bool: is this file (of this row's suffix) this format? Asked derived rows first
     detector: str = ""
