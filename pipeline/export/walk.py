@@ -31,8 +31,10 @@ def converters(requested: Iterable[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for key in wanted_keys(requested):
         fmt = FORMATS[key]
-        if not fmt.exported or not fmt.converter:
-            raise PipelineError(f"export: {key} ({fmt.label}) is not made by the export stage; list {fmt.source} instead")
+        if not fmt.exported:
+            raise PipelineError(f"export: {key} ({fmt.label}) is made after export; list {fmt.source} instead")
+        if not fmt.converter:
+            raise PipelineError(f"export: {key} ({fmt.label}) names no converter in the format table")
         groups.setdefault(fmt.converter, []).append(key)
     return groups
 
