@@ -38,7 +38,7 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
 
 def run(ctx) -> dict:
     from pipeline.formats.sidecar import sidecar_path
-    from pipeline.export.stage import load_calibration
+    from pipeline.data.calibration import load_calibration
     from pipeline.data import read_split_info
     from pipeline.runtimes import load
 

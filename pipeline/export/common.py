@@ -118,9 +118,10 @@ def calibration_record(inputs: ExportInputs, tool: str, **more) -> dict:
 
 def measure_layer_error(inputs: ExportInputs, state: ExportState, key: str, artifact: Path, reference: Path) -> None:
     """The int8 artifact's error per layer against its float twin, written beside it and kept in ``state``."""
-    from pipeline.export.layer_error import layer_errors, short_name, write_layer_error
+    from pipeline.export.layer_error import layer_errors, write_layer_error
     from pipeline.export.layer_error_openvino import openvino_layer_errors
     from pipeline.formats import FORMATS
+    from pipeline.formats.layer_names import short_name
 
     images = inputs.settings.layer_error_images
     compare = openvino_layer_errors if FORMATS[key].family == "openvino" else layer_errors

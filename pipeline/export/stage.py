@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import atomic_write_json, read_json, sha256_file
+from pipeline.data.calibration import load_calibration
 from pipeline.errors import PipelineError
 from pipeline.export.common import ExportInputs, ExportSettings, ExportState
 from pipeline.formats import FORMATS, primary
-from pipeline.stages import ARTIFACTS_FILE, CALIBRATION_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT
+from pipeline.stages import ARTIFACTS_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUDENT_ONNX, TEACHER_CHECKPOINT
 
 TFLITE_INT8, OPENVINO_INT8 = primary(precision="int8", family="tflite"), primary(precision="int8", family="openvino")
 # the int8 remedies' records (pipeline/export/openvino.py, tflite_converter.py, tflite.py), in the metrics' order
@@ -56,23 +57,6 @@ def source_checkpoint(ctx) -> tuple[Path, str, str]:
     if not path.is_file():
         raise PipelineError(f"export: {path} missing; re-run the distill stage (python -m pipeline run <recipe> --from distill)")
     return path, "distill", reason
-
-
-def load_calibration(data_dir: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, Path]:
-    """The data stage's calibration subset (float32 N×C×H×W, normalised); missing or empty is the user's to fix."""
-    path = Path(data_dir) / CALIBRATION_FILE
-    fix = "re-run the data stage (python -m pipeline run <recipe> --from data)"
-    if not path.is_file() or path.stat().st_size == 0:
-        raise PipelineError(f"export: calibration subset {path} is missing/empty: {fix}")
-    try:
-        calib = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise PipelineError(f"export: calibration subset {path} is unreadable ({exc}): {fix}") from None
-    if calib.ndim != 4 or len(calib) == 0:
-        raise PipelineError(f"export: calibration subset {path} is missing/empty: array of shape {calib.shape}; {fix}")
-    if tuple(calib.shape[1:]) != tuple(input_shape):
-        raise PipelineError(f"export: calibration subset {path} has images {calib.shape[1:]}, the data is {tuple(input_shape)}: {fix}")
-    return np.ascontiguousarray(calib, dtype=np.float32), path
 
 
 def run(ctx) -> dict:
