@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from pipeline.config import load_config
-    from pipeline.target.check import precheck
+    from pipeline.export.untrained import precheck
 
     precheck(load_config(args.recipe, _overrides(args.overrides)), force=True)
     return 0

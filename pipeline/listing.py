@@ -45,7 +45,7 @@ def _methods() -> dict[str, str]:
 def _formats() -> dict[str, str]:
     from pipeline.formats import FORMATS
 
-    return {key: f"{f.label}: {f.file}" for key, f in FORMATS.items()}
+    return {key: f"{f.label}: {f.file}" for key, f in FORMATS.items() if f.exported}  # what export.formats takes
 
 
 def _models(pattern: str | None) -> dict[str, str]:

@@ -210,7 +210,7 @@ def _execute(cfg: Config, stage: Stage, key: str, folder: Path, inputs: dict[str
 
 def _precheck(cfg: Config) -> None:
     """Catch a student the target cannot run before spending time on the teacher and distillation."""
-    from pipeline.target.check import precheck
+    from pipeline.export.untrained import precheck
 
     precheck(cfg)
 

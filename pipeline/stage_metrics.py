@@ -38,14 +38,28 @@ class StageMetrics(BaseModel):
 
     def manifest_dict(self) -> dict[str, Any]:
         """The manifest's ``metrics``: only the keys the stage set, in the order it gave them (the run loop prints the
-        first four)."""
-        dumped = self.model_dump(exclude_unset=True)
-        return {**{k: dumped[k] for k in self._order if k in dumped}, **dumped}
+        first four), nested records too (a fidelity row reads as the stage wrote it)."""
+        return _in_stage_order(self)
 
     @classmethod
     def of(cls, metrics: dict[str, Any] | StageMetrics | None) -> Any:
         """``metrics`` (a manifest's dict, or None for a stage that is absent) as this model."""
         return metrics if isinstance(metrics, cls) else cls.model_validate(metrics or {})
+
+
+def _in_stage_order(value: Any) -> Any:
+    """``value`` as JSON-able data: a metrics model as the dict it was made from (set keys only, in that order)."""
+    if isinstance(value, StageMetrics):
+        dumped = value.model_dump(exclude_unset=True)
+        keys = [k for k in value._order if k in dumped] + [k for k in dumped if k not in value._order]
+        return {k: _in_stage_order(getattr(value, k)) for k in keys}
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {k: _in_stage_order(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_in_stage_order(v) for v in value]
+    return value
 
 
 class OpenMetrics(StageMetrics):

@@ -281,7 +281,7 @@ def test_a_hard_swish_student_is_refused_in_one_line_naming_the_op_and_the_minim
     names the op, why, and the Edge-TPU-friendly variant (ReLU, no squeeze-excite) to train instead."""
     from pipeline.formats.tflite_graph import TFLiteGraph
     from pipeline.target import TARGETS
-    from pipeline.target.check import failure_message
+    from pipeline.export.untrained import failure_message
     from pipeline.target.edge_tpu_check import judge
 
     w = _t("w", (4, 3, 3, 4), constant=True)

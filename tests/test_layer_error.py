@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from conftest import TinyNet, with_outlier_channel
-from pipeline.export.layer_error import (LayerError, compare_tensors, cosine, layer_errors, short_name, sqnr_db, summary,
-                                         worst_first)
+from pipeline.export.layer_error import LayerError, compare_tensors, cosine, layer_errors, sqnr_db, summary, worst_first
+from pipeline.formats.layer_names import short_name
 
 OUTLIER = 300.0
 

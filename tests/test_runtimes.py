@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.formats import FORMATS
+from pipeline.formats import FORMATS, format_keys
 from pipeline.formats.sidecar import read_sidecar, tflite_io, write_sidecar
 from pipeline.formats.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor, float_ops_between_io, full_integer_problems, read_tflite
 from pipeline.runtimes import all_cores, load
@@ -26,6 +26,7 @@ from pipeline.runtimes.base import dequantize, quantize, resolve_layout
 
 SHAPE = (3, 8, 8)
 CLASSES = 5
+EXPORTED = format_keys(exported=True)  # what a host makes (the compiled Edge TPU model needs its compiler)
 
 
 class TinyConvNet(nn.Module):
@@ -69,14 +70,14 @@ def exported(tmp_path_factory):
     paths |= onnx2tflite(paths["onnx"], out, calibration, io_dtype="int8", per_channel=True)
     paths |= onnx2openvino(paths["onnx"], out, calibration, fp16=True, fp32=True)
     paths["onnx_int8"] = onnx2qdq(paths["onnx"], out / "tiny_int8.onnx", calibration)
-    assert set(paths) == set(FORMATS), "a format of the table that this fixture does not make is untested"
+    assert set(paths) == set(EXPORTED), "a format of the table that this fixture does not make is untested"
     x = _sample(16, seed=2)
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
     return {"model": model, "paths": paths, "x": x, "reference": reference}
 
 
-@pytest.mark.parametrize("key", [k for k, f in FORMATS.items() if f.fidelity == "logits"])
+@pytest.mark.parametrize("key", [k for k in EXPORTED if FORMATS[k].fidelity == "logits"])
 def test_fp32_round_trip_matches_pytorch(exported, key):
     runtime = load(exported["paths"][key], threads=1)
     logits = runtime.predict(exported["x"])  # batch 16 through a batch-1 model
@@ -86,7 +87,7 @@ def test_fp32_round_trip_matches_pytorch(exported, key):
     runtime.close()
 
 
-@pytest.mark.parametrize("key", [k for k, f in FORMATS.items() if f.precision == "int8"])
+@pytest.mark.parametrize("key", [k for k in EXPORTED if FORMATS[k].precision == "int8"])
 def test_int8_round_trip_agrees_with_pytorch(exported, key):
     runtime = load(exported["paths"][key], threads=1)
     logits = runtime.predict(exported["x"])
@@ -226,7 +227,7 @@ def test_torch_runtime_loads_a_pipeline_checkpoint(tmp_path):
     assert runtime.format == "torch" and runtime.name == "torch"
 
 
-@pytest.mark.parametrize("key", list(FORMATS))
+@pytest.mark.parametrize("key", EXPORTED)
 def test_engine_call_on_a_prepared_input_gives_what_predict_gives(exported, key):
     """The latency headline times ``invoke(engine_input(x))``: it must be the same computation as ``predict``."""
     runtime = load(exported["paths"][key], threads=1)
@@ -416,3 +417,21 @@ def test_explore_serves_the_model_and_its_overlays_to_model_explorer(exported, t
     finally:
         viewer.terminate()
         viewer.wait(timeout=30)
+
+
+def test_format_is_read_from_the_file_by_one_rule(exported, tmp_path):
+    """``detect_format``: an IR with f16 constants is openvino_fp16 (the runtime once said fp32), a model the Edge TPU
+    compiler named ``*_edgetpu.tflite`` is the compiled one, and a sidecar that names another family is refused."""
+
+    from pipeline.formats.detect import detect_format
+
+    for key, path in exported["paths"].items():
+        assert detect_format(path) == key
+    with load(exported["paths"]["openvino_fp16"], threads=1) as runtime:
+        assert runtime.format == "openvino_fp16"
+    compiled = shutil.copy(exported["paths"]["tflite_int8"], tmp_path / "tiny_int8_edgetpu.tflite")
+    assert detect_format(compiled) == "tflite_edgetpu"
+    onnx = shutil.copy(exported["paths"]["onnx"], tmp_path / "m.onnx")
+    (tmp_path / "m.onnx.json").write_text('{"format": "tflite_int8", "input": {"dtype": "float32"}}')
+    with pytest.raises(PipelineError, match="says tflite_int8, but the file is onnx float"):
+        detect_format(onnx)

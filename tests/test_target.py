@@ -139,7 +139,7 @@ def onnx_target(monkeypatch):
 
 
 def test_precheck_names_the_first_unmapped_op_and_how_to_skip(tmp_path, onnx_target):
-    from pipeline.target.check import precheck
+    from pipeline.export.untrained import precheck
 
     cfg = _cfg(tmp_path)
     with pytest.raises(PipelineError) as err:
@@ -157,7 +157,7 @@ def test_precheck_names_the_first_unmapped_op_and_how_to_skip(tmp_path, onnx_tar
 
 
 def test_precheck_cache_key_follows_the_student_and_skip_flag(tmp_path, onnx_target, monkeypatch):
-    from pipeline.target import check
+    from pipeline.export import untrained as check
 
     monkeypatch.setattr(check, "check_untrained", lambda *a: {"verdict": "ready", "passed": True, "summary": "ok"})
     first = check.precheck(_cfg(tmp_path))

@@ -15,7 +15,7 @@ RECIPES = sorted(p.name for p in TARGETS_DIR.glob("*.yaml"))
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_validates_and_its_student_passes_precheck(recipe, tmp_path):
-    from pipeline.target.check import precheck
+    from pipeline.export.untrained import precheck
 
     cfg = load_config(recipe, {"runs_dir": str(tmp_path), "data.image_size": None})  # native 8x8 digits: small inputs
     assert cfg.name == recipe.removesuffix(".yaml") and cfg.target.name in TARGETS

@@ -161,35 +161,44 @@ def test_auto_keeps_the_converter_with_the_higher_validation_top1(tmp_path, monk
     assert not list(out.glob(".litert*")) and (out / "student_fp32.tflite").is_file()
 
 
-def test_auto_without_the_venv_or_with_uint8_io_is_onnx2tf_and_says_why(tmp_path, monkeypatch):
+def _inputs(tmp_path, io_dtype: str, converter: str, validation=None):
+    """Export inputs and a state holding (stand-in) PyTorch weights, as the ONNX conversion leaves them."""
     import io
 
     from rich.console import Console
 
-    from pipeline.export.stage import _Export
+    from pipeline.export.common import ExportInputs, ExportSettings, ExportState
+
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    settings = ExportSettings(validation=validation, tflite_converter=converter)
+    inputs = ExportInputs(tmp_path, tmp_path / "student.onnx", "distill", (1, 8, 8), 10, {}, [], x, tmp_path / "c.npy",
+                          True, io_dtype, Console(file=io.StringIO()), settings)
+    state = ExportState(console=inputs.console, class_names=[], model=object())
+    return inputs, state
+
+
+def test_auto_without_the_venv_or_with_uint8_io_is_onnx2tf_and_says_why(tmp_path, monkeypatch):
+    from pipeline.export.tflite_converter import choose_converter
 
     monkeypatch.delenv(PYTHON_ENV, raising=False)
-    x = np.zeros((4, 1, 8, 8), np.float32)
-    job = _Export(tmp_path, tmp_path / "student.onnx", (1, 8, 8), {"preprocess": {}, "class_names": [], "num_classes": 10},
-                  x, tmp_path / "c.npy", rules=None, console=Console(file=io.StringIO()), fp32_rtol=1e-3, check_images=None,
-                  validation=(x, np.zeros(4, np.int64)), converter="auto")
-    job.model = object()
-    assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "int8") == "onnx2tf"
-    assert job.converter_record["chosen"] == "onnx2tf" and PYTHON_ENV in job.converter_record["reason"]
-    assert job._pick_converter(tmp_path / "student_int8.tflite", "per-channel", "uint8") == "onnx2tf"
-    assert job.converter_record["reason"] == "litert-torch not tried: litert_torch makes int8 I/O only, the target wants uint8"
+    validation = (np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64))
+    inputs, state = _inputs(tmp_path, "int8", "auto", validation)
+    choice, artifact = choose_converter(inputs, state, tmp_path / "student_int8.tflite")
+    assert choice.chosen == "onnx2tf" and artifact is None and PYTHON_ENV in choice.record["reason"]
+    assert state.records["tflite_converter"] == choice.record
+    inputs, state = _inputs(tmp_path, "uint8", "auto", validation)
+    choice, _ = choose_converter(inputs, state, tmp_path / "student_int8.tflite")
+    assert choice.chosen == "onnx2tf"
+    assert choice.record["reason"] == "litert-torch not tried: litert_torch makes int8 I/O only, the target wants uint8"
     assert not list(tmp_path.iterdir())  # nothing converted
 
 
 def test_litert_torch_refuses_the_edge_tpu_uint8_io(tmp_path):
-    from pipeline.export.stage import _Export
+    from pipeline.export.tflite_converter import ConverterChoice, convert_with_litert
 
-    job = _Export(tmp_path, tmp_path / "student.onnx", (1, 8, 8), {"preprocess": {}, "class_names": [], "num_classes": 10},
-                  np.zeros((1, 1, 8, 8), np.float32), tmp_path / "c.npy", rules=None, console=None, fp32_rtol=1e-3,
-                  check_images=None, converter="litert_torch")
-    job.model = object()
+    inputs, state = _inputs(tmp_path, "uint8", "litert_torch")
     with pytest.raises(PipelineError, match="int8 I/O only, the target wants uint8; use onnx2tf or auto"):
-        job._litert("tflite_int8", "per-channel", "uint8")
+        convert_with_litert(inputs, state, "tflite_int8", ConverterChoice("litert_torch", "litert_torch"))
 
 
 def test_cli_without_the_venv_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -1,8 +1,8 @@
 """Artifacts stage, for ``python -m pipeline benchmark ARTIFACT… [RECIPE]``: the user's files in the export stage's place.
 
 Each file of ``benchmark.artifacts`` (``.onnx``, ``.tflite``, OpenVINO ``.xml`` with its ``.bin``)
-gets its format key (its sidecar's; else read from the file: int8 or float tensors, FakeQuantize
-nodes), is copied under the export stage's file name (``student_int8.tflite``, ``openvino_int8/student.xml``…)
+gets its format key (``pipeline.formats.detect.detect_format``: read from the file, checked against its sidecar),
+is copied under the export stage's file name (``student_int8.tflite``, ``openvino_int8/student.xml``…)
 with its sidecar, and is run once on a calibration image, so a file that does not take the recipe's
 images fails here in one line rather than as an error row. ``artifacts.json`` lists them as the
 export stage's does; the target, benchmark and report stages then run unchanged.
@@ -15,55 +15,11 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
-from pipeline.formats import FORMATS, primary
+from pipeline.formats import FORMATS
+from pipeline.formats.detect import detect_format
 from pipeline.stage_context import StageContext
 from pipeline.stage_metrics import ArtifactsMetrics
 from pipeline.stages import ARTIFACTS_FILE
-
-SUFFIXES = tuple(dict.fromkeys(Path(f.file).suffix for f in FORMATS.values()))  # .onnx, .tflite, .xml
-
-
-def detect_format(path: Path) -> str:
-    """The export format key of a file, decided by the file: its suffix gives the family, its content the precision
-    (int8 tensors, QuantizeLinear or FakeQuantize nodes). A sidecar may name the format within that (fp16 vs fp32 IR);
-    one that claims another family or int8-ness is one line (a sidecar is a hint written beside the file, not proof)."""
-    from pipeline.formats.sidecar import read_sidecar, sidecar_path
-
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise PipelineError(f"{path}: not an artifact the benchmark can run (known: {', '.join(SUFFIXES)}; a checkpoint goes to "
-                            "python -m pipeline export)")
-    if not path.is_file():
-        raise PipelineError(f"{path}: no such file")
-    found = _format_from_content(path)
-    sidecar = read_sidecar(path)
-    claimed = sidecar.get("format") if sidecar else None
-    if claimed not in FORMATS:
-        return found
-    said, is_ = FORMATS[claimed], FORMATS[found]
-    if said.family != is_.family or (said.precision == "int8") != (is_.precision == "int8"):
-        kind = f"{is_.family} {'int8' if is_.precision == 'int8' else 'float'}"
-        raise PipelineError(f"{path}: its sidecar {sidecar_path(path).name} says {claimed}, but the file is {kind} ({found}); "
-                            "remove the sidecar or give the file it was written for")
-    return claimed
-
-
-def _format_from_content(path: Path) -> str:
-    from pipeline.model_files import check_onnx, check_openvino_ir
-
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        ops = {n.op_type for n in check_onnx(path, str(path)).graph.node}
-        return primary(precision="int8" if "QuantizeLinear" in ops else "fp32", family="onnx")  # QDQ: onnx2qdq
-    if suffix == ".tflite":
-        from pipeline.formats.tflite_graph import read_tflite
-
-        graph = read_tflite(path)  # full-integer: activations are int8 (int8 weights alone = dynamic-range, a float model)
-        integer = [t for t in graph.tensors if not t.is_constant and t.dtype in ("int8", "uint8")]
-        return primary(precision="int8" if integer else "fp32", family="tflite")
-    text = check_openvino_ir(path, str(path))
-    precision = "int8" if 'type="FakeQuantize"' in text else "fp16" if 'element_type="f16"' in text else "fp32"
-    return primary(precision=precision, family="openvino")
 
 
 def formats_of(paths: list[str]) -> dict[str, Path]:
@@ -71,6 +27,10 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in paths:
         key = detect_format(Path(p).expanduser())
+        if FORMATS[key].delegate:  # the host has no such accelerator; the board runs it from a bundle
+            raise PipelineError(f"{p}: {key}, compiled for an accelerator with its {FORMATS[key].delegate} delegate: "
+                                f"benchmark the {FORMATS[key].source} it was compiled from here, and this one on the board "
+                                "(python -m pipeline bundle)")
         if key in out:
             raise PipelineError(f"benchmark: {out[key]} and {p} are both {key}; benchmark one file per format in a run "
                                 "(--set name=… for another run)")
@@ -80,7 +40,7 @@ def formats_of(paths: list[str]) -> dict[str, Path]:
 
 def run(ctx: StageContext) -> ArtifactsMetrics:
     from pipeline.formats.sidecar import sidecar_path
-    from pipeline.export.stage import load_calibration
+    from pipeline.data.calibration import load_calibration
     from pipeline.data import read_split_info
     from pipeline.runtimes import load
 

@@ -35,11 +35,14 @@ class ExportConfig(Section):
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, v: list[str]) -> list[str]:
-        from pipeline.formats import FORMATS  # the table of formats: stdlib only
+        from pipeline.formats import FORMATS, format_keys  # the table of formats: stdlib only
 
         for key in v:
+            if key in FORMATS and not FORMATS[key].exported:  # the compiled model: a later stage makes it
+                raise ValueError(f"'{key}' ({FORMATS[key].label}) is made after export, from {FORMATS[key].source}: "
+                                 f"list {FORMATS[key].source}")
             if key not in FORMATS:
-                raise ValueError(_unknown(key, FORMATS))
+                raise ValueError(_unknown(key, format_keys(exported=True)))
         return v
 
 

@@ -51,7 +51,7 @@ class ArtifactOpener:
         self.delegate_info: dict | None = None
 
     def __call__(self):
-        from pipeline.runtimes import load
+        from pipeline.runtimes import load  # its Runtime.format is pipeline.formats.detect's
 
         if self.spec is not None:
             from pipeline.device.delegate import delegate_info, load_delegate

@@ -209,19 +209,6 @@ def _writers(graph) -> dict[int, tuple[str, int]]:
     return found
 
 
-def short_name(name: str) -> str:
-    """'model/tf.nn.relu_5/Relu;model/tf.math.add_10/Add;model/tf.nn.convolution_6/convolution' →
-    'convolution_6+add_10+relu_5': the fused ops in execution order, by their numbered scope (for tables and plots).
-    An ONNX node path (OpenVINO keeps them), '/layer1/layer1.0/relu/Relu', → its module path 'layer1/layer1.0/relu'."""
-    if name.startswith("/"):
-        return name.strip("/").rpartition("/")[0] or name.strip("/")
-    parts = []
-    for part in reversed(name.split(";")):
-        scope = part.rsplit("/", 1)[0] if "/" in part else part
-        parts.append(scope.removeprefix("model/").split("/")[-1].split(".")[-1])
-    return "+".join(parts)
-
-
 def _constant_indices(path: Path) -> set[int]:
     from pipeline.formats.tflite_graph import read_tflite
 

@@ -125,13 +125,7 @@ def onnx2tflite(
     otherwise the caller reads ``full_integer_problems`` itself and reports it.
     """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
-    if io_dtype not in ("int8", "uint8", "float32"):
-        raise PipelineError(f"export: io_dtype must be int8, uint8 or float32 (int8 inside, float I/O), got {io_dtype!r}")
-    if not onnx_path.is_file():
-        raise PipelineError(f"export: {onnx_path}: no such ONNX file")
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or len(calibration) == 0:
-        raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
+    calibration = _checked_inputs(onnx_path, calibration, io_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     channels = calibration.shape[1]
 
@@ -188,6 +182,18 @@ def onnx2tflite(
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PipelineError(f"export: {paths[key8].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")
     return paths
+
+
+def _checked_inputs(onnx_path: Path, calibration: np.ndarray, io_dtype: str) -> np.ndarray:
+    """The calibration images as float32, once the arguments are known to make sense (one line each if not)."""
+    if io_dtype not in ("int8", "uint8", "float32"):
+        raise PipelineError(f"export: io_dtype must be int8, uint8 or float32 (int8 inside, float I/O), got {io_dtype!r}")
+    if not onnx_path.is_file():
+        raise PipelineError(f"export: {onnx_path}: no such ONNX file")
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
+    return calibration
 
 
 def _onnx_input_name(path: Path) -> str:

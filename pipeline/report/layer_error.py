@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.formats import FORMATS
-from pipeline.export.layer_error import short_name
+from pipeline.formats.layer_names import short_name
 from pipeline.report.tables import Table
 
 TITLE = "Int8 error per layer"

@@ -39,11 +39,11 @@ class Runtime:
 
     @property
     def format(self) -> str:
-        """Artifact format key (a key of ``pipeline.formats.FORMATS``): the sidecar's, else inferred."""
-        return (self.sidecar or {}).get("format") or self.default_format()
+        """Artifact format key (a key of ``pipeline.formats.FORMATS``) by ``detect_format``, the rule ``benchmark`` and the
+        board runner use too; a file of no format (a ``.pt`` checkpoint) is its engine's name."""
+        from pipeline.formats.detect import detect_format, suffixes
 
-    def default_format(self) -> str:
-        return self.name
+        return detect_format(self.artifact) if self.artifact.suffix.lower() in suffixes() else self.name
 
     # --- subclass API -------------------------------------------------------------------------
     def _run(self, batch: np.ndarray) -> np.ndarray:

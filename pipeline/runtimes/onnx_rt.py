@@ -31,12 +31,6 @@ class OnnxRuntime(Runtime):
         self.max_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] else None
         self.info = {"provider": "CPUExecutionProvider", "version": ort.__version__}
 
-    def default_format(self) -> str:
-        from pipeline.formats import primary
-
-        # a QDQ model (onnx2qdq) names QuantizeLinear in its graph; the op type is stored as plain bytes
-        return primary(precision="int8" if b"QuantizeLinear" in self.artifact.read_bytes() else "fp32", runtime=self.name)
-
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
 

@@ -57,11 +57,6 @@ class OpenVINORuntime(Runtime):
             hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what the plugin actually applies
             self.info["INFERENCE_PRECISION_HINT"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
-    def default_format(self) -> str:
-        from pipeline.formats import primary
-
-        return primary(precision="int8" if self.info.get("fake_quantize_ops") else "fp32", runtime=self.name)
-
     def _prepare(self, x: np.ndarray):
         """An ``ov.Tensor`` over the array's memory: setting it costs no copy and no dispatch."""
         import openvino as ov

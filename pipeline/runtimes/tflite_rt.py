@@ -62,12 +62,6 @@ class TFLiteRuntime(Runtime):
         self.info = {"delegates": len(delegates or []), "input_dtype": np.dtype(self.inp["dtype"]).name,
                      "output_dtype": np.dtype(self.out["dtype"]).name}
 
-    def default_format(self) -> str:
-        dtype = np.dtype(self.inp["dtype"]) if hasattr(self, "inp") else None
-        from pipeline.formats import primary
-
-        return primary(precision="int8" if dtype is not None and dtype.kind in "iu" else "fp32", runtime=self.name)
-
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         dtype = np.dtype(self.inp["dtype"])
         if dtype.kind in "iu":

@@ -33,9 +33,6 @@ class TorchRuntime(Runtime):
         self.max_batch = batch
         self.info = {"version": torch.__version__}
 
-    def default_format(self) -> str:
-        return "torch"
-
     def layout_hint(self) -> str:
         return "NCHW"
 

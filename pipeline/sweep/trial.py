@@ -3,7 +3,7 @@
 Before anything trains, a candidate is rejected in seconds when it cannot meet the constraints: its int8 (or
 fp32) weights alone exceed ``max_size_mb``; its MACs, at the fastest milliseconds per MAC any finished trial
 of this sweep measured, put it past ``max_p90_ms`` × ``pruning.latency_margin``; or the target's static check
-of the untrained export (``pipeline.target.check.precheck``, e.g. HARD_SWISH on the Edge TPU) refuses it.
+of the untrained export (``pipeline.export.untrained.precheck``, e.g. HARD_SWISH on the Edge TPU) refuses it.
 While the student distils, Optuna's median pruner watches its validation curve beside the curves of the
 finished trials (a companion single-objective study, ``<name>.curves``: Optuna prunes only single-objective
 studies) and stops a hopeless one. The data split and the teacher come from the sweep's stage store.
@@ -205,7 +205,7 @@ def reject_before_training(cfg, run: SweepRun, trial) -> str | None:
                         f"M MACs, trial {number}) predict p90 ≥ {predicted:.3f} ms > max_p90_ms {limit.max_p90_ms:g} × "
                         f"margin {spec.pruning.latency_margin:g}")
     if cfg.target.check_before_training:
-        from pipeline.target.check import precheck
+        from pipeline.export.untrained import precheck
 
         try:
             precheck(cfg, force=True, shared=run.spec.store_dir / "precheck")

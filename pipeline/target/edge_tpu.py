@@ -8,11 +8,12 @@ I/O is the Coral examples' convention (camera frames arrive as uint8). The compi
 for the board runner (``pipeline/device/delegate.py``).
 """
 
+from pipeline.formats import get_format
 from pipeline.target.edge_tpu_check import HEADLINE, check_edgetpu
 from pipeline.target.rules import Delegate, TargetRules, VendorCompiler
 
 ACCELERATOR = "Edge TPU"
-COMPILED_FORMAT = "tflite_edgetpu"  # the compiled model's key in bundles and device rows
+COMPILED_FORMAT = get_format("tflite_edgetpu").key  # its row in the format table: the key in bundles and device rows
 
 
 def _compile(model, out_dir):

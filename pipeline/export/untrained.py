@@ -85,42 +85,32 @@ def check_untrained(student, input_shape: tuple[int, int, int], num_classes: int
     from pipeline.models import build_model
 
     model = build_model(student.arch, num_classes, input_shape[0], student.arch_args).eval()
-    artifact = export_untrained(model, input_shape, rules, workdir)
+    artifact = export_untrained(model, input_shape, num_classes, rules, workdir)
     if rules.checker is None:
         return {"verdict": "unchecked", "passed": True, "summary": f"no checker for {rules.name}; {artifact.name} exported"}
     return rules.checker(artifact, rules)
 
 
-def export_untrained(model, input_shape: tuple[int, int, int], rules, workdir: Path) -> Path:
-    """The deploy artifact of an untrained model, by the export stage's own converters."""
-    from pipeline.export.torch2onnx import torch2onnx
+def export_untrained(model, input_shape: tuple[int, int, int], num_classes: int, rules, workdir: Path) -> Path:
+    """The deploy artifact of an untrained model, by the export stage's own walk of the format table (quietly)."""
+    from rich.console import Console
 
+    from pipeline.export.common import ExportInputs, ExportState
+    from pipeline.export.walk import export_formats
     from pipeline.formats import FORMATS
 
     key = rules.deploy_artifact
-    if key not in FORMATS:
+    if key not in FORMATS or not FORMATS[key].exported:
         raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' is not a format the export stage writes "
-                            f"(known: {', '.join(FORMATS)})")
-    fmt = FORMATS[key]
+                            f"(known: {', '.join(k for k, f in FORMATS.items() if f.exported)})")
     calibration = np.random.default_rng(0).standard_normal((CALIBRATION_IMAGES, *input_shape)).astype(np.float32)
-    onnx_path = torch2onnx(model, input_shape, workdir / FORMATS["onnx"].file)
-    if fmt.family == "onnx" and fmt.precision == "fp32":
-        return onnx_path
-    if fmt.family == "onnx" and fmt.precision == "int8":
-        from pipeline.export.onnx2qdq import onnx2qdq
-
-        return onnx2qdq(onnx_path, workdir / fmt.file, calibration, per_channel=rules.per_channel)
-    if fmt.family == "tflite":
-        from pipeline.export.onnx2tflite import onnx2tflite
-
-        return onnx2tflite(onnx_path, workdir, calibration, rules.io_dtype, rules.per_channel, strict=False)[key]
-    if fmt.family == "openvino":
-        from pipeline.export.onnx2openvino import onnx2openvino
-
-        made = onnx2openvino(onnx_path, workdir, calibration, fp16=fmt.precision == "fp16",
-                             fp32=fmt.precision == "fp32", int8=fmt.precision == "int8", per_channel=rules.per_channel)
-        return made[key]
-    raise PipelineError(f"target {rules.name}: deploy_artifact '{key}' ({fmt.family}, {fmt.precision}) has no converter here")
+    channels = input_shape[0]
+    preprocess = {"image_size": input_shape[-1], "channels": channels, "mean": [0.0] * channels, "std": [1.0] * channels}
+    inputs = ExportInputs(workdir, None, "untrained", tuple(input_shape), num_classes, preprocess, [], calibration, None,
+                          rules.per_channel, rules.io_dtype, Console(quiet=True), model=model)
+    state = ExportState(console=inputs.console, class_names=[])
+    export_formats(inputs, state, [key])
+    return state.paths[key]
 
 
 def failure_message(report: dict, target: str, arch: str) -> str:
