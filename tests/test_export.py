@@ -66,7 +66,7 @@ def run_dir(tmp_path_factory):
     out = root / "05_export"
     out.mkdir()
     inputs = {"data": data, "teacher": root / "02_teacher", "distill": root / "03_distill", "qat": root / "04_qat"}
-    metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs=inputs, cache=root / "cache"))
+    metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs=inputs, cache=root / "cache")).manifest_dict()
     return {"root": root, "out": out, "metrics": metrics, "cfg": cfg, "inputs": inputs}
 
 

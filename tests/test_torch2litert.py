@@ -118,7 +118,7 @@ def _export_stage(tmp_path: Path, converter: str) -> tuple[Path, dict]:
     out = tmp_path / "05_export"
     out.mkdir()
     metrics = export_stage.run(StageContext(cfg=cfg, out=out, inputs={"data": data, "distill": tmp_path / "03_distill"},
-                                            cache=tmp_path / "cache"))
+                                            cache=tmp_path / "cache")).manifest_dict()
     return out, metrics
 
 
