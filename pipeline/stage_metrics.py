@@ -227,6 +227,7 @@ class BenchmarkMetrics(StageMetrics):
     accuracy: dict[str, float | None] = {}
     failed_rows: int | None = None
     gates: list[dict[str, Any]] = []
+    op_time_ms: dict[str, float | None] = {}  # int8 artifact -> its ops' summed time (None: not profiled, op_time.json says why)
 
 
 class ReportMetrics(StageMetrics):

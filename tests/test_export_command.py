@@ -106,6 +106,13 @@ def test_export_writes_the_deploy_artifacts_and_a_report_with_no_teacher_trained
     assert "no teacher in this run" in (run / "report.md").read_text()
     target = json.loads((run / "06_target" / "manifest.json").read_text())["metrics"]
     assert target["verdict"] == "fully mapped"
+    per_op = json.loads((run / "07_benchmark" / "op_time.json").read_text())  # the int8 artifacts' per-op time
+    assert set(per_op) == {"tflite_int8", "openvino_int8"}
+    assert per_op["tflite_int8"]["measured"] is False and "no op profiler" in per_op["tflite_int8"]["reason"]
+    ov = per_op["openvino_int8"]
+    assert ov["measured"] and ov["ops"] and sum(r["ms"] for r in ov["ops"]) == pytest.approx(ov["total_ms"])
+    bench = json.loads((run / "07_benchmark" / "manifest.json").read_text())["metrics"]
+    assert bench["op_time_ms"] == {"tflite_int8": None, "openvino_int8": round(ov["total_ms"], 5)}
 
 
 def test_a_replaced_model_file_reruns_the_student_stage_and_an_unchanged_one_does_not(tmp_path):
@@ -222,3 +229,15 @@ def test_export_errors_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after any stage's progress lines
         assert err.startswith("error: ") and expected in err, err
+
+
+def test_explore_takes_the_benchmark_stages_per_op_time(exported):
+    """The overlay of an artifact the run profiled shows the run's own per-op time, not a new measurement."""
+    from pipeline.report.explore import prepare
+
+    run = exported["run"]
+    model, overlays = prepare(run, "openvino_int8", op_time_runs=1)
+    assert model.name == "student.onnx" and set(overlays) == {"sqnr", "ms"}
+    (graph, data), = json.loads(overlays["ms"].read_text()).items()
+    profiled = json.loads((run / "07_benchmark" / "op_time.json").read_text())["openvino_int8"]
+    assert sum(v["value"] for v in data["results"].values()) == pytest.approx(profiled["total_ms"], rel=1e-3)

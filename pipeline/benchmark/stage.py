@@ -30,12 +30,14 @@ from pipeline.benchmark.latency import StopRule, measure_latency, resolve_thread
 from pipeline.benchmark.rows import precision_text, sample_key
 from pipeline.benchmark.subjects import (Subject, collect_subjects, describe, export_source_of, fakequant_predictions,
                                          model_summaries, target_summary, timed_subjects)
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.stage_context import StageContext
 from pipeline.stage_metrics import BenchmarkMetrics
 from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
 
 RESULTS_KIND = "benchmark-results"
+OP_TIME_FILE = "op_time.json"  # {format key: runtimes.op_time's table}, the int8 artifacts'
+OP_TIME_IMAGES, OP_TIME_RUNS = 8, 20
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -74,7 +76,25 @@ def run(ctx: StageContext) -> BenchmarkMetrics:
     results = results_record(ctx, rules, info, int(len(y)), threads, scores, acc, gates)
     atomic_write_json(ctx.out / RESULTS_FILE, results)
     atomic_write_bytes(ctx.out / SAMPLES_FILE, _npz_bytes(scores.samples))
-    return stage_metrics(results)
+    per_op = op_time_record(subjects, x)
+    atomic_write_json(ctx.out / OP_TIME_FILE, per_op)
+    return stage_metrics(results, per_op)
+
+
+def op_time_record(subjects: list[Subject], x: np.ndarray) -> dict[str, Any]:
+    """Per-op time of each timed int8 artifact (``runtimes.op_time``: where the engine profiles, else why not), at one
+    thread on the first test images; a profile that fails is its row's reason, never the stage's failure."""
+    from pipeline.formats import FORMATS
+    from pipeline.runtimes.op_time import op_times
+
+    out = {}
+    for s in subjects:
+        if s.timed and s.model == "student" and s.artifact in FORMATS and FORMATS[s.artifact].precision == "int8":
+            try:
+                out[s.artifact] = op_times(s.path, x[:OP_TIME_IMAGES], threads=1, runs=OP_TIME_RUNS)
+            except Exception as exc:  # noqa: BLE001 - a diagnosis: its failure is said in its row
+                out[s.artifact] = {"measured": False, "reason": one_line(exc, 300)}
+    return out
 
 
 @dataclass
@@ -221,7 +241,7 @@ def host_environment() -> dict[str, Any]:
     return env
 
 
-def stage_metrics(results: dict) -> BenchmarkMetrics:
+def stage_metrics(results: dict, per_op: dict[str, Any] | None = None) -> BenchmarkMetrics:
     """What lands in the manifest: headline numbers first (run.py prints the first four), then the gates."""
     deploy = results["run"]["deploy_artifact"]
     acc = {r["stage"]: r["top1"] for r in results["accuracy"]}
@@ -237,6 +257,7 @@ def stage_metrics(results: dict) -> BenchmarkMetrics:
         accuracy=acc,
         failed_rows=sum(1 for r in results["latency"] if r["error"]),
         gates=results["gates"],
+        op_time_ms={k: round(t["total_ms"], 5) if t.get("measured") else None for k, t in (per_op or {}).items()},
     )
 
 

@@ -110,9 +110,21 @@ INT8_KEYS = ("tflite_int8", "openvino_int8", "onnx_int8")  # the artifacts an ov
 EXPLORE_FOLDER = "explore"  # in the run folder: the command's own files, never a stage's
 
 
+def _measured_in_run(run_dir: Path, key: str) -> dict | None:
+    """The benchmark stage's per-op time of ``key`` (``07_benchmark/op_time.json``), when it profiled it."""
+    from pipeline.artifacts import read_json_file
+    from pipeline.benchmark.stage import OP_TIME_FILE
+    from pipeline.stages import stage_folder
+
+    path = stage_folder(run_dir, "benchmark") / OP_TIME_FILE
+    table = read_json_file(path, "re-run the benchmark stage (--from benchmark)").get(key) if path.is_file() else None
+    return table if table and table.get("measured") else None
+
+
 def prepare(run_dir: Path, key: str | None = None, *, op_time_runs: int = 20) -> tuple[Path, dict[str, Path]]:
     """The model to open for artifact ``key`` (default: the first int8 artifact exported) and its node data, written
-    into ``RUN/explore/``: SQNR from the export's ``layer_error.json``, ms per node measured now on the host."""
+    into ``RUN/explore/``: SQNR from the export's ``layer_error.json``, ms per node as the run's benchmark stage profiled it
+    (``07_benchmark/op_time.json``), else measured now on this machine."""
     import numpy as np
 
     from pipeline.artifacts import read_artifacts, read_json_file
@@ -133,9 +145,10 @@ def prepare(run_dir: Path, key: str | None = None, *, op_time_runs: int = 20) ->
     artifact = export_dir / listed[key]
     error_file = artifact.parent / LAYER_ERROR_FILE
     layer_error = read_json_file(error_file, "re-run the export stage (--from export)") if error_file.is_file() else None
+    op_time = _measured_in_run(run_dir, key)
     calibration = stage_folder(run_dir, "data") / CALIBRATION_FILE
-    images = np.load(calibration, allow_pickle=False)[:8] if calibration.is_file() else None
-    op_time = op_times(artifact, images, threads=1, runs=op_time_runs) if images is not None else None
+    if op_time is None and calibration.is_file():  # not profiled by the run's benchmark stage: measured now, here
+        op_time = op_times(artifact, np.load(calibration, allow_pickle=False)[:8], threads=1, runs=op_time_runs)
     out = Path(run_dir) / EXPLORE_FOLDER
     out.mkdir(exist_ok=True)
     model = overlay_model(export_dir, listed, key)
