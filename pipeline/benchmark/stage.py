@@ -37,7 +37,7 @@ from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
 
 RESULTS_KIND = "benchmark-results"
 OP_TIME_FILE = "op_time.json"  # {format key: runtimes.op_time's table}, the int8 artifacts'
-OP_TIME_IMAGES, OP_TIME_RUNS = 8, 20
+OP_TIME_IMAGES, OP_TIME_RUNS = 8, 50
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -33,7 +33,8 @@ NOT_MEASURED = {
 
 def op_times(artifact: Path, images: np.ndarray, *, threads: int = 0, runs: int = 20, warmup: int = 3,
              device: str = "CPU") -> dict[str, Any]:
-    """Mean time per inference of each op over ``runs`` single-image inferences after ``warmup``.
+    """Median time per inference of each op over ``runs`` single-image inferences after ``warmup`` (the median: one
+    preempted call must not move a 10-µs op's figure).
 
     Returns ``measured`` (bool), ``engine``, ``reason`` (when not measured), ``runs``, ``total_ms`` (the sum over
     ops: the profiled inference's time inside the engine) and ``ops``: ``{node, op_type, ms, share}`` slowest first.
@@ -57,36 +58,40 @@ def op_times(artifact: Path, images: np.ndarray, *, threads: int = 0, runs: int 
     return _table(runtime.name, per_node, runs)
 
 
-def _table(engine: str, per_node: dict[tuple[str, str], float], runs: int) -> dict[str, Any]:
-    total = sum(per_node.values())
-    ops = [{"node": node, "op_type": op_type, "ms": seconds / runs * 1e3, "share": seconds / total if total else 0.0}
-           for (node, op_type), seconds in per_node.items()]
+def _table(engine: str, per_node: dict[tuple[str, str], list[float]], runs: int) -> dict[str, Any]:
+    """``per_node``: each node's seconds in each timed run (0 in a run it did not execute in)."""
+    ms = {node: float(np.median(seconds + [0.0] * (runs - len(seconds)))) * 1e3 for node, seconds in per_node.items()}
+    total = sum(ms.values())
+    ops = [{"node": node, "op_type": op_type, "ms": t, "share": t / total if total else 0.0} for (node, op_type), t in ms.items()]
     ops.sort(key=lambda r: (-r["ms"], r["node"]))
-    return {"measured": True, "engine": engine, "runs": runs, "total_ms": total / runs * 1e3, "ops": ops}
+    return {"measured": True, "engine": engine, "runs": runs, "total_ms": total, "ops": ops}
 
 
-def _openvino(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], float]:
-    """Seconds per executed node summed over the timed runs; the plugin's settings are the runtime's own."""
+def _openvino(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], list[float]]:
+    """Seconds per executed node in each timed run; the plugin's settings are the runtime's own."""
     from pipeline.runtimes.openvino_core import core
 
     config = {k: v for k, v in runtime.info.items() if k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS")}
     compiled = core().compile_model(core().read_model(str(runtime.artifact)), runtime.info.get("device", "CPU"),
                                     {**config, "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
-    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
     for i, batch in enumerate(inputs):
         request.set_input_tensor(0, batch)
         request.infer()
         if i < warmup:
             continue
+        this_run: dict[tuple[str, str], float] = defaultdict(float)
         for p in request.profiling_info:  # the last inference's
             if p.status == p.Status.EXECUTED:
-                seconds[(p.node_name, p.node_type)] += p.real_time.total_seconds()
+                this_run[(p.node_name, p.node_type)] += p.real_time.total_seconds()
+        for node, t in this_run.items():
+            seconds[node].append(t)
     return seconds
 
 
-def _onnxruntime(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], float]:
-    """Seconds per kernel summed over the timed runs (the trace's ``model_run`` spans after the warm-up)."""
+def _onnxruntime(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], list[float]]:
+    """Seconds per kernel in each timed run (the trace's ``model_run`` spans after the warm-up)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -103,12 +108,17 @@ def _onnxruntime(runtime, inputs: list, warmup: int) -> dict[tuple[str, str], fl
         events = json.loads(Path(session.end_profiling()).read_text())
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
     timed = runs[warmup:]
-    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    per_run: list[dict[tuple[str, str], float]] = [defaultdict(float) for _ in timed]
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
-        if any(start <= e["ts"] <= end for start, end in timed):
-            seconds[(e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"))] += e["dur"] * 1e-6
+        span = next((i for i, (start, end) in enumerate(timed) if start <= e["ts"] <= end), None)
+        if span is not None:
+            per_run[span][(e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"))] += e["dur"] * 1e-6
+    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for this_run in per_run:
+        for node, t in this_run.items():
+            seconds[node].append(t)
     return seconds
 
 
