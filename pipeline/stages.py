@@ -61,6 +61,7 @@ ARTIFACTS_FILE = "artifacts.json"  # export (and artifacts): {format key: path i
 # of charging PyTorch's eager batch-1 overhead to the teacher.
 TEACHER_ONNX = "teacher.onnx"
 RESULTS_FILE, SAMPLES_FILE = "benchmark.json", "latency_samples.npz"  # benchmark
+OP_TIME_FILE = "op_time.json"  # benchmark: {int8 format key: pipeline.runtimes.op_time's table}
 REPORT_FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}  # report (also in the run folder)
 
 

@@ -15,7 +15,8 @@ from report_fakes import FIDELITY_MISS, HOST, device_results, export_metrics, ma
 from pipeline.report.build import RunRecords, build_report
 from pipeline.report.model import json_schema, validate_report
 from pipeline.report.markdown import escape
-from pipeline.report.schema import SCHEMA_FILE, SCHEMA_VERSION, sample_key
+from pipeline.benchmark.rows import sample_key
+from pipeline.report.schema import SCHEMA_FILE, SCHEMA_VERSION
 from pipeline.report.stats import wilson_interval
 from pipeline.report.write import FILES, write_report
 
@@ -377,7 +378,7 @@ def test_an_npu_target_without_its_npu_says_so_and_has_no_compiler_to_run(result
 
 
 def test_precision_text_says_when_the_time_cap_stopped_short():
-    from pipeline.report.tables import precision_text
+    from pipeline.benchmark.rows import precision_text
 
     assert precision_text(None) == ""  # results from before the precision rule
     assert precision_text({"half_width_pct": 2.14, "reached": True, "target_pct": 3.0, "stopped_by": "precision"}) == "±2.1 %"

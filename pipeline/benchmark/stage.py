@@ -33,10 +33,9 @@ from pipeline.benchmark.subjects import (Subject, collect_subjects, describe, ex
 from pipeline.errors import PipelineError, one_line
 from pipeline.stage_context import StageContext
 from pipeline.stage_metrics import BenchmarkMetrics
-from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
+from pipeline.stages import OP_TIME_FILE, RESULTS_FILE, SAMPLES_FILE
 
 RESULTS_KIND = "benchmark-results"
-OP_TIME_FILE = "op_time.json"  # {format key: runtimes.op_time's table}, the int8 artifacts'
 OP_TIME_IMAGES, OP_TIME_RUNS = 8, 50
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 

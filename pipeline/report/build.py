@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, evaluate_gates, teacher_baseline
 from pipeline.report.checks import checks, compiler_sentence, target_info
-from pipeline.report.schema import row_key
+from pipeline.benchmark.rows import row_key
 from pipeline.report.stats import accuracy_interval
 from pipeline.stage_metrics import ExportMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, STAGE_FOLDERS, stage_folder
@@ -68,7 +68,8 @@ def read_records(run_dir: Path) -> RunRecords:
 def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
                  records: RunRecords | None = None) -> dict[str, Any]:
     """report.json as a dict; ``device_results`` are parsed results files (``results_file`` set by the caller if known)."""
-    from pipeline.report.model import LatencyRow, Machine, checked, to_json
+    from pipeline.report.model import checked, to_json
+    from pipeline.report.model_rows import LatencyRow, Machine
     from pipeline.run_folder import config_hash
 
     records = records or RunRecords()

@@ -38,7 +38,8 @@ def read_device_results(path: Path) -> dict:
 def check_against_schema(path: Path, data: dict) -> None:
     """Every row as the report would hold it, and the device block, must fit the report schema: a bad file is
     refused here, before it is kept in RUN/device/ where it would break every later report."""
-    from pipeline.report.model import LatencyRow, Machine, problem  # pydantic: only when a file is read
+    from pipeline.report.model import problem  # pydantic: only when a file is read
+    from pipeline.report.model_rows import LatencyRow, Machine
 
     device = {**data["device"], "results_file": path.name, "target": (data.get("bundle") or {}).get("target")}
     if bad := problem(Machine, device):

@@ -25,7 +25,6 @@ from pipeline.artifacts import atomic_write_json
 # low SQNR is bad: red at the worst layer, green at the best (Model Explorer spreads stops over the values' range)
 SQNR_GRADIENT = [{"stop": 0, "bgColor": "#d7301f"}, {"stop": 0.5, "bgColor": "#fdcc8a"}, {"stop": 1, "bgColor": "#a1d99b"}]
 MS_GRADIENT = [{"stop": 0, "bgColor": "#ffffff"}, {"stop": 1, "bgColor": "#6a51a3"}]
-ONNX_GRAPH_OF = {"openvino_int8": "onnx", "onnx_int8": "onnx_int8"}  # the ONNX file each overlay is drawn on
 
 
 def graph_nodes(model: Path) -> tuple[str, dict[str, str]]:
@@ -91,8 +90,13 @@ def write_node_data(out: Path, key: str, model: Path, layer_error: dict | None, 
 
 
 def overlay_model(export_dir: Path, listed: dict[str, str], key: str) -> Path:
-    """The model file the overlay of artifact ``key`` is drawn on (see the module docstring)."""
-    return export_dir / listed[ONNX_GRAPH_OF.get(key, key)]
+    """The model file the overlay of artifact ``key`` is drawn on: itself, or for an OpenVINO IR (no Model Explorer
+    adapter) the ONNX model it was converted from, following the format table's ``source`` chain."""
+    from pipeline.formats import FORMATS
+
+    while FORMATS[key].family == "openvino":
+        key = FORMATS[key].source
+    return export_dir / listed[key]
 
 
 def open_viewer(model: Path, node_data: list[Path], *, port: int, browser: bool) -> None:
@@ -113,8 +117,7 @@ EXPLORE_FOLDER = "explore"  # in the run folder: the command's own files, never 
 def _measured_in_run(run_dir: Path, key: str) -> dict | None:
     """The benchmark stage's per-op time of ``key`` (``07_benchmark/op_time.json``), when it profiled it."""
     from pipeline.artifacts import read_json_file
-    from pipeline.benchmark.stage import OP_TIME_FILE
-    from pipeline.stages import stage_folder
+    from pipeline.stages import OP_TIME_FILE, stage_folder
 
     path = stage_folder(run_dir, "benchmark") / OP_TIME_FILE
     table = read_json_file(path, "re-run the benchmark stage (--from benchmark)").get(key) if path.is_file() else None

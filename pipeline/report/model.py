@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Gates
 from pipeline.errors import PipelineError
-from pipeline.report.model_rows import (LATENCY_ROW_RAN, AccuracyRow, Closed, Environment, LatencyRow,  # noqa: F401
-                                        LayerErrorInfo, Machine, ModelSummary, Scalar)
+from pipeline.report.model_rows import (LATENCY_ROW_RAN, AccuracyRow, Closed, Environment, LatencyRow, LayerErrorInfo,
+                                        ModelSummary, Scalar)
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_ID, SCHEMA_VERSION
 
 Status = Literal["PASS", "FAIL", "NOT MEASURED"]

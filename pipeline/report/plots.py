@@ -213,7 +213,7 @@ def stages(report: dict[str, Any]) -> bytes | None:
 
 def latency(report: dict[str, Any], samples: dict[str, np.ndarray]) -> bytes | None:
     """Box plots of the stored per-call samples (host rows only: device files carry summaries)."""
-    from pipeline.report.schema import sample_key
+    from pipeline.benchmark.rows import sample_key
 
     by_threads: dict[int, list[tuple[str, np.ndarray]]] = {}
     for r in report["latency"]:

@@ -37,8 +37,6 @@ and given a status, verdict/headline/checks added, every object closed).
 
 from __future__ import annotations
 
-from pipeline.benchmark.rows import LATENCY_STATS, ROW_KEY, row_key, sample_key  # noqa: F401  (the layout's row identity)
-
 SCHEMA_ID = "edge-pipeline/report"
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "report.schema.json"  # written beside every report.json, which names it in "$schema"

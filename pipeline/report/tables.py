@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.benchmark.rows import precision_text  # noqa: F401  (read here by the board runner until it imports rows)
 
 Table = tuple[list[str], list[list[str]]]
 OK, FAILED = "OK", "FAILED"
