@@ -29,6 +29,10 @@ def test_local_file_wins_over_recipe(tmp_path, monkeypatch):
         ({"data": {"channels": 2}}, "data.channels: must be 1 or 3"),
         ({"distill": {"seeds": []}}, "distill.seeds: needs at least one seed"),
         ({"distill": {"method": "at", "options": {"pairz": "all"}}}, "distill.options.pairz: unknown key (allowed: pairs, positions, reference_size)"),
+        ({"target": {"name": "rpi4"}, "export": {"keep_float": ["stage0", "(bad"]}},
+         "export.keep_float: [1] '(bad' is not a regular expression"),
+        ({"export": {"keep_float": "sometimes"}}, "export.keep_float: 'sometimes': give a list of node-name patterns"),
+        ({"export": {"keep_float": "auto"}}, "export.keep_float: target edge_tpu runs integer-only models"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(raw, expected):

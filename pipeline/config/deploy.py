@@ -31,6 +31,30 @@ class ExportConfig(Section):
     # auto: when onnx2tf's tflite_int8 keeps < 99 % of tflite_fp32's top-1 on the validation split, convert again calibrated
     # on 4× the images and keep it if its int8 scores higher there (pipeline/export/tflite_recalibration.py); off: never
     tflite_recalibration: Literal["auto", "off"] = "auto"
+    # layers every int8 artifact leaves in float (pipeline/export/keep_float.py): node-name regexes as the per-layer
+    # report names them, or auto (the fewest layers that bring int8 to 99 % of fp32 on validation); integer-only
+    # targets (Edge TPU) refuse it
+    keep_float: list[str] | Literal["auto"] = []
+
+    @field_validator("keep_float", mode="before")
+    @classmethod
+    def _list_or_auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError(f"{v!r}: give a list of node-name patterns (e.g. [stage0]) or auto")
+        return v
+
+    @field_validator("keep_float")
+    @classmethod
+    def _patterns_compile(cls, v: list[str] | str) -> list[str] | str:
+        import re
+
+        for i, pattern in enumerate([] if v == "auto" else v):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"[{i}] {pattern!r} is not a regular expression ({exc}); give node-name patterns as "
+                                 "layer_error.json names them, or auto") from None
+        return v
 
     @field_validator("formats")
     @classmethod

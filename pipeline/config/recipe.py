@@ -54,6 +54,16 @@ class Config(Section):
             raise ValueError(f"benchmark.threads: {over[0]} is more than {where}; give at most {limit}, or 0 for all cores")
         return self
 
+    @model_validator(mode="after")
+    def _float_layers_where_float_runs(self) -> "Config":
+        """A layer kept in float on an integer-only accelerator runs on the host CPU, with everything after it."""
+        from pipeline.target import TARGETS
+
+        if self.export.keep_float and TARGETS[self.target.name].integer_only:
+            raise ValueError(f"export.keep_float: target {self.target.name} runs integer-only models, no layer can stay "
+                             "in float; remove the key (its int8 remedies: export.tflite_recalibration: auto, QAT)")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name

@@ -29,6 +29,7 @@ class ExportSettings:
     tflite_converter: str = "onnx2tf"  # "onnx2tf" | "litert_torch" | "auto"
     tflite_recalibration: str = "off"  # "auto" | "off"
     more_images: Callable[[int], np.ndarray] | None = None  # n more normalised training images (recalibration)
+    keep_float: tuple[str, ...] | str = ()  # node-name patterns or "auto" (pipeline/export/keep_float.py)
 
 
 @dataclass(frozen=True)

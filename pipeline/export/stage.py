@@ -100,13 +100,15 @@ def export_inputs(ctx, console) -> tuple[ExportInputs, str, tuple[np.ndarray, np
     x, y = load_split(data_dir, "test")
     accuracy_control = cfg.openvino_accuracy_control if OPENVINO_INT8 in cfg.formats else "off"
     tflite_int8 = TFLITE_INT8 in cfg.formats
-    judged_on_validation = accuracy_control == "auto" or (tflite_int8 and "auto" in (cfg.tflite_converter, cfg.tflite_recalibration))
+    judged_on_validation = (accuracy_control == "auto" or cfg.keep_float == "auto"
+                            or (tflite_int8 and "auto" in (cfg.tflite_converter, cfg.tflite_recalibration)))
     settings = ExportSettings(
         opset=cfg.opset, fp32_rtol=cfg.fp32_rtol, check_images=x[:CHECK_IMAGES],
         layer_error_images=cfg.layer_error_images, accuracy_control=accuracy_control,
         validation=load_split(data_dir, "val") if judged_on_validation else None, tflite_converter=cfg.tflite_converter,
         tflite_recalibration=cfg.tflite_recalibration if tflite_int8 else "off",
-        more_images=lambda n: load_split(data_dir, "train", limit=n)[0])
+        more_images=lambda n: load_split(data_dir, "train", limit=n)[0],
+        keep_float="auto" if cfg.keep_float == "auto" else tuple(cfg.keep_float))
     rules = TARGETS[ctx.cfg.target.name]
     inputs = ExportInputs(ctx.out, source, source_stage, input_shape, int(info["num_classes"]), info["preprocess"],
                           info["class_names"], calibration, calib_path, rules.per_channel, rules.io_dtype, console, settings)

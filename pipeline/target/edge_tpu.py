@@ -43,6 +43,7 @@ RULES = TargetRules(
     description="Coral Edge TPU: full-integer int8 TFLite, compiled by edgetpu_compiler",
     per_channel=True,
     io_dtype="uint8",
+    integer_only=True,
     layout="NHWC",
     deploy_artifact="tflite_int8",
     accelerator=ACCELERATOR,

@@ -69,6 +69,8 @@ class TargetRules:
     per_channel: bool = True  # per-channel symmetric int8 weights; False = per-tensor
     symmetric_weights: bool = True
     io_dtype: Literal["int8", "uint8", "float32"] = "int8"  # input/output tensors of the int8 artifact
+    # every op must be int8 (a float op leaves the accelerator): export.keep_float is refused
+    integer_only: bool = False
     layout: Literal["NHWC", "NCHW"] = "NHWC"
     # which artifact represents "the deployed student" for gates and the report; its format row says the runtime
     deploy_artifact: str = "tflite_int8"  # a key of export.formats

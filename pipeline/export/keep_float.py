@@ -1,0 +1,78 @@
+"""``export.keep_float``: the layers an int8 artifact leaves in float, on every path whose target runs float ops.
+
+One key for every runtime, applied through each library's own mechanism (NNCF ``ignored_scope``, ONNX Runtime
+``quantize_static(nodes_to_exclude=…)``, TensorFlow's Quantization Debugger ``denylisted_nodes``):
+
+* a list of patterns: regular expressions searched in each path's node names, as its per-layer report
+  (``layer_error.json``) names them; what each pattern matched is recorded, and a pattern that matches nothing in
+  that artifact is recorded too (it may name a node of another runtime's graph);
+* ``auto``: when plain int8 keeps < 99 % of fp32's top-1 on the validation split, the fewest layers that bring it
+  to ≥ 99 % there (``choose_float_layers``): each candidate layer alone first (the fewest is one, when one does it),
+  then the most helpful ones added one at a time. A set that never reaches the rule is not shipped: all-int8 stays,
+  and the record says what was tried.
+
+A full-integer target (Edge TPU) refuses the key when the recipe is read (``TargetRules.integer_only``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from pipeline.export.fidelity import keeps_int8_rule
+
+KEEP_FLOAT = "keep_float"  # its record's name in the int8 sidecar's quantization and the stage metrics
+MAX_CANDIDATES = 12  # layers tried one by one in auto (each try is one quantisation and one validation pass)
+
+
+def matched(patterns: Iterable[str], names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the names any pattern finds, in the given order; the patterns that find none)."""
+    patterns, names = list(patterns), list(dict.fromkeys(names))
+    compiled = [re.compile(p) for p in patterns]
+    hits = [n for n in names if any(c.search(n) for c in compiled)]
+    unmatched = [p for p, c in zip(patterns, compiled) if not any(c.search(n) for n in names)]
+    return hits, unmatched
+
+
+def pattern_record(patterns: list[str], names: Iterable[str], mechanism: str) -> dict:
+    """The record of a pattern list applied to one artifact's nodes."""
+    kept, unmatched = matched(patterns, names)
+    record = {"mode": "patterns", "patterns": list(patterns), "mechanism": mechanism, "kept": kept}
+    if unmatched:
+        record["unmatched"] = unmatched
+    record["reason"] = (f"{len(kept)} layer(s) kept in float by export.keep_float"
+                        + (f"; {len(unmatched)} pattern(s) match no node of this model" if unmatched else ""))
+    return record
+
+
+def choose_float_layers(candidates: list[str], score: Callable[[list[str]], float], fp32_acc: float, plain_acc: float,
+                        mechanism: str, images: int) -> dict:
+    """``auto``: the fewest of ``candidates`` (worst first; at most ``MAX_CANDIDATES`` are tried) whose float copy brings
+    int8 to ≥ 99 % of ``fp32_acc``; ``score(kept)`` quantises with ``kept`` in float and returns validation top-1.
+
+    Returns the record: ``kept`` is empty when plain int8 already keeps the rule or no set of candidates reached it.
+    """
+    record = {"mode": "auto", "mechanism": mechanism, "validation_images": int(images), "fp32_val_accuracy": fp32_acc,
+              "plain_val_accuracy": plain_acc, "kept": [], "tried": []}
+    keeps, said = keeps_int8_rule(plain_acc, fp32_acc, "plain int8")
+    if keeps:
+        return {**record, "reason": f"{said}: nothing kept in float"}
+
+    def attempt(kept: list[str]) -> float:
+        acc = score(kept)
+        record["tried"].append({"kept": list(kept), "val_accuracy": acc})
+        return acc
+
+    alone = {name: attempt([name]) for name in candidates[:MAX_CANDIDATES]}
+    ranked = sorted(alone, key=lambda n: -alone[n])  # most helpful first; ties keep the worst-first order
+    kept: list[str] = []
+    acc = plain_acc
+    for name in ranked:
+        kept.append(name)
+        acc = alone[name] if len(kept) == 1 else attempt(kept)
+        if keeps_int8_rule(acc, fp32_acc)[0]:
+            _, now = keeps_int8_rule(acc, fp32_acc, f"with {len(kept)} layer(s) in float, int8")
+            return {**record, "kept": list(kept), "val_accuracy": acc, "reason": f"{said}; {now}"}
+    best = max(record["tried"], key=lambda t: t["val_accuracy"], default=None)
+    return {**record, "best_tried": best,
+            "reason": f"{said}; no set of the {len(ranked)} candidate layers in float reached 99 %: all-int8 kept"}
