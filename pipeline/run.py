@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,6 +108,7 @@ def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, unt
             shutil.rmtree(stale, ignore_errors=True)
     stages = plan[: last + 1]
     shared = max((i + 1 for i, s in enumerate(stages) if s.trains), default=0)  # stages every rank runs
+    precheck = BackgroundPrecheck(cfg) if cfg.target.check_before_training and not place.distributed else None
     manifests: dict[str, Manifest] = {}
     inputs: dict[str, Path] = {}
     for i, stage in enumerate(stages):
@@ -120,10 +122,16 @@ def _run_stages(cfg: Config, place, plan: list[Stage], *, start: str | None, unt
                 console.print(f"[dim]✓ {stage.folder}: cached ({_summary(old.metrics)})[/dim]")
             else:
                 def compute() -> Manifest:
-                    if stage.name in ("teacher", "distill") and cfg.target.check_before_training:
+                    watch = on_epoch
+                    if stage.name in ("teacher", "distill") and precheck is not None:
+                        watch = precheck.beside(stage.name, on_epoch)  # the check runs while this stage trains
+                    elif stage.name in ("teacher", "distill") and cfg.target.check_before_training:
                         distributed.on_main(lambda: _precheck(cfg))  # cached by student spec, so the second call is free
                     with stage_write_errors(folder.with_name(folder.name + ".partial")):
-                        return _execute(cfg, stage, key, folder, dict(inputs), manifests, on_epoch, command)
+                        made = _execute(cfg, stage, key, folder, dict(inputs), manifests, watch, command)
+                    if precheck is not None:
+                        precheck.wait()  # nothing after the first training stage runs on a student the target refuses
+                    return made
 
                 old = (_through_store(store, stage, key, folder, cfg, compute)
                        if store is not None and i < forced and stage.name in SHARED_STAGES else compute())
@@ -213,6 +221,45 @@ def _precheck(cfg: Config) -> None:
     from pipeline.export.untrained import precheck
 
     precheck(cfg)
+
+
+class BackgroundPrecheck:
+    """The target's check of the untrained student on a thread beside the first training stage that runs, instead of
+    before it: its conversion (mostly onnx2tf in a child process) overlaps training rather than adding to the cold
+    run's wall time. The stage's ``on_epoch`` raises the check's failure at the next epoch end, so a student the
+    target refuses still stops the run within one epoch of the verdict, and the stage's end waits for the verdict."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def beside(self, stage: str, on_epoch: Callable | None) -> Callable[[str, int, dict[str, Any]], None]:
+        """Start the check (once per run) and return the stage's ``on_epoch`` with the verdict's watch added."""
+        if self.thread is None:
+            def check() -> None:
+                try:
+                    _precheck(self.cfg)
+                except BaseException as exc:  # raised in the run's own thread by watch() or wait()
+                    self.error = exc
+
+            self.thread = threading.Thread(target=check, name="precheck", daemon=True)
+            self.thread.start()
+
+        def watch(name: str, index: int, row: dict[str, Any]) -> None:
+            if not self.thread.is_alive():
+                self.wait()
+            if on_epoch is not None:
+                on_epoch(name, index, row)
+
+        return watch
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def _raise_on_failed_gates(manifests: dict[str, Manifest]) -> None:

@@ -123,3 +123,52 @@ def test_base_install_and_device_extra_pull_no_host_toolchain():
     host = {d.split("==")[0].lower() for d in project["optional-dependencies"]["host"]}
     assert {"torch", "tensorflow", "onnx2tf", "openvino", "nncf"} <= host
     assert all("==" in d for d in project["optional-dependencies"]["host"])  # pinned: an unpinned install drifts
+
+
+def test_the_precheck_runs_beside_the_teacher_and_its_refusal_stops_training_at_the_next_epoch(tiny_recipe, monkeypatch):
+    """The untrained student's check overlaps the first training stage; a refusal ends that stage at an epoch end,
+    with the check's own one-line error, and nothing after it runs."""
+    import threading
+
+    import pipeline.run as run_module
+    from pipeline.errors import PipelineError
+
+    cfg = load_config(tiny_recipe, {"target.check_before_training": True, "teacher.epochs": 6})
+    verdict_given, epochs = threading.Event(), []
+
+    def refuse(cfg):
+        assert threading.current_thread().name == "precheck"  # beside the run, not before it
+        verdict_given.set()
+        raise PipelineError("precheck: student 'resnet8' cannot run fully on target edge_tpu (test)")
+
+    monkeypatch.setattr(run_module, "_precheck", refuse)
+    import pipeline.train.loop as loop
+
+    real_fit = loop.fit
+
+    def counting_fit(*args, on_epoch_end=None, **kwargs):
+        def seen(row):
+            verdict_given.wait(5)  # the refusal is in before the first epoch ends
+            epochs.append(row["epoch"])
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+        return real_fit(*args, on_epoch_end=seen, **kwargs)
+
+    monkeypatch.setattr("pipeline.teacher.stage.fit", counting_fit)
+    with pytest.raises(PipelineError, match="cannot run fully on target edge_tpu"):
+        run_pipeline(cfg, until="distill")
+    assert len(epochs) == 1  # stopped at the first epoch end, not after six
+    assert not stage_dir(cfg, "teacher").exists() and not stage_dir(cfg, "distill").exists()
+
+
+def test_a_passing_precheck_is_waited_for_before_the_student_trains(tiny_recipe, monkeypatch):
+    import time
+
+    import pipeline.run as run_module
+
+    cfg = load_config(tiny_recipe, {"target.check_before_training": True})
+    checked = []
+    monkeypatch.setattr(run_module, "_precheck", lambda cfg: (time.sleep(0.5), checked.append(time.time())))
+    done = run_pipeline(cfg, until="distill")
+    assert len(checked) == 1  # once: started beside the teacher, not again beside distill
+    assert done["teacher"].started < checked[0] < done["distill"].started

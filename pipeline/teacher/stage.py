@@ -72,7 +72,8 @@ def run(ctx: StageContext) -> TeacherMetrics:
 
         result = fit(modules=[model], step=step, train=data.train,
                      spec=FitSpec.for_stage(cfg, ctx.cfg.data, data.batch_augment, "teacher"),
-                     evaluate_fn=lambda: evaluate(model, val_or_test(data)), on_epoch_start=on_epoch_start)
+                     evaluate_fn=lambda: evaluate(model, val_or_test(data)), on_epoch_start=on_epoch_start,
+                     on_epoch_end=(lambda row: ctx.on_epoch("teacher", 0, row)) if ctx.on_epoch else None)
         metrics["seconds_per_epoch"] = round(result["seconds_per_epoch"], 3)
         metrics["ms_per_step"] = round(result["ms_per_step"], 3)
         metrics["history"] = result["history"]
