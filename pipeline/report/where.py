@@ -117,8 +117,7 @@ def join(layer_error: dict | None, op_time: dict | None, kept: list[str] | None,
         rows.setdefault(node_for(name, ids) or name, _row(name, "?"))
     for key, row in rows.items():
         row["kept_float"] = None if kept is None else bool({key, row["node"]} & set(kept))
-        row["ms"] = None if row["ms"] is None else round(row["ms"], 5)
-        row["time_share"] = None if row["time_share"] is None else round(row["time_share"], 5)
+        row["ms"] = None if row["ms"] is None else round(row["ms"], 5)  # shares stay unrounded: they add up to ≤ 1
     return sorted(rows.values(), key=_worst_first)
 
 
