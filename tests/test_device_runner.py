@@ -31,6 +31,7 @@ from pipeline.report.device_results import read_device_results
 from pipeline.errors import PipelineError
 from pipeline.report.model import json_schema, validate_report
 from pipeline.run import run_pipeline, stage_dir
+from pipeline.runtimes.op_time import NOT_MEASURED
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "docker" / "requirements-device.txt"
@@ -148,9 +149,12 @@ def test_runner_in_a_torch_free_venv_matches_the_host_and_fits_the_report_schema
     assert subprocess.run([str(_venv_python(device_venv)), "-c", "import torch"], capture_output=True).returncode != 0
     out = tmp_path / "pi.json"
     done = _run_device(device_venv, "run", bundle, "-o", out, "--name", "venv-board", "--threads", "1,0",
-                       "--runs", "5", "--min-seconds", "0", cwd=tmp_path)
+                       "--runs", "5", "--min-seconds", "0", "--op-time", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     res = read_device_results(out)
+    # --op-time: the int8 artifact only, and LiteRT's Python API has no op profiler: said, not estimated
+    assert res["op_time"] == {"tflite_int8": {"measured": False, "engine": "tflite", "reason": NOT_MEASURED["tflite"]}}
+    assert f"tflite_int8 per-op time: NOT MEASURED: {NOT_MEASURED['tflite']}" in done.stdout
     rows = res["rows"]
     assert [(r["artifact"], r["threads"]) for r in rows] == [("tflite_int8", 1), ("tflite_int8", 0), ("tflite_fp32", 1), ("tflite_fp32", 0)]
     for r in rows:
@@ -262,8 +266,12 @@ def test_importing_and_running_the_device_side_loads_no_torch_or_toolchain(bundl
 
 
 def test_results_file_mistakes_are_one_line_errors(tmp_path):
+    from report_fakes import device_results
+
     for text, message in (("{", "not valid JSON"), ('{"kind": "benchmark-results"}', "not a device results file"),
-                          ('{"kind": "device-results", "version": 9, "rows": [], "device": {}}', "version 9")):
+                          ('{"kind": "device-results", "version": 9, "rows": [], "device": {}}', "version 9"),
+                          (json.dumps({**device_results(), "op_time": {"tflite_int8": {"measured": False, "ms": 3}}}),
+                           "op_time.tflite_int8.ms: Extra inputs are not permitted")):
         (tmp_path / "r.json").write_text(text)
         with pytest.raises(PipelineError, match=message):
             read_device_results(tmp_path / "r.json")

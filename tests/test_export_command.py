@@ -241,3 +241,51 @@ def test_explore_takes_the_benchmark_stages_per_op_time(exported):
     (graph, data), = json.loads(overlays["ms"].read_text()).items()
     profiled = json.loads((run / "07_benchmark" / "op_time.json").read_text())["openvino_int8"]
     assert sum(v["value"] for v in data["results"].values()) == pytest.approx(profiled["total_ms"], rel=1e-3)
+
+
+def test_report_says_where_accuracy_and_time_go_per_int8_artifact(exported):
+    """The real run's table: OpenVINO int8's profiled engine nodes joined to its layers, worst SQNR first; LiteRT's why-not."""
+    run = exported["run"]
+    where = json.loads((run / "report.json").read_text())["where"]
+    assert set(where) == {"tflite_int8", "openvino_int8"}
+    ov = where["openvino_int8"]
+    profiled = json.loads((run / "07_benchmark" / "op_time.json").read_text())["openvino_int8"]
+    assert (ov["time_where"], ov["total_ms"]) == ("host", round(profiled["total_ms"], 5)) and ov["time_missing"] is None
+    rows = ov["rows"]
+    sqnr = [r["sqnr_db"] for r in rows if r["sqnr_db"] is not None]
+    assert sqnr == sorted(sqnr) and len(sqnr) >= 10 and all(r["sqnr_db"] is None for r in rows[len(sqnr):])
+    timed = [r for r in rows[len(sqnr):] if r["ms"] is not None]
+    assert [r["ms"] for r in timed] == sorted((r["ms"] for r in timed), reverse=True)  # time-only nodes, slowest first
+    joined = [r for r in rows if r["sqnr_db"] is not None and r["ms"] is not None]
+    assert any("/Conv" in r["node"] and any(n.startswith(r["node"]) for n in r["engine_nodes"]) for r in joined)
+    engine = sorted(n for r in rows for n in r["engine_nodes"])
+    assert engine == sorted(op["node"] for op in profiled["ops"])  # every profiled node in exactly one row
+    assert sum(r["ms"] or 0 for r in rows) == pytest.approx(profiled["total_ms"], abs=1e-4)
+    assert 0.99 < sum(r["time_share"] or 0 for r in rows) <= 1.0 + 1e-9
+    assert {r["kept_float"] for r in rows} == {False}  # accuracy control ran and kept nothing in float
+    tfl = where["tflite_int8"]
+    assert tfl["rows"] and all(r["ms"] is None for r in tfl["rows"]) and "no op profiler" in tfl["time_missing"]
+    md = (run / "report.md").read_text()
+    assert "## Where accuracy and time go" in md and f"ms, share of time: NOT MEASURED: {tfl['time_missing']}" in md
+
+
+def test_a_boards_per_op_time_is_merged_into_the_table_and_named(exported, tmp_path):
+    """``pipeline.device run --op-time`` on an OpenVINO bundle (in-process: this machine is the board), merged back."""
+    import shutil
+
+    from pipeline.device.bundle import make_bundle
+    from pipeline.device.merge import merge_into_report
+    from pipeline.device.runner import run_bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(exported["run"], run, ignore=shutil.ignore_patterns("cache"))
+    res = run_bundle(make_bundle(run, "openvino_cpu", tmp_path / "ov.tar"), threads=[1], runs=3, warmup=0, min_seconds=0,
+                     name="ov-board", op_time=True, log=lambda s: None)
+    assert set(res["op_time"]) == {"openvino_int8"} and res["op_time"]["openvino_int8"]["runs"] == 50  # fp32/fp16: not profiled
+    (tmp_path / "ov-board.json").write_text(json.dumps(res))
+    merge_into_report(run, [tmp_path / "ov-board.json"])
+    ov = json.loads((run / "report.json").read_text())["where"]["openvino_int8"]
+    board = res["op_time"]["openvino_int8"]
+    assert (ov["time_where"], ov["time_machine"], ov["total_ms"]) == ("device", "ov-board", round(board["total_ms"], 5))
+    assert sorted(n for r in ov["rows"] for n in r["engine_nodes"]) == sorted(op["node"] for op in board["ops"])
+    assert "measured on the device ov-board" in (run / "report.md").read_text()

@@ -30,13 +30,12 @@ from pipeline.benchmark.latency import StopRule, measure_latency, resolve_thread
 from pipeline.benchmark.rows import precision_text, sample_key
 from pipeline.benchmark.subjects import (Subject, collect_subjects, describe, export_source_of, fakequant_predictions,
                                          model_summaries, target_summary, timed_subjects)
-from pipeline.errors import PipelineError, one_line
+from pipeline.errors import PipelineError
 from pipeline.stage_context import StageContext
 from pipeline.stage_metrics import BenchmarkMetrics
 from pipeline.stages import OP_TIME_FILE, RESULTS_FILE, SAMPLES_FILE
 
 RESULTS_KIND = "benchmark-results"
-OP_TIME_IMAGES, OP_TIME_RUNS = 8, 50
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -81,19 +80,11 @@ def run(ctx: StageContext) -> BenchmarkMetrics:
 
 
 def op_time_record(subjects: list[Subject], x: np.ndarray) -> dict[str, Any]:
-    """Per-op time of each timed int8 artifact (``runtimes.op_time``: where the engine profiles, else why not), at one
-    thread on the first test images; a profile that fails is its row's reason, never the stage's failure."""
-    from pipeline.formats import FORMATS
-    from pipeline.runtimes.op_time import op_times
+    """Per-op time of each timed int8 artifact (``runtimes.op_time``: where the engine profiles, else why not); a
+    profile that fails is its row's reason, never the stage's failure."""
+    from pipeline.runtimes.op_time import profile, profiled
 
-    out = {}
-    for s in subjects:
-        if s.timed and s.model == "student" and s.artifact in FORMATS and FORMATS[s.artifact].precision == "int8":
-            try:
-                out[s.artifact] = op_times(s.path, x[:OP_TIME_IMAGES], threads=1, runs=OP_TIME_RUNS)
-            except Exception as exc:  # noqa: BLE001 - a diagnosis: its failure is said in its row
-                out[s.artifact] = {"measured": False, "reason": one_line(exc, 300)}
-    return out
+    return {s.artifact: profile(s.path, x) for s in subjects if s.timed and s.model == "student" and profiled(s.artifact)}
 
 
 @dataclass

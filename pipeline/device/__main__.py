@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="label of this device in reports (default: the hostname)")
     p.add_argument("--only", help="comma-separated artifact keys to run (default: all)")
     p.add_argument("--delegate", help="delegate library for a compiled model (default: the one its target names in the bundle)")
+    p.add_argument("--op-time", action="store_true",
+                   help="also profile each int8 artifact per op (OpenVINO, ONNX Runtime; LiteRT says why not): the report's "
+                        "'where accuracy and time go' then shows this board's figures")
     p.add_argument("--delegate-device", help="which accelerator the delegate opens, e.g. usb, pci, usb:0 (default: the first found)")
 
     sub.add_parser("info", help="print what the results would record about this device")
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--remote-dir", default="/tmp/edge-pipeline")
     p.add_argument("--threads", help="thread counts for the board, e.g. 1,0 (default: the host benchmark's)")
     p.add_argument("--runs", type=int)
+    p.add_argument("--op-time", action="store_true", help="the runner's --op-time: per-op time of each int8 artifact")
     p.add_argument("--docker-arg", action="append", default=[], help="extra docker run argument (repeat)")
     p.add_argument("--ssh-option", action="append", default=[], help="extra ssh -o option (repeat)")
     p.add_argument("--no-merge", action="store_true", help="fetch results without merging them into the report")
@@ -89,6 +93,7 @@ def cmd_run(args) -> int:
         only=only or None,
         delegate_library=args.delegate,
         delegate_device=args.delegate_device,
+        op_time=args.op_time,
     )
     atomic_write_json(args.output, results)
     failed = sum(1 for row in results["rows"] if row["error"])
@@ -119,6 +124,7 @@ def cmd_remote(args) -> int:
         identity=args.identity,
         threads=args.threads,
         runs=args.runs,
+        op_time=args.op_time,
         docker_args=tuple(args.docker_arg),
         ssh_options=tuple(args.ssh_option),
     )

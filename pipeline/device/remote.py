@@ -61,6 +61,7 @@ class RemoteSpec:
     identity: str | None = None
     threads: str | int | None = None  # e.g. "1,0"; None = the host benchmark's settings
     runs: int | None = None
+    op_time: bool = False  # the runner's --op-time: per-op time of each int8 artifact on the board
     docker_args: tuple[str, ...] = ()
     ssh_options: tuple[str, ...] = field(default_factory=tuple)
     python: str = "python3"
@@ -109,6 +110,8 @@ def runner_args(spec: RemoteSpec, bundle: str, results: str) -> list[str]:
         args += ["--threads", str(spec.threads)]
     if spec.runs is not None:
         args += ["--runs", str(spec.runs)]
+    if spec.op_time:
+        args.append("--op-time")
     return args
 
 

@@ -29,6 +29,7 @@ from pipeline.errors import PipelineError, one_line
 from pipeline.machine import describe_device
 from pipeline.report.schema import DEVICE_RESULTS_KIND, DEVICE_RESULTS_VERSION
 from pipeline.runtimes import all_cores, engine_name
+from pipeline.runtimes.op_time import profile, profiled
 
 
 def engine_with_delegate(runtime, delegate: dict | None) -> str:
@@ -124,12 +125,14 @@ def run_bundle(
     only: list[str] | None = None,
     delegate_library: str | None = None,
     delegate_device: str | None = None,
+    op_time: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Open ``bundle`` and measure every artifact at every thread setting; a failure becomes a row with ``error``.
 
     Settings default to the host benchmark's (carried in the bundle); ``threads`` 0 = all cores;
-    ``precision_pct`` 0 turns the precision rule off (the fixed ``runs``/``min_seconds`` rule).
+    ``precision_pct`` 0 turns the precision rule off (the fixed ``runs``/``min_seconds`` rule). ``op_time``: also
+    profile each int8 artifact per op (``runtimes.op_time``, as the host benchmark does), the results' ``op_time``.
     """
     bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
@@ -144,10 +147,13 @@ def run_bundle(
         keys = _selected(list(manifest["artifacts"]), only)
         x, y = _read_sample(root / manifest["sample"]["path"], bundle)
         device = describe_device(name)
-        rows = []
+        rows, per_op = [], {}
         for key in keys:
             rows += measure_bundled(root, manifest, key, x, y, settings, device["name"],
                                     (delegate_library, delegate_device), log)
+            if op_time and profiled(key):
+                per_op[key] = profile(root / manifest["artifacts"][key]["path"], x, manifest.get("runtime_device", "CPU"))
+                log(_op_time_summary(key, per_op[key]))
     return {
         "kind": DEVICE_RESULTS_KIND,
         "version": DEVICE_RESULTS_VERSION,
@@ -165,6 +171,7 @@ def run_bundle(
         "settings": {"batch": 1, **settings, "timer": "time.perf_counter",
                      "method": "pipeline.benchmark.latency.measure_latency"},
         "rows": rows,
+        **({"op_time": per_op} if op_time else {}),
     }
 
 
@@ -292,3 +299,10 @@ def _summary(row: dict) -> str:
     host = f" (host {row['host_accuracy']:.4f}, agreement {row['agreement_with_host']:.3f})" if "host_accuracy" in row else ""
     return (f"{head}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms {precision_text(row.get('latency_precision'))} "
             f"({row['runs']} runs, init {row['init_ms']:.1f} ms){acc}{host}")
+
+
+def _op_time_summary(key: str, table: dict) -> str:
+    if not table.get("measured"):
+        return f"{key} per-op time: NOT MEASURED: {table['reason']}"
+    top = ", ".join(f"{op['node']} {100 * op['share']:.0f} %" for op in table["ops"][:3])
+    return f"{key} per-op time: {len(table['ops'])} ops, {table['total_ms']:.3f} ms profiled; slowest {top}"

@@ -32,6 +32,7 @@ from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, e
 from pipeline.report.checks import checks, compiler_sentence, target_info
 from pipeline.benchmark.rows import row_key
 from pipeline.report.stats import accuracy_interval
+from pipeline.report.where import section as where_section
 from pipeline.stage_metrics import ExportMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
@@ -46,6 +47,7 @@ class RunRecords:
     config: dict[str, Any] | None = None  # the resolved config (config.json)
     export: ExportMetrics | None = None  # 05_export's manifest metrics
     target: TargetMetrics | None = None  # 06_target's manifest metrics
+    where: dict[str, Any] | None = None  # int8 key -> report.where.Sources: its layer error, per-op time, sidecar
 
     def __post_init__(self) -> None:  # a manifest's dict, as read, is typed here
         if self.export is not None:
@@ -57,12 +59,14 @@ class RunRecords:
 def read_records(run_dir: Path) -> RunRecords:
     """The records of a run folder: config.json and the export and target stages' manifests."""
     from pipeline.artifacts import Manifest
+    from pipeline.report.where import read_sources
     from pipeline.run_folder import recorded_config
 
     run_dir = Path(run_dir)
     export, target = Manifest.read(stage_folder(run_dir, "export")), Manifest.read(stage_folder(run_dir, "target"))
     return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=ExportMetrics.of(export.metrics) if export else None,
-                      target=TargetMetrics.of(target.metrics) if target else None)
+                      target=TargetMetrics.of(target.metrics) if target else None,
+                      where=read_sources(stage_folder(run_dir, "export"), stage_folder(run_dir, "benchmark")))
 
 
 def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] = (), created: str | None = None,
@@ -120,6 +124,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
     report["layer_error"] = layer_error_by_format(export.layer_error)
+    report["where"] = where_section(records.where or {}, device_results, report["environment"]["host"]["name"])
     report["headline"] = headline(report, devices, rules)
     report["verdict"] = verdict(report)
     return to_json(report, source=f"{records.folder or '.'}/{STAGE_FOLDERS['benchmark']}/{RESULTS_FILE} (with the run's records)")

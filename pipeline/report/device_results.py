@@ -39,12 +39,18 @@ def check_against_schema(path: Path, data: dict) -> None:
     """Every row as the report would hold it, and the device block, must fit the report schema: a bad file is
     refused here, before it is kept in RUN/device/ where it would break every later report."""
     from pipeline.report.model import problem  # pydantic: only when a file is read
-    from pipeline.report.model_rows import LatencyRow, Machine
+    from pipeline.report.model_rows import LatencyRow, Machine, OpTimeTable
 
     device = {**data["device"], "results_file": path.name, "target": (data.get("bundle") or {}).get("target")}
     if bad := problem(Machine, device):
         raise PipelineError(f"{path}: device.{bad}; not a results file of python -m pipeline.device run")
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+    tables = data.get("op_time", {})  # the runner's --op-time: per-op time of the int8 artifacts
+    if not isinstance(tables, dict):
+        raise PipelineError(f"{path}: op_time is not an object; not a results file of python -m pipeline.device run")
+    for key, table in tables.items():
+        if bad := problem(OpTimeTable, table):
+            raise PipelineError(f"{path}: op_time.{key}.{bad}; not a results file of python -m pipeline.device run")
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict):
             raise PipelineError(f"{path}: rows[{i}] is not an object; not a results file of python -m pipeline.device run")

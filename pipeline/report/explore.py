@@ -65,14 +65,19 @@ def sqnr_results(layer_error: dict[str, Any], model: Path, ids: dict[str, str]) 
     return results
 
 
+def ops_by_node(op_time: dict[str, Any], ids: dict[str, str]) -> dict[str | None, list[dict[str, Any]]]:
+    """The profiled engine ops grouped by the graph node each ran as (``node_for``; key None: it matched none). The one
+    place engine nodes meet graph nodes: the overlay here and the report's "where accuracy and time go" table."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for op in op_time.get("ops", []) if op_time.get("measured") else []:
+        groups.setdefault(node_for(op["node"], ids), []).append(op)
+    return groups
+
+
 def ms_results(op_time: dict[str, Any], ids: dict[str, str]) -> dict[str, dict[str, float]]:
     """{node id: {"value": ms per inference}}, the engine's nodes that ran as one graph node added together."""
-    totals: dict[str, float] = {}
-    for op in op_time.get("ops", []) if op_time.get("measured") else []:
-        node = node_for(op["node"], ids)
-        if node is not None:
-            totals[node] = totals.get(node, 0.0) + float(op["ms"])
-    return {node: {"value": round(ms, 5)} for node, ms in totals.items()}
+    return {node: {"value": round(sum(float(op["ms"]) for op in ops), 5)}
+            for node, ops in ops_by_node(op_time, ids).items() if node is not None}
 
 
 def write_node_data(out: Path, key: str, model: Path, layer_error: dict | None, op_time: dict | None) -> dict[str, Path]:

@@ -67,6 +67,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         "<h2>Checks</h2>",
         _table(*tables.checks(report)) if report["checks"] else "<p>No checks recorded (the export and target stages' manifests are missing).</p>",
         *_layer_error(report),
+        *_where(report),
         "<h2>Target</h2>",
         _table(*tables.target(report)),
         "<h2>Latency details</h2>",
@@ -97,6 +98,21 @@ def _layer_error(report: dict[str, Any]) -> list[str]:
         if png := layer_error.figure(info):
             parts.append(f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
                          f"<figcaption class=\"note\">{_e(title)}</figcaption></figure>")
+    return parts
+
+
+def _where(report: dict[str, Any]) -> list[str]:
+    """Where accuracy and time go: per int8 artifact its worst nodes, SQNR beside ms, and what each column rests on."""
+    from pipeline.report import layer_error, where
+
+    if not report.get("where"):
+        return []
+    parts = [f"<h2>{_e(where.TITLE)}</h2>"]
+    for key, info in report["where"].items():
+        parts.append(f"<h3>{_e(layer_error.heading(key))}</h3>")
+        if rows := where.table(info):
+            parts.append(_table(*rows))
+        parts += [f"<p class=\"note\">{_status_words(n)}</p>" for n in where.notes(info)]
     return parts
 
 

@@ -44,6 +44,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         table(*tables.checks(report)) if report["checks"] else "No checks recorded (the export and target stages' manifests are missing).",
         "",
         *_layer_error(report),
+        *_where(report),
         "## Target",
         "",
         table(*tables.target(report)),
@@ -75,6 +76,19 @@ def _layer_error(report: dict[str, Any]) -> list[str]:
         rows = layer_error.table(info)
         lines += [f"### {escape(layer_error.heading(key))}", "", *([table(*rows), ""] if rows else []),
                   escape(layer_error.note(key, info)), ""]
+    return lines
+
+
+def _where(report: dict[str, Any]) -> list[str]:
+    from pipeline.report import layer_error, where
+
+    if not report.get("where"):
+        return []
+    lines = [f"## {where.TITLE}", ""]
+    for key, info in report["where"].items():
+        rows = where.table(info)
+        lines += [f"### {escape(layer_error.heading(key))}", "", *([table(*rows), ""] if rows else []),
+                  *(f"- {escape(n)}" for n in where.notes(info)), ""]
     return lines
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.config import Gates
 from pipeline.errors import PipelineError
 from pipeline.report.model_rows import (LATENCY_ROW_RAN, AccuracyRow, Closed, Environment, LatencyRow, LayerErrorInfo,
-                                        ModelSummary, Scalar)
+                                        ModelSummary, Scalar, WhereInfo)
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_ID, SCHEMA_VERSION
 
 Status = Literal["PASS", "FAIL", "NOT MEASURED"]
@@ -188,6 +188,8 @@ class Report(Closed):
     target: TargetInfo
     layer_error: dict[str, LayerErrorInfo] | None = Field(
         None, description="int8 error per layer of each int8 artifact compared (export stage), by format key")
+    where: dict[str, WhereInfo] | None = Field(
+        None, description="where accuracy and time go: each int8 artifact's nodes, SQNR beside engine time, by format key")
 
 
 def to_json(report: dict[str, Any], source: str = "report") -> dict[str, Any]:

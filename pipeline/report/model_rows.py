@@ -183,3 +183,51 @@ class LayerErrorInfo(Closed):
     top: int | None = None
     records: list[LayerErrorRow] = []
     error: str | None = Field(None, description="why no numbers were computed")
+
+
+class OpTimeOp(Closed):
+    node: str = Field(description="the engine's node name (a fused kernel: a Convolution with its activation)")
+    op_type: str
+    ms: float = Field(description="median per inference over the profiled runs")
+    share: float = Field(description="of the profiled total")
+
+
+class OpTimeTable(Closed):
+    """``pipeline.runtimes.op_time``'s table of one artifact, as the benchmark stage and a board's runner write it."""
+
+    measured: bool
+    engine: str | None = None
+    reason: str | None = Field(None, description="why not measured")
+    runs: int | None = None
+    total_ms: float | None = None
+    ops: list[OpTimeOp] = []
+
+
+class WhereRow(Closed):
+    """One graph node of an int8 artifact: its int8 error beside its engine time."""
+
+    node: str = Field(description="the layer's name (the ONNX node), or the engine's node where it matched none")
+    op_type: str
+    sqnr_db: float | None = Field(description="of its worst quantised tensor; None: not measured for this node")
+    clipped: float | None
+    ms: float | None = Field(description="summed engine ops that ran as this node; None: none timed as it")
+    time_share: float | None = Field(description="of the profiled total, in [0, 1]")
+    kept_float: bool | None = Field(description="kept in float by the export; None: not recorded")
+    engine_nodes: list[str] = Field([], description="the engine nodes whose time is ms")
+
+
+class WhereInfo(Closed):
+    """Where accuracy and time go in one int8 artifact; each column says where it came from, or why it is empty."""
+
+    artifact: str
+    sqnr_file: str | None = None
+    sqnr_missing: str | None = Field(None, description="why no SQNR")
+    time_where: Literal["host", "device"] | None = None
+    time_machine: str | None = Field(None, description="the machine whose per-op profile ms is")
+    time_engine: str | None = None
+    time_runs: int | None = None
+    total_ms: float | None = None
+    time_missing: str | None = Field(None, description="why no ms (NOT MEASURED, with the engine's reason)")
+    kept_source: str | None = None
+    kept_missing: str | None = Field(None, description="why kept_float is unknown")
+    rows: list[WhereRow]

@@ -24,12 +24,16 @@ validates every report as it is built and generates the JSON Schema written besi
     gates        [{name, limit, value, status, passed, where, device, message}]
     checks       [{kind, subject, status, deploy, message}]  # export fidelity, op check, target check, compiler, device runs
     target       {name, accelerator, verdict, passed, summary, compiler, device, details}
+    layer_error  {int8 key: the export's worst layers}       # or null
+    where        {int8 key: {rows: [{node, op_type, sqnr_db, clipped, ms, time_share, kept_float, engine_nodes}],
+                  time_where, time_machine, …, and why a column is empty}}  # where accuracy and time go, or null
 
 A LatencyRow is keyed by ``where`` ("host" | "device"), ``device`` (a name), ``model``
 ("teacher" | "student"), ``artifact`` ("pytorch" or an export format key) and ``threads`` (as
 asked, 0 = all cores). ``error`` is null when it ran. Times are milliseconds, sizes bytes,
 accuracy a fraction in [0, 1]; accuracy differences are in percentage points, positive = lost.
-Device results files (``pipeline.device``) carry rows in this same shape, with ``where: "device"``.
+Device results files (``pipeline.device``) carry rows in this same shape, with ``where: "device"``, and with
+``--op-time`` an ``op_time`` table per int8 artifact (``pipeline.runtimes.op_time``'s).
 
 Bump ``SCHEMA_VERSION`` when a field is renamed or removed or its meaning changes (2: gates renamed
 and given a status, verdict/headline/checks added, every object closed).

@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.report.build import RunRecords, build_report
 from pipeline.report.console import print_summary, summary_console
 from pipeline.report.device_results import discover_device_results, read_device_files
+from pipeline.report.where import read_sources
 from pipeline.report.write import ALL_FILES, load_samples, write_report
 from pipeline.stage_context import StageContext
 from pipeline.stage_metrics import ExportMetrics, ReportMetrics, TargetMetrics
@@ -26,7 +27,8 @@ def run(ctx: StageContext) -> ReportMetrics:
     devices = readable_device_results(discover_device_results(ctx.cfg.run_dir))
     records = RunRecords(folder=str(ctx.cfg.run_dir), config=ctx.cfg.model_dump(mode="json"),
                          export=_metrics(ctx.inputs.get("export"), ExportMetrics),
-                         target=_metrics(ctx.inputs.get("target"), TargetMetrics))
+                         target=_metrics(ctx.inputs.get("target"), TargetMetrics),
+                         where=read_sources(ctx.inputs.get("export"), bench))
     report = build_report(read_json(bench / RESULTS_FILE), devices, records=records)
     written = write_report(report, ctx.out, list(ctx.cfg.report.formats), load_samples(bench / SAMPLES_FILE))
     publish(written, ctx.cfg.run_dir)

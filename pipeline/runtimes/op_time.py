@@ -25,10 +25,28 @@ import numpy as np
 
 from pipeline.errors import PipelineError, one_line
 
+IMAGES, RUNS = 8, 50  # the first test images, profiled runs: the host benchmark's and a board's profile alike
 NOT_MEASURED = {
     "tflite": "LiteRT's Python API has no op profiler (benchmark_model --enable_op_profiling is C++ only)",
     "torch": "per-op time is measured for exported artifacts (OpenVINO, ONNX Runtime) only",
 }
+
+
+def profiled(key: str) -> bool:
+    """Whether artifact ``key`` gets a per-op profile where it is timed: the int8 exports, whose int8 error per layer
+    the report puts beside it (the format table says which; a compiled model is not one of its rows)."""
+    from pipeline.formats import FORMATS
+
+    return key in FORMATS and FORMATS[key].precision == "int8"
+
+
+def profile(artifact: Path, images: np.ndarray, device: str = "CPU") -> dict[str, Any]:
+    """``op_times`` at one thread on the first ``IMAGES`` images, ``RUNS`` runs; a profile that fails is its table's
+    reason, never the caller's failure (it is a diagnosis)."""
+    try:
+        return op_times(artifact, images[:IMAGES], threads=1, runs=RUNS, device=device)
+    except Exception as exc:  # noqa: BLE001 - said in its table
+        return {"measured": False, "reason": one_line(exc, 300)}
 
 
 def op_times(artifact: Path, images: np.ndarray, *, threads: int = 0, runs: int = 20, warmup: int = 3,
