@@ -8,7 +8,6 @@ reading the crushed tensor among them. Then one export stage run carries the rec
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

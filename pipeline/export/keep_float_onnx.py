@@ -32,7 +32,10 @@ def qdq_keep_float(onnx_path: Path, out_path: Path, calibration: np.ndarray, kee
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq-") as work:
         prepared = prepare(onnx_path, Path(work) / "prepared.onnx")
         names = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
-        if keep_float == "auto":
+        if keep_float == "auto" and validation is None:
+            record = {"mode": "auto", "mechanism": MECHANISM, "kept": [],
+                      "reason": "no validation split to judge int8 on: nothing kept in float"}
+        elif keep_float == "auto":
             record = _auto(prepared, Path(work), calibration, validation, per_channel)
         else:
             record = pattern_record(list(keep_float), names, MECHANISM)
