@@ -16,6 +16,7 @@ when plain PTQ misses the rule there: a model that already keeps 99 % gets the p
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,11 @@ def validation_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
-                          mode: str = "auto", per_channel: bool = True) -> dict:
+                          mode: str = "auto", per_channel: bool = True, ignored: Sequence[str] = ()) -> dict:
     """Judge the plain int8 IR at ``int8_xml`` on ``validation``; when it keeps < 99 % of fp32's top-1 there (and ``mode``
     is "auto"), replace it in place by NNCF's accuracy-controlled quantisation of ``onnx_path``. Returns the record for the
-    sidecar and the manifest: what was measured, what was done, and why."""
+    sidecar and the manifest: what was measured, what was done, and why. ``ignored``: ops kept in float by
+    ``export.keep_float`` (they stay float here too)."""
     import openvino as ov
 
     from pipeline.export.onnx2openvino import stable_names
@@ -63,23 +65,24 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
     if mode != "auto":
         return {**record, "reason": f"{missed}; export.openvino_accuracy_control: {mode}"}
     try:
-        quantized = quantize_with_accuracy_control(fp32, calibration, x_val, y_val, per_channel)
+        quantized = quantize_with_accuracy_control(fp32, calibration, x_val, y_val, per_channel, ignored)
     except PipelineError as exc:  # the plain int8 IR stays, and the fidelity check judges it as before
         return {**record, "reason": f"{missed}; accuracy control failed, plain int8 kept", "error": str(exc)}
     restored_acc = validation_accuracy(quantized, x_val, y_val)
     ov.save_model(stable_names(quantized), str(int8_xml), compress_to_fp16=False)
-    float_layers = _float_layers(core.read_model(str(int8_xml)), fp32)
-    return {**record, "used": True, "restored_val_accuracy": restored_acc, "float_layers": float_layers,
-            "reason": f"{missed}: nncf.quantize_with_accuracy_control kept {len(float_layers)} layer(s) in float"}
+    kept = float_layers(core.read_model(str(int8_xml)), fp32)
+    return {**record, "used": True, "restored_val_accuracy": restored_acc, "float_layers": kept,
+            "reason": f"{missed}: nncf.quantize_with_accuracy_control kept {len(kept)} layer(s) in float"}
 
 
-def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, per_channel: bool = True):
+def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, per_channel: bool = True,
+                                   ignored: Sequence[str] = ()):
     """``nncf.quantize_with_accuracy_control`` of an ``ov.Model``: the calibration set for statistics, the validation
     split (top-1, per image) to rank and restore layers, relative ``MAX_DROP``."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from pipeline.export.onnx2openvino import nncf_scheme
+    from pipeline.export.onnx2openvino import ignored_scope, nncf_scheme
     from pipeline.runtimes.openvino_core import alternate_stack_kept
 
     calibration = np.asarray(calibration, dtype=np.float32)
@@ -106,6 +109,7 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
                 preset=preset,
                 advanced_quantization_parameters=advanced,
+                **ignored_scope(ignored),
             )
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize_with_accuracy_control failed: {one_line(exc, 300)}") from None
@@ -114,7 +118,7 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
             log.setLevel(level)
 
 
-def _float_layers(quantized, fp32) -> list[str]:
+def float_layers(quantized, fp32) -> list[str]:
     """Convolutions and MatMuls of ``fp32`` whose weights in ``quantized`` are neither behind a FakeQuantize nor stored
     as int8 (NNCF compresses quantised weights to an int8 constant × scale): the layers the restorer kept in float,
     named as in the ONNX graph."""

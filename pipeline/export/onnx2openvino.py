@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def onnx2openvino(
     fp32: bool | None = None,
     int8: bool = True,
     per_channel: bool = True,
+    ignored: Sequence[str] = (),
 ) -> dict[str, Path]:
     """IRs under ``out_dir``, keyed by the openvino family's format of each precision
     ({"openvino_fp32" | "openvino_fp16": xml, "openvino_int8": xml}).
@@ -35,6 +37,7 @@ def onnx2openvino(
     ``fp16`` writes the half-precision IR, ``fp32`` (default: when not ``fp16``) the full one;
     both come from one conversion. ``calibration``: float32 N×C×H×W, already normalised, fed
     one image at a time (batch-1 IR). ``per_channel``: the target's weight scheme (``TargetRules.per_channel``).
+    ``ignored``: op names NNCF leaves in float (``export.keep_float``).
     """
     import openvino as ov
 
@@ -59,7 +62,7 @@ def onnx2openvino(
         key = primary(precision="int8", family="openvino")
         paths[key] = out_dir / key / f"{stem}.xml"
         paths[key].parent.mkdir(parents=True, exist_ok=True)
-        quantized = quantize_openvino(model, calibration, per_channel=per_channel)
+        quantized = quantize_openvino(model, calibration, per_channel=per_channel, ignored=ignored)
         ov.save_model(stable_names(quantized), str(paths[key]), compress_to_fp16=False)
     return paths
 
@@ -90,8 +93,8 @@ def nncf_scheme(per_channel: bool):
     return nncf.QuantizationPreset(PRESET), AdvancedQuantizationParameters(weights_quantization_params=weights)
 
 
-def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
-    """NNCF post-training quantisation of an ``ov.Model`` on every calibration image."""
+def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True, ignored: Sequence[str] = ()):
+    """NNCF post-training quantisation of an ``ov.Model`` on every calibration image; ``ignored`` ops stay float."""
     import nncf
 
     from pipeline.runtimes.openvino_core import alternate_stack_kept
@@ -109,12 +112,21 @@ def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True):
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
         preset, advanced = nncf_scheme(per_channel)
         with alternate_stack_kept():  # NNCF's own Cores must not leave this thread a freed signal stack
-            return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced)
+            return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced,
+                                 **ignored_scope(ignored))
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
+
+
+def ignored_scope(names: Sequence[str]) -> dict:
+    """``ignored_scope=`` for NNCF's calls: ``names`` (ops' friendly names) in float; unknown names are no error
+    (``validate=False``: a pattern's match in one graph may be gone in another)."""
+    import nncf
+
+    return {"ignored_scope": nncf.IgnoredScope(names=list(names), validate=False)} if names else {}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,12 +6,14 @@ op (QDQ format, the layout ORT's CPU and NPU execution providers fuse into int8 
 int8 weights, per output channel, symmetric; uint8 activations. I/O stays float32 NCHW, so
 the artifact takes what ``student.onnx`` takes. The model is pre-processed first
 (``quant_pre_process``: shape inference and graph optimisation), as the ORT docs advise.
+``nodes_to_exclude`` (``export.keep_float``) names nodes of the pre-processed model that ORT leaves in float.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +21,43 @@ import numpy as np
 from pipeline.errors import PipelineError, one_line
 
 
-def onnx2qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True) -> Path:
+def onnx2qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
+             nodes_to_exclude: Iterable[str] = ()) -> Path:
     """Write the QDQ int8 model of ``onnx_path`` to ``out_path``; ``calibration``: float32 N×C×H×W, normalised."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq-") as work:
+        prepared = prepare(onnx_path, Path(work) / "prepared.onnx")
+        return quantize_prepared(prepared, out_path, calibration, per_channel=per_channel,
+                                 nodes_to_exclude=nodes_to_exclude, name=Path(onnx_path).name)
+
+
+def prepare(onnx_path: Path, prepared: Path) -> Path:
+    """``quant_pre_process`` of ``onnx_path`` into ``prepared`` (node names kept: ``student.onnx``'s)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    quiet = logging.getLogger("root")  # quant_pre_process logs its own progress on the root logger
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    except Exception as exc:
+        raise PipelineError(f"export: onnxruntime quant_pre_process failed on {Path(onnx_path).name}: "
+                            f"{one_line(exc, 300)}") from None
+    finally:
+        quiet.setLevel(level)
+    return Path(prepared)
+
+
+def quantize_prepared(prepared: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
+                      nodes_to_exclude: Iterable[str] = (), name: str | None = None) -> Path:
+    """``quantize_static`` of a pre-processed model: each call calibrates again (what ``auto`` tries many times)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initialisers = {i.name for i in graph.initializer}
-    input_name = next(i.name for i in graph.input if i.name not in initialisers)
-    batch = graph.input[0].type.tensor_type.shape.dim[0]
-    step = batch.dim_value if batch.HasField("dim_value") and batch.dim_value > 0 else 1
+    input_name, step = model_input(onnx.load(str(prepared), load_external_data=False).graph)
 
     class _Images(CalibrationDataReader):
         """The calibration images, one model batch at a time (a static batch-1 model gets one image)."""
@@ -46,20 +69,25 @@ def onnx2qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, *, per_ch
             batch = next(self.batches, None)
             return None if batch is None else {input_name: batch}
 
-    quiet = logging.getLogger("root")  # quant_pre_process logs its own progress on the root logger
+    quiet = logging.getLogger("root")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq-") as work:
-            prepared = Path(work) / "prepared.onnx"
-            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(out_path), _Images(), quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-    except PipelineError:
-        raise
+        quantize_static(str(prepared), str(out_path), _Images(), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        nodes_to_exclude=list(nodes_to_exclude),
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     except Exception as exc:
-        raise PipelineError(f"export: onnxruntime quantize_static failed on {onnx_path.name}: {one_line(exc, 300)}") from None
+        raise PipelineError(f"export: onnxruntime quantize_static failed on {name or Path(prepared).name}: "
+                            f"{one_line(exc, 300)}") from None
     finally:
         quiet.setLevel(level)
-    return out_path
+    return Path(out_path)
+
+
+def model_input(graph) -> tuple[str, int]:
+    """(the image input's name, the images one run takes: the static batch, else 1)."""
+    initialisers = {i.name for i in graph.initializer}
+    image = next(i for i in graph.input if i.name not in initialisers)
+    batch = image.type.tensor_type.shape.dim[0]
+    return image.name, (batch.dim_value if batch.HasField("dim_value") and batch.dim_value > 0 else 1)
