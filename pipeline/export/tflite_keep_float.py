@@ -51,6 +51,37 @@ def float_layer_names(calibrated: Path) -> dict[str, list[str]]:
     return names
 
 
+# ops that pass their input's values (and so its int8 range) through: a float activation must stay float across them
+PASS_THROUGH = {"PAD", "PADV2", "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "STRIDED_SLICE", "SLICE",
+                "CONCATENATION", "SPLIT", "GATHER", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "RESIZE_NEAREST_NEIGHBOR"}
+
+
+def float_reach(calibrated: Path) -> dict[str, list[str]]:
+    """Layer → the layers that must be float with it for its output to stay float: its readers, through range-
+    passing ops (``PASS_THROUGH``) to the first op that computes. A layer kept alone still hands int8 on (its output
+    is quantised again for the next op), which is no help when that tensor's range is what breaks."""
+    from pipeline.formats.layer_names import layer_key
+    from pipeline.formats.tflite_graph import read_tflite
+
+    ops = read_tflite(calibrated).ops
+    readers: dict[int, list] = {}
+    for op in ops:
+        for t in op.inputs:
+            readers.setdefault(t.index, []).append(op)
+    reach = {}
+    for op in ops:
+        found, todo = [], list(op.outputs)
+        while todo:
+            for r in readers.get(todo.pop(0).index, []):
+                key = layer_key(r.outputs[0].name) if r.outputs else None
+                if key and key not in found:
+                    found.append(key)
+                    todo += r.outputs if r.opcode_name in PASS_THROUGH else []
+        for t in op.outputs:
+            reach[layer_key(t.name)] = [layer_key(t.name), *found]
+    return reach
+
+
 def quantize(calibrated: bytes, nodes: list[str], settings: dict) -> bytes:
     """The calibrated model quantised as the converter does (its I/O type, its per-channel flags), ``nodes`` in float."""
     import tensorflow as tf
@@ -154,6 +185,52 @@ def requantize(calibrated: Path, sets: list[list[str]], out_dir: Path) -> list[P
         why = f"killed by signal {-done.returncode}" if done.returncode < 0 else (lines[-1] if lines else f"exit {done.returncode}")
         raise PipelineError(f"export: keep_float: re-quantising failed ({why.strip()[:300]})")
     return paths
+
+
+def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, validation, *, int8_acc: float | None = None) -> dict:
+    """``auto``: plain int8 vs fp32 on ``validation``; when it misses the 99 % rule, the layers worst SQNR first (the
+    per-layer error on ``calibration``) tried in float by re-quantising ``calibrated``, each judged on validation
+    (``choose_float_layers``), each with the layers its output must stay float through (``float_reach``; the record's
+    ``kept`` lists them all, ``because_of`` the chosen ones). The chosen model takes the int8 file's place."""
+    import shutil
+
+    from pipeline.export.fidelity import keeps_int8_rule, top1
+    from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers
+    from pipeline.export.layer_error import layer_errors
+    from pipeline.formats import primary
+
+    int8, fp32 = made[primary(precision="int8", family="tflite")], made[primary(precision="fp32", family="tflite")]
+    x, y = validation
+    fp32_acc = top1(fp32, x, y)
+    plain = top1(int8, x, y) if int8_acc is None else int8_acc
+    candidates: list[str] = []
+    reach = float_reach(calibrated)
+    if not keeps_int8_rule(plain, fp32_acc)[0]:
+        candidates = [r.name for r in layer_errors(int8, fp32, calibration) if r.sqnr_db is not None and r.name in reach]
+
+    def grown(kept: list[str]) -> list[str]:  # each chosen layer with the layers its output stays float through
+        return list(dict.fromkeys(n for k in kept for n in reach[k]))
+    with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=Path(int8).parent) as tmp:
+        scored: dict[tuple, tuple[float, Path]] = {}
+
+        def run(sets: list[list[str]]) -> None:  # one child per batch: TensorFlow imported once
+            for kept, path in zip(sets, requantize(calibrated, sets, Path(tmp) / f"batch{len(scored)}")):
+                scored[tuple(kept)] = (top1(path, x, y), path)
+
+        def score(kept: list[str]) -> float:
+            if tuple(grown(kept)) not in scored:
+                run([grown(kept)])
+            return scored[tuple(grown(kept))][0]
+
+        if candidates:
+            run([grown([c]) for c in candidates[:MAX_CANDIDATES]])
+        record = choose_float_layers(candidates, score, fp32_acc, plain, MECHANISM, len(y))
+        if record["kept"]:
+            shutil.move(scored[tuple(grown(record["kept"]))][1], int8)
+    for tried in record["tried"] + [record]:  # what was in float, not only the layers chosen
+        if tried.get("kept"):
+            tried["because_of"], tried["kept"] = tried["kept"], grown(tried["kept"])
+    return record
 
 
 def _main(argv: list[str]) -> int:
