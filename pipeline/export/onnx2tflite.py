@@ -124,10 +124,8 @@ def onnx2tflite(
     ``calibration``: float32 N×C×H×W, already normalised (so onnx2tf gets mean 0, std 1).
     The int8 model has NHWC ``io_dtype`` ("int8"/"uint8"; "float32" keeps float I/O around int8 ops) input and output; with ``strict``
     any deviation from full-integer (float op, DEQUANTIZE, Flex op, wrong I/O dtype) raises,
-    otherwise the caller reads ``full_integer_problems`` itself and reports it. ``keep_float``: the int8 model is
-    quantised once calibrated, with the layers its patterns find in float (``tflite_keep_float``); the request gets
-    the child's answer.
-    """
+    otherwise the caller reads ``full_integer_problems`` itself and reports it. ``keep_float``: its patterns' layers
+    stay float (``tflite_keep_float``); the request gets the child's answer."""
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     calibration = _checked_inputs(onnx_path, calibration, io_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +182,7 @@ def onnx2tflite(
             read_answer(keep_float, Path(request[0]))
 
     if strict:
-        kept = keep_float.nodes if keep_float is not None else ()
-        problems = full_integer_problems(read_tflite(paths[key8]), io_dtype, float_layers=kept)
+        problems = full_integer_problems(read_tflite(paths[key8]), io_dtype, float_layers=getattr(keep_float, "nodes", ()))
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PipelineError(f"export: {paths[key8].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")
