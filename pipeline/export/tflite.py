@@ -126,6 +126,8 @@ def recalibrate(inputs: ExportInputs, state: ExportState, made: dict[str, Path])
     validation = inputs.settings.validation
     t = state.step(f"TFLite int8 vs fp32 on {len(validation[1])} validation images (recalibration: auto)")
     measured = state.records.get(CONVERTER_CHOICE, {}).get("val_accuracy", {}).get("onnx2tf")  # by the auto choice
+    if state.records.get(KEEP_FLOAT, {}).get(TFLITE_INT8, {}).get("kept"):
+        measured = None  # measured before keep_float put another int8 in place
     patterns = inputs.settings.keep_float if inputs.settings.keep_float != "auto" else ()
     record = recalibrate_tflite_int8(state.paths["onnx"], made, inputs.calibration, inputs.settings.more_images, validation,
                                      io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_acc=measured,
