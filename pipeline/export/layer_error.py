@@ -23,7 +23,6 @@ interpreters run without delegates (XNNPACK would fuse away the intermediates).
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ from pipeline.errors import PipelineError, printable
 
 LAYER_ERROR_FILE = "layer_error.json"
 MAX_IMAGES = 32  # calibration images compared: enough for stable SQNR, cheap next to the conversion
-# name parts that are constants fused into an op's name; onnx2tf numbers them differently in each file
-_CONSTANT_PART = re.compile(r"^(Const(_\d+)?|arith\.constant\d*|tfl\.pseudo_qconst\d*)$")
 
 
 @dataclass(frozen=True)
@@ -217,7 +214,9 @@ def _constant_indices(path: Path) -> set[int]:
 
 def _key(name: str) -> str:
     """A tensor name without the constants fused into it: the same in the fp32 and the int8 file."""
-    return ";".join(p for p in name.split(";") if not _CONSTANT_PART.match(p))
+    from pipeline.formats.layer_names import layer_key
+
+    return layer_key(name)
 
 
 def _pair(q_model: _Model, f_model: _Model) -> dict[int, int]:

@@ -30,6 +30,7 @@ from pipeline.errors import PipelineError, one_line
 from pipeline.fs import DISK_FULL_WORDS
 from pipeline.formats import primary
 from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
+from pipeline.export.tflite_keep_float import CHILD_SOURCE, FloatRequest, read_answer, write_request
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf downloads otherwise
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -97,7 +98,7 @@ if os.environ.get("%s") != "1":
 _DRIVER = DIE_WITH_PARENT_SOURCE + """
 import json, sys
 import numpy as np
-""" + _ONLY_WHAT_IS_KEPT + """
+""" + _ONLY_WHAT_IS_KEPT + CHILD_SOURCE + """
 import onnx2tf
 args = json.load(open(sys.argv[1]))
 for item in args.get("custom_input_op_name_np_data_path") or []:
@@ -116,14 +117,15 @@ def onnx2tflite(
     *,
     strict: bool = True,
     timeout: float = 1800,
+    keep_float: FloatRequest | None = None,
 ) -> dict[str, Path]:
     """Convert ``onnx_path`` into ``out_dir/<stem>_fp32.tflite`` and ``<stem>_int8.tflite``.
 
     ``calibration``: float32 N×C×H×W, already normalised (so onnx2tf gets mean 0, std 1).
     The int8 model has NHWC ``io_dtype`` ("int8"/"uint8"; "float32" keeps float I/O around int8 ops) input and output; with ``strict``
     any deviation from full-integer (float op, DEQUANTIZE, Flex op, wrong I/O dtype) raises,
-    otherwise the caller reads ``full_integer_problems`` itself and reports it.
-    """
+    otherwise the caller reads ``full_integer_problems`` itself and reports it. ``keep_float``: its patterns' layers
+    stay float (``tflite_keep_float``); the request gets the child's answer."""
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     calibration = _checked_inputs(onnx_path, calibration, io_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,12 +150,13 @@ def onnx2tflite(
             "non_verbose": True,
         }
         (work / "args.json").write_text(json.dumps(args))
+        request = [str(write_request(keep_float, work))] if keep_float is not None else []
         log = work / "onnx2tf.log"
         env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as f:
             try:
-                proc = run_child([sys.executable, "-c", _DRIVER, str(work / "args.json"), io_dtype], cwd=work, env=env,
+                proc = run_child([sys.executable, "-c", _DRIVER, str(work / "args.json"), io_dtype, *request], cwd=work, env=env,
                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
                 rc = proc.returncode
             except subprocess.TimeoutExpired:
@@ -175,9 +178,11 @@ def onnx2tflite(
         paths = {key32: out_dir / f"{stem}_fp32.tflite", key8: out_dir / f"{stem}_int8.tflite"}
         shutil.copyfile(fp32, paths[key32])
         shutil.copyfile(int8, paths[key8])
+        if keep_float is not None:
+            read_answer(keep_float, Path(request[0]))
 
     if strict:
-        problems = full_integer_problems(read_tflite(paths[key8]), io_dtype)
+        problems = full_integer_problems(read_tflite(paths[key8]), io_dtype, float_layers=getattr(keep_float, "nodes", ()))
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PipelineError(f"export: {paths[key8].name} is not full-integer {io_dtype}: {'; '.join(problems[:3])}{more}")

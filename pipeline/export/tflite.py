@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.export.keep_float import KEEP_FLOAT
 from pipeline.export.common import Artifact, ExportInputs, ExportState, calibration_record, measure_layer_error
 from pipeline.export.tflite_converter import ConverterChoice, choose_converter, convert_with_litert
 from pipeline.formats import FORMATS, primary
@@ -23,7 +24,7 @@ def convert_tflite(inputs: ExportInputs, state: ExportState, keys: list[str]) ->
 class Onnx2tf:
     """onnx2tf's conversion (fp32 and full-integer in one child process) on a thread that waits for the child."""
 
-    def __init__(self, inputs: ExportInputs, state: ExportState):
+    def __init__(self, inputs: ExportInputs, state: ExportState, keep_float=None):
         from pipeline.export.onnx2tflite import onnx2tflite
 
         state.console.print(f"  → TFLite via onnx2tf ({inputs.scheme} int8, {inputs.io_dtype} I/O, {len(inputs.calibration)} "
@@ -34,7 +35,7 @@ class Onnx2tf:
         def convert() -> None:
             try:
                 self.result["made"] = onnx2tflite(onnx, inputs.out, inputs.calibration, inputs.io_dtype, inputs.per_channel,
-                                                  strict=False)
+                                                  strict=False, keep_float=keep_float)
             except BaseException as exc:  # raised again by wait, in the stage's own thread
                 self.result["error"] = exc
             self.result["seconds"] = time.perf_counter() - self.result["started"]
@@ -59,7 +60,8 @@ class TFLiteConversion:
         self.inputs, self.state, self.keys = inputs, state, keys
         self.mode = inputs.settings.tflite_converter if TFLITE_INT8 in keys else "onnx2tf"
         needs_onnx2tf = bool(keys) and not (self.mode == "litert_torch" and len(keys) == 1)
-        self.onnx2tf = Onnx2tf(inputs, state) if needs_onnx2tf else None
+        self.keep_float = float_request(inputs) if TFLITE_INT8 in keys else None
+        self.onnx2tf = Onnx2tf(inputs, state, self.keep_float) if needs_onnx2tf else None
 
     def abandon(self) -> None:
         if self.onnx2tf is not None:
@@ -77,6 +79,8 @@ class TFLiteConversion:
             choice, chosen = choose_converter(inputs, state, made[TFLITE_INT8])
             artifacts += [chosen] if chosen else []
         onnx2tf_int8 = choice.chosen == "onnx2tf" and TFLITE_INT8 in self.keys
+        if self.keep_float is not None and made:
+            keep_float(inputs, state, made, self.keep_float, onnx2tf_int8)
         if onnx2tf_int8 and inputs.settings.tflite_recalibration == "auto" and inputs.settings.validation is not None:
             state.records[RECALIBRATION] = recalibrate(inputs, state, made)
         if onnx2tf_int8 and inputs.settings.layer_error_images:  # before the fp32 twin may be dropped
@@ -104,6 +108,9 @@ def onnx2tf_int8_record(inputs: ExportInputs, state: ExportState, choice: Conver
         tried = recalibration["tried"]
         quantization.update(calibration_images=tried["calibration_images"], calibration_sha256=tried["calibration_sha256"],
                             calibration="the recorded subset, then the next training images")
+    keep_float = state.records.get(KEEP_FLOAT, {}).get(TFLITE_INT8)
+    if keep_float:
+        quantization[KEEP_FLOAT] = keep_float
     return {"quantization": quantization, "converter": "onnx2tf", **choice.sidecar_fields,
             **({"recalibration": recalibration} if recalibration else {})}
 
@@ -119,9 +126,49 @@ def recalibrate(inputs: ExportInputs, state: ExportState, made: dict[str, Path])
     validation = inputs.settings.validation
     t = state.step(f"TFLite int8 vs fp32 on {len(validation[1])} validation images (recalibration: auto)")
     measured = state.records.get(CONVERTER_CHOICE, {}).get("val_accuracy", {}).get("onnx2tf")  # by the auto choice
+    if state.records.get(KEEP_FLOAT, {}).get(TFLITE_INT8, {}).get("kept"):
+        measured = None  # measured before keep_float put another int8 in place
+    patterns = inputs.settings.keep_float if inputs.settings.keep_float != "auto" else ()
     record = recalibrate_tflite_int8(state.paths["onnx"], made, inputs.calibration, inputs.settings.more_images, validation,
-                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_acc=measured)
+                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_acc=measured,
+                                     keep_float=list(patterns))
     state.done(RECALIBRATION, t)
     style = "yellow" if "tried" in record else "dim"
     state.console.print(f"    [{style}]{escape(record['reason'])}[/{style}]")
     return record
+
+
+def float_request(inputs: ExportInputs):
+    """What onnx2tf's child is asked for ``export.keep_float``: the patterns, or (auto) to keep the calibrated model."""
+    from pipeline.export.tflite_keep_float import FloatRequest
+
+    wanted = inputs.settings.keep_float
+    if wanted == "auto":
+        return FloatRequest([], calibrated=inputs.out / ".tflite_int8_calibrated.tflite")
+    return FloatRequest(list(wanted)) if wanted else None
+
+
+def keep_float(inputs: ExportInputs, state: ExportState, made: dict[str, Path], request, applies: bool) -> None:
+    """``export.keep_float`` on onnx2tf's int8 (``pipeline/export/tflite_keep_float.py``): the patterns' record, or
+    auto's choice on the validation split; its record under ``state.records["keep_float"]["tflite_int8"]``."""
+    from rich.markup import escape
+
+    from pipeline.export.keep_float import pattern_record
+    from pipeline.export.tflite_keep_float import MECHANISM, keep_float_auto
+
+    try:
+        if not applies:
+            return
+        if request.calibrated is None:
+            record = pattern_record(request.patterns, request.names, MECHANISM)
+        else:
+            validation = inputs.settings.validation
+            t = state.step(f"TFLite int8 layers kept in float (keep_float: auto, {len(validation[1])} validation images)")
+            record = keep_float_auto(made, request.calibrated, inputs.calibration, validation)
+            state.done(KEEP_FLOAT, t)
+        state.records.setdefault(KEEP_FLOAT, {})[TFLITE_INT8] = record
+        state.console.print(f"    [dim]{escape(record['reason'])}[/dim]")
+    finally:
+        if request.calibrated is not None:
+            for path in (request.calibrated, request.calibrated.with_suffix(".json")):
+                path.unlink(missing_ok=True)

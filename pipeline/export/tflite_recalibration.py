@@ -32,11 +32,13 @@ MAX_IMAGES = 2048
 
 def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration: np.ndarray,
                             more_images: Callable[[int], np.ndarray], validation: tuple[np.ndarray, np.ndarray], *,
-                            io_dtype: str, per_channel: bool, mode: str = "auto", int8_acc: float | None = None) -> dict:
+                            io_dtype: str, per_channel: bool, mode: str = "auto", int8_acc: float | None = None,
+                            keep_float: list[str] | None = None) -> dict:
     """Judge onnx2tf's int8 in ``made`` ({"tflite_fp32": …, "tflite_int8": …}) on ``validation``; when it keeps < 99 % of
     fp32's top-1 (and ``mode`` is "auto"), convert again calibrated on ``FACTOR``× the images (``more_images(n)``: n
     normalised training images) and put the pair in place if that int8 is better. ``int8_acc``: that int8's top-1 on
-    ``validation`` where it is known already (the auto converter choice measured it). Returns the record for the sidecar."""
+    ``validation`` where it is known already (the auto converter choice measured it); ``keep_float``: the
+    ``export.keep_float`` patterns the second conversion keeps in float too. Returns the record for the sidecar."""
     from pipeline.formats import primary
     from pipeline.export.onnx2tflite import onnx2tflite
 
@@ -58,7 +60,10 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
     if len(larger) <= len(calibration):
         return {**record, "reason": f"{missed}; no more training images to calibrate on"}
     with tempfile.TemporaryDirectory(prefix=".recalibration-", dir=Path(made[int8_key]).parent) as tmp:
-        again = onnx2tflite(onnx_path, Path(tmp), larger, io_dtype, per_channel, strict=False)
+        from pipeline.export.tflite_keep_float import FloatRequest
+
+        request = FloatRequest(list(keep_float)) if keep_float else None
+        again = onnx2tflite(onnx_path, Path(tmp), larger, io_dtype, per_channel, strict=False, keep_float=request)
         again_acc = top1(again[int8_key], x_val, y_val)
         tried = {"calibration_images": int(len(larger)), "calibration_sha256": hashlib.sha256(larger.tobytes()).hexdigest(),
                  "val_accuracy": again_acc}

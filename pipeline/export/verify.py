@@ -50,15 +50,20 @@ def op_check(state: ExportState, key: str, path: Path, io_dtype: str) -> dict:
 
     from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
+    from pipeline.formats.sidecar import kept_float_layers
+
     graph = read_tflite(path)
-    problems = full_integer_problems(graph, io_dtype)
+    kept = kept_float_layers(path)
+    problems = full_integer_problems(graph, io_dtype, float_layers=kept)
     counts = graph.op_counts()
     if problems:
         state.console.print(f"  [bold red]✗ {key} op check: not full-integer {io_dtype}: "
                             f"{escape('; '.join(problems[:3]))}[/bold red]")
     else:
-        state.console.print(f"  [green]✓[/green] {key} op check: {sum(counts.values())} ops, all integer, {io_dtype} I/O")
-    return {"passed": not problems, "problems": problems, "op_counts": counts, "io_dtype": io_dtype}
+        what = f"integer but {len(kept)} layer(s) kept in float" if kept else "all integer"
+        state.console.print(f"  [green]✓[/green] {key} op check: {sum(counts.values())} ops, {what}, {io_dtype} I/O")
+    return {"passed": not problems, "problems": problems, "op_counts": counts, "io_dtype": io_dtype,
+            **({"kept_float": kept} if kept else {})}
 
 
 def teacher_onnx(inputs: ExportInputs, state: ExportState, checkpoint: Path, x: np.ndarray, y: np.ndarray) -> dict:

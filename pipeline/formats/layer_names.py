@@ -3,6 +3,17 @@ records keep the full name, the report shows this one (a leaf, so the report nee
 
 from __future__ import annotations
 
+import re
+
+# name parts that are constants fused into an op's name; onnx2tf numbers them differently in each file
+_CONSTANT_PART = re.compile(r"^(Const(_\d+)?|arith\.constant\d*|tfl\.pseudo_qconst\d*)$")
+
+
+def layer_key(name: str) -> str:
+    """A TFLite tensor name without the constants fused into it: the same in a conversion's fp32, calibrated and int8
+    files (the per-layer error's and ``export.keep_float``'s name of a layer)."""
+    return ";".join(p for p in name.split(";") if not _CONSTANT_PART.match(p))
+
 
 def short_name(name: str) -> str:
     """'model/tf.nn.relu_5/Relu;model/tf.math.add_10/Add;model/tf.nn.convolution_6/convolution' →

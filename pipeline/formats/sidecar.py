@@ -104,3 +104,10 @@ def read_sidecar(artifact: Path, required: bool = False) -> dict | None:
     if not isinstance(doc, dict) or "input" not in doc:
         raise PipelineError(f"{path}: not an artifact sidecar (no 'input' entry)")
     return doc
+
+
+def kept_float_layers(artifact: Path) -> list[str]:
+    """The layers ``export.keep_float`` left in float in an int8 artifact (its sidecar's record): the full-integer
+    checks accept exactly these as float."""
+    doc = read_sidecar(artifact) or {}
+    return list(((doc.get("quantization") or {}).get("keep_float") or {}).get("kept") or [])

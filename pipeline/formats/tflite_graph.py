@@ -177,18 +177,21 @@ def _is_boundary_conversion(op: TFLiteOp, graph: TFLiteGraph) -> bool:
     return False
 
 
-def float_ops_between_io(graph: TFLiteGraph) -> list[str]:
+def float_ops_between_io(graph: TFLiteGraph, float_layers=()) -> list[str]:
     """Ops that compute in float between input and output: what the Edge TPU compiler rejects ("Model not quantized").
 
     An op counts when any tensor it reads at run time or writes is float (float32/float16),
     or it is a DEQUANTIZE (fp16-weight models dequantise constants). Only a QUANTIZE fed by
     a graph input or a DEQUANTIZE writing a graph output is excused: those are the I/O
     conversions of an int8 model with float I/O, which the compiler leaves on the CPU.
+    ``float_layers``: layers kept in float on purpose (``export.keep_float``, names as ``layer_key`` spells them):
+    their ops, the DEQUANTIZE ops that feed only them and the QUANTIZE ops that read them are excused too.
     Returns one line per op, e.g. ``"#3 CONV_2D (float32 output 'conv1')"``.
     """
+    excused = _kept_float_ops(graph, float_layers)
     found = []
     for op in graph.ops:
-        if _is_boundary_conversion(op, graph):
+        if _is_boundary_conversion(op, graph) or op.index in excused:
             continue
         culprit = next((("input", t) for t in op.inputs if t.is_float and not t.is_constant), None) or next(
             (("output", t) for t in op.outputs if t.is_float), None
@@ -201,12 +204,45 @@ def float_ops_between_io(graph: TFLiteGraph) -> list[str]:
     return found
 
 
-def full_integer_problems(graph: TFLiteGraph, io_dtype: str | None = None) -> list[str]:
+def _kept_float_ops(graph: TFLiteGraph, float_layers) -> set[int]:
+    """Indices of the ops a kept-float layer brings: its own (every output float and named by ``float_layers``), the
+    DEQUANTIZE of an activation read only by those, the QUANTIZE of one of their outputs."""
+    from pipeline.formats.layer_names import layer_key
+
+    wanted = {layer_key(n) for n in float_layers}
+    if not wanted:
+        return set()
+    readers: dict[int, set[int]] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            readers.setdefault(t.index, set()).add(op.index)
+    ops = {op.index: op for op in graph.ops}
+
+    def named(t: TFLiteTensor) -> bool:  # a graph output's name goes to the QUANTIZE after the float op
+        return layer_key(t.name) in wanted or bool(readers.get(t.index)) and all(
+            ops[r].opcode_name == "QUANTIZE" and layer_key(ops[r].outputs[0].name) in wanted for r in readers[t.index])
+
+    kept = {op.index for op in graph.ops if op.outputs and op.opcode_name not in ("QUANTIZE", "DEQUANTIZE")
+            and all(t.is_float and named(t) for t in op.outputs)}
+    kept_outputs = {t.index for op in graph.ops if op.index in kept for t in op.outputs}
+    bridges = set()
+    for op in graph.ops:
+        if op.opcode_name == "DEQUANTIZE" and op.inputs and not op.inputs[0].is_constant:
+            if all(r in kept for t in op.outputs for r in readers.get(t.index, {None})):
+                bridges.add(op.index)
+        elif op.opcode_name == "QUANTIZE" and op.inputs and op.inputs[0].index in kept_outputs:
+            bridges.add(op.index)
+    return kept | bridges
+
+
+def full_integer_problems(graph: TFLiteGraph, io_dtype: str | None = None, float_layers=()) -> list[str]:
     """Why a model is not a full-integer int8 model with ``io_dtype`` I/O; empty when it is.
 
     Checks: input/output dtype (when given), no float compute, no DEQUANTIZE anywhere and no
     QUANTIZE from float in the middle (an int→int QUANTIZE is a requantisation, integer
     arithmetic, allowed), no Flex or other custom ops, every int8 activation quantised.
+    ``float_layers``: the layers ``export.keep_float`` kept in float (recorded in the sidecar), allowed with the
+    DEQUANTIZE/QUANTIZE around them; any other float op is still a problem.
     """
     problems = []
     if io_dtype is not None:
@@ -214,11 +250,12 @@ def full_integer_problems(graph: TFLiteGraph, io_dtype: str | None = None) -> li
             for t in tensors:
                 if t.dtype != io_dtype:
                     problems.append(f"{kind} '{t.name}' is {t.dtype}, expected {io_dtype}")
-    problems += [f"float op {line}" for line in float_ops_between_io(graph)]
+    excused = _kept_float_ops(graph, float_layers)
+    problems += [f"float op {line}" for line in float_ops_between_io(graph, float_layers)]
     for op in graph.ops:
         if op.is_custom:
             problems.append(f"#{op.index} {op.opcode_name}: {'Flex (TensorFlow) op' if op.is_flex else 'custom op'}")
-        if op.opcode_name in ("QUANTIZE", "DEQUANTIZE") and not _is_boundary_conversion(op, graph):
+        if op.opcode_name in ("QUANTIZE", "DEQUANTIZE") and not _is_boundary_conversion(op, graph) and op.index not in excused:
             if op.opcode_name == "DEQUANTIZE" or any(t.is_float for t in op.inputs):
                 line = f"#{op.index} {op.opcode_name} in the middle of the graph"
                 if not any(line in p for p in problems):

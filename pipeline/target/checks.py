@@ -22,9 +22,13 @@ def check_tflite(path: Path, rules) -> dict:
     """Full-integer (for an int8 deploy artifact) with the rules' I/O dtype, then loaded and run once in LiteRT."""
     from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
 
+    from pipeline.formats.sidecar import kept_float_layers
+
     graph = read_tflite(Path(path))
     int8 = "int8" in rules.deploy_artifact
-    int8_problems = full_integer_problems(graph, None if rules.io_dtype == "float32" else rules.io_dtype) if int8 else []
+    kept = kept_float_layers(Path(path)) if int8 else []  # export.keep_float's layers, recorded in the sidecar
+    int8_problems = full_integer_problems(graph, None if rules.io_dtype == "float32" else rules.io_dtype,
+                                          float_layers=kept) if int8 else []
     run = _run_tflite_once(Path(path), rules.threads)
     problems = int8_problems + ([f"LiteRT cannot run it: {run['error']}"] if run.get("error") else [])
     report = {
@@ -36,12 +40,14 @@ def check_tflite(path: Path, rules) -> dict:
         "ops_total": len(graph.ops),
         "op_counts": graph.op_counts(),
         "full_integer": not int8_problems if int8 else None,
+        **({"kept_float": kept} if kept else {}),
         "io": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in graph.inputs + graph.outputs],
         "parameter_bytes": sum(t.nbytes for t in graph.tensors if t.is_constant),
         "problems": problems,
         **run,
     }
     what = f"full-integer {rules.io_dtype} I/O, " if int8 and not problems else ""
+    what = what.replace("full-integer", f"integer ({len(kept)} layer(s) kept in float)") if kept else what
     report["summary"] = (f"{report['verdict']}: {len(graph.ops)} ops, {what}runs in LiteRT ({run.get('threads')} threads)"
                          if not problems else f"{NOT_READY}: {'; '.join(problems[:3])}")
     return report
