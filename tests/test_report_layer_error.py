@@ -73,7 +73,7 @@ def test_openvino_int8_has_its_own_table_named_by_onnx_module_paths(tmp_path, re
     assert "4 of 4 tensors (all in openvino_int8/layer_error.json)" in section
     assert "export.openvino_accuracy_control: auto reverts the layers" in section
     tflite = md[md.index("### TFLite int8"):md.index("### OpenVINO int8")]
-    assert "Keeping the worst layers in float is not offered: tflite_int8 is full-integer on every target here" in tflite
+    assert "export.keep_float keeps named layers" in tflite and "integer-only targets (Edge TPU) refuse it" in tflite
     assert 'alt="Int8 error per layer: OpenVINO int8"' in (tmp_path / "report.html").read_text()
 
 

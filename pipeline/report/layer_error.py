@@ -21,17 +21,18 @@ PAIRING = {
     "openvino": "each quantised activation of {artifact} (a FakeQuantize's output) compared with the same-named op of "
                 "{reference} (NNCF keeps the ONNX names), the float logits too",
 }
-# what acts on a family's worst layers here, and what does not (why no layer is kept in float in a TFLite int8 model)
+# what acts on a family's worst layers here (export.keep_float: pipeline/export/keep_float.py)
+KEEP_FLOAT = ("export.keep_float keeps named layers (node-name patterns) or auto's fewest layers (≥ 99 % of fp32 on the "
+              "validation split) in float, on targets that run float ops; integer-only targets (Edge TPU) refuse it.")
 REMEDIES = {
     "tflite": "What acts on it: export.tflite_recalibration: auto (when int8 keeps < 99 % of fp32 on the validation split, "
               "calibrated again on 4× the images, kept if better: clipped ranges), export.tflite_converter: auto "
               "(onnx2tf's or litert-torch's int8, whichever keeps more validation top-1), QAT (its guard ships the QAT "
               "weights when their int8 is better). The weight scheme is the target's rule, per-channel or per-tensor. "
-              "Keeping the worst layers "
-              "in float is not offered: tflite_int8 is full-integer on every target here (its op check fails any float op), "
-              "as the Edge TPU compiler needs: from the first float op on, the rest of the graph would run on the CPU.",
+              + KEEP_FLOAT + " (TensorFlow's Quantization Debugger, denylisted_nodes).",
     "openvino": "What acts on it: export.openvino_accuracy_control: auto reverts the layers that cost the most top-1 to float "
-                "(NNCF's accuracy-aware quantisation) when plain int8 keeps < 99 % of fp32 on the validation split.",
+                "(NNCF's accuracy-aware quantisation) when plain int8 keeps < 99 % of fp32 on the validation split. "
+                + KEEP_FLOAT + " (NNCF ignored_scope).",
 }
 NOTE = ("{pairing} on {images} calibration images; worst SQNR first, {shown} of {layers} tensors (all in {file}). "
         "SQNR = 10·log10(Σ fp32² / Σ (fp32 − int8)²): ≈ 40 dB is clean 8-bit rounding, below {low:g} dB the error is over "

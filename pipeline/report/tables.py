@@ -75,7 +75,8 @@ def headline(report: dict[str, Any]) -> Table:
     if h.get("export_source"):
         weights = {"qat": "QAT", "distill": "distilled"}.get(h["export_source"], h["export_source"])
         # the export stage's reason starts with the weights it names ("QAT weights: int8 on 144 validation images …")
-        source = f"; exported from the {h.get('export_source_reason') or f'{weights} weights'}"
+        reason = h.get("export_source_reason") or f"{weights} weights"
+        source = f"; exported from {'' if reason.startswith('the ') else 'the '}{reason}"
     rows = [["Deploy artifact", f"{h['artifact']}" + (f" ({h['file']})" if h.get("file") else "")
              + (f", {_mb(h.get('size_bytes'))} MB" if h.get("size_bytes") is not None else "") + source]]
     if h.get("top1") is not None:
