@@ -26,6 +26,14 @@ worst layer of the TFLite and of the OpenVINO int8 model (their ``layer_error.js
 the int8 I/O that both TFLite converters make.
 
     PIPELINE_LITERT_PYTHON=/opt/litert-venv/bin/python python benchmarks/qat_vs_ptq.py --paths --datasets digits
+
+``--keep-float`` (issue 29) runs every int8 path that allows float (rpi4: TFLite by onnx2tf, OpenVINO by NNCF,
+ONNX Runtime QDQ) with ``export.keep_float`` off (all-int8; OpenVINO's accuracy control off too) and ``auto``
+(accuracy control auto after it): test top-1 ÷ fp32, layers kept in float, p50 ratio (1 thread) auto ÷ all-int8;
+beside it the Edge TPU's integer-only int8 (its remedies: recalibration), and in seed 0 the per-op profile's sum
+against the whole model's p50 for OpenVINO and ONNX Runtime int8.
+
+    python benchmarks/qat_vs_ptq.py --keep-float --datasets digits,fashion_mnist
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
-from pipeline.export.layer_error import short_name  # noqa: E402
+from pipeline.formats.layer_names import short_name  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 
 RESULTS = ROOT / "results" / "qat_vs_ptq.json"
@@ -148,6 +156,82 @@ def run_paths(dataset: str, student: str, seed: int) -> dict:
     return out
 
 
+KEEP_FLOAT_RESULTS = ROOT / "results" / "keep_float.json"
+KEPT_PATHS = {"TFLite (onnx2tf)": "tflite_int8", "OpenVINO (NNCF)": "openvino_int8", "ONNX Runtime QDQ": "onnx_int8"}
+PROFILED = ("openvino_int8", "onnx_int8")  # per-op sum vs whole-model p50, in seed 0
+
+
+def p50_ms(path: Path, images: np.ndarray) -> float:
+    """Median single-image latency at 1 thread, until p50/p90 are known to ±3 % (the benchmark stage's rule, 2 s cap)."""
+    from pipeline.benchmark.latency import StopRule, measure_latency
+    from pipeline.runtimes import load
+
+    row = measure_latency(lambda: load(path, 1), images, warmup=20, rule=StopRule(min_runs=200, max_seconds=2.0))
+    row.pop("runtime").close()
+    return row["latency_ms"]["p50"]
+
+
+def run_keep_float(dataset: str, student: str, seed: int) -> dict:
+    """One seed's distilled student through every int8 path on rpi4 with export.keep_float off (all-int8: OpenVINO's
+    accuracy control off too) and auto (accuracy control auto after it): test top-1 ÷ fp32, layers kept, p50 ratio;
+    the Edge TPU's best integer-only int8 beside it; in seed 0, per-op sums vs p50."""
+    from pipeline.runtimes.op_time import op_times
+
+    out: dict = {"modes": {}}
+    for mode, keep, control in (("off", [], "off"), ("auto", "auto", "auto")):
+        raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")
+        raw["target"] = {"name": "rpi4", "check_before_training": False}
+        raw["export"] = {"source": "distill", "teacher_onnx": False, "tflite_converter": "onnx2tf", "keep_float": keep,
+                         "openvino_accuracy_control": control,
+                         "formats": ["onnx", "onnx_int8", "tflite_fp32", "tflite_int8", "openvino_fp32", "openvino_int8"]}
+        cfg = validate_config(raw, source=f"qat_vs_ptq --keep-float {dataset} {student} s{seed}")
+        m = run_pipeline(cfg, start="export", until="export")
+        metrics, export = m["export"].metrics, cfg.run_dir / "05_export"
+        listed = json.loads((export / "artifacts.json").read_text())
+        images = np.load(cfg.run_dir / "01_data" / "calibration.npy")[:64]
+        out["fp32"] = 100 * metrics["fidelity"]["onnx"]["accuracy"]
+        row = out["modes"][mode] = {}
+        for column, key in KEPT_PATHS.items():
+            record = (metrics.get("keep_float") or {}).get(key) or {}
+            control_rec = metrics.get("openvino_accuracy_control") if key == "openvino_int8" else None
+            kept = len(record.get("kept") or []) + len(((control_rec or {}).get("float_layers") or []) if (control_rec or {}).get("used") else [])
+            row[column] = {"top1": 100 * metrics["fidelity"][key]["accuracy"], "kept": kept,
+                           "p50_ms": p50_ms(export / listed[key], images)}
+            if seed == 0 and mode == "off" and key in PROFILED:
+                prof = op_times(export / listed[key], images[:8], threads=1, runs=50)
+                out.setdefault("op_time", {})[key] = {"sum_ms": prof.get("total_ms"), "p50_ms": row[column]["p50_ms"]}
+    raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")  # Edge TPU: integer only, its remedies on
+    raw["export"] = {"source": "distill", "teacher_onnx": False, "formats": ["onnx", "tflite_int8"]}
+    m = run_pipeline(validate_config(raw, source=f"qat_vs_ptq --keep-float {dataset} {student} s{seed} edge_tpu"),
+                     start="export", until="export")
+    out["edge_tpu"] = {"top1": 100 * m["export"].metrics["fidelity"]["tflite_int8"]["accuracy"],
+                       "recalibration": (m["export"].metrics.get("tflite_recalibration") or {}).get("reason")}
+    return out
+
+
+def keep_float_table(data: dict) -> str:
+    head = ("| data | student | seeds | fp32 | " + " | ".join(f"{c}: off → auto (÷ fp32), kept, p50 ratio" for c in KEPT_PATHS)
+            + " | Edge TPU int8 (integer only, ÷ fp32) | per-op sum ÷ p50 (seed 0) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in data.get("rows", {}).values():
+        seeds = list(r["per_seed"].values())
+        fp32 = np.array([s["fp32"] for s in seeds])
+        cells = [r["dataset"], r["student"], str(len(seeds)), f"{fp32.mean():.2f}"]
+        for column in KEPT_PATHS:
+            off = np.array([100 * s["modes"]["off"][column]["top1"] / s["fp32"] for s in seeds])
+            auto = np.array([100 * s["modes"]["auto"][column]["top1"] / s["fp32"] for s in seeds])
+            kept = [s["modes"]["auto"][column]["kept"] for s in seeds]
+            ratio = np.array([s["modes"]["auto"][column]["p50_ms"] / s["modes"]["off"][column]["p50_ms"] for s in seeds])
+            cells.append(f"{off.mean():.1f} % (min {off.min():.1f}) → {auto.mean():.1f} % (min {auto.min():.1f}), "
+                         f"kept {'/'.join(map(str, kept))}, ×{ratio.mean():.2f}")
+        tpu = np.array([100 * s["edge_tpu"]["top1"] / s["fp32"] for s in seeds])
+        cells.append(f"{tpu.mean():.1f} % (min {tpu.min():.1f})")
+        prof = seeds[0].get("op_time") or {}
+        cells.append(", ".join(f"{k}: {v['sum_ms'] / v['p50_ms']:.2f}" for k, v in prof.items() if v.get("sum_ms")) or "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def paths_table(data: dict) -> str:
     head = ("| data | student | seeds | fp32 | " + " | ".join(f"{c} (÷ fp32)" for c in PATHS)
             + " | " + " | ".join(f"worst {k} layer (SQNR)" for k in WORST_OF) + " |")
@@ -211,11 +295,27 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--table", action="store_true", help="print the stored results and exit")
     ap.add_argument("--paths", action="store_true", help="compare the int8 paths (issue 22) instead of PTQ vs QAT")
+    ap.add_argument("--keep-float", action="store_true",
+                    help="every int8 path with export.keep_float off and auto (issue 29): top-1, layers kept, p50 cost")
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.keep_float:
+        data = json.loads(KEEP_FLOAT_RESULTS.read_text()) if KEEP_FLOAT_RESULTS.is_file() else {}
+        for dataset in [] if args.table else args.datasets.split(","):
+            for student in args.students.split(","):
+                t0, key = time.perf_counter(), f"{dataset}/{student}"
+                row = data.setdefault("rows", {}).setdefault(key, {"dataset": dataset, "student": student, "per_seed": {}})
+                for seed in args.seeds:  # each seed written as it finishes
+                    row["per_seed"][str(seed)] = run_keep_float(dataset, student, seed)
+                    row.update(target="rpi4", measured=time.strftime("%Y-%m-%d"),
+                               wall_seconds=round(time.perf_counter() - t0, 1))
+                    atomic_write_json(KEEP_FLOAT_RESULTS, data)
+                print(keep_float_table(data), flush=True)
+        print(keep_float_table(data))
+        return 0
     if args.paths:
         data = json.loads(PATHS_RESULTS.read_text()) if PATHS_RESULTS.is_file() else {}
         for dataset in [] if args.table else args.datasets.split(","):

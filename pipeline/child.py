@@ -9,11 +9,13 @@ SIGKILL of the pipeline. The caller keeps the child's working folder inside the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -47,12 +49,31 @@ def _libc_prctl():
 _prctl = _libc_prctl()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec: SIGKILL when the parent dies (and now, if it already has)."""
+def _die_with_parent(parent: int, niceness: int = 0) -> None:
+    """Runs in the child between fork and exec: SIGKILL when the parent dies (and now, if it already has); a
+    background child also lowers its own priority."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(137)
+    if niceness:
+        os.nice(niceness)
+
+
+BACKGROUND_NICENESS = 19  # a background child takes the CPU time training leaves idle, and barely slows it
+_background = {"depth": 0}  # >0 while background work runs (process-wide: the conversion's own thread starts the child)
+
+
+@contextlib.contextmanager
+def background_children() -> Iterator[None]:
+    """Children started while this is open run at the lowest priority: work that overlaps training (the precheck's
+    conversion) must not steal the cores training uses, only the time it leaves idle. Process-wide, so nothing else
+    should start a child meanwhile (training stages start none)."""
+    _background["depth"] += 1
+    try:
+        yield
+    finally:
+        _background["depth"] -= 1
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -68,9 +89,9 @@ def run_child(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, 
               stderr: IO | int | None = None, timeout: float | None = None, text: bool = False) -> subprocess.CompletedProcess:
     """``subprocess.run`` for a tool: its own process group, killed with everything it started on a timeout
     (``subprocess.TimeoutExpired`` is raised after the kill), on Ctrl-C or any error here, or when we die."""
-    parent = os.getpid()
+    parent, niceness = os.getpid(), BACKGROUND_NICENESS if _background["depth"] else 0
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text,
-                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent, niceness))
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:

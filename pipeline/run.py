@@ -238,8 +238,11 @@ class BackgroundPrecheck:
         """Start the check (once per run) and return the stage's ``on_epoch`` with the verdict's watch added."""
         if self.thread is None:
             def check() -> None:
+                from pipeline.child import background_children
+
                 try:
-                    _precheck(self.cfg)
+                    with background_children():
+                        _precheck(self.cfg)
                 except BaseException as exc:  # raised in the run's own thread by watch() or wait()
                     self.error = exc
 

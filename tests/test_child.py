@@ -90,3 +90,18 @@ def test_a_timeout_kills_the_whole_group(tmp_path):
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(grandchild)
+
+
+def test_a_background_child_runs_at_the_lowest_priority_and_others_do_not(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.child import BACKGROUND_NICENESS, background_children, run_child
+
+    ask = [sys.executable, "-c", "import os; print(os.nice(0))"]
+    own = os.nice(0)
+    with background_children():
+        low = run_child(ask, cwd=tmp_path, stdout=subprocess.PIPE, text=True).stdout
+    normal = run_child(ask, cwd=tmp_path, stdout=subprocess.PIPE, text=True).stdout
+    assert int(low) == min(own + BACKGROUND_NICENESS, 19) and int(normal) == own
