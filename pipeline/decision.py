@@ -72,10 +72,23 @@ def decision(hits_new, hits_old, split: str = "validation") -> dict:
     the paired interval, ``supported`` (its lower bound > 0), and a ``note`` when the split is under 500 images."""
     record = {**paired_difference(hits_new, hits_old), "split": split}
     record["supported"] = bool(record["images"]) and record["ci95_pts"][0] > 0
+    return _noted(record)
+
+
+def untried(images: int, split: str = "validation") -> dict:
+    """The ``decision`` record where the simpler artifact was never challenged (it keeps the 99 % rule, or the remedy
+    is off or failed): the split and its size, no interval."""
+    n = int(images)
+    return _noted({"images": n, "one_image_pts": round(100.0 / n, 4) if n else None, "difference_pts": None,
+                   "ci95_pts": None, "split": split, "supported": False})
+
+
+def _noted(record: dict) -> dict:
+    """``record`` with its ``note`` when its split is smaller than the 500 images asked."""
     if record["images"] < ASKED_IMAGES:
         one = f"one image = {record['one_image_pts']:.2f} pts" if record["images"] else "no images"
-        record["note"] = (f"the decision split ({split}) has {record['images']} images, fewer than the {ASKED_IMAGES} "
-                          f"asked ({one}); data.val_fraction enlarges the data's validation split")
+        record["note"] = (f"the decision split ({record['split']}) has {record['images']} images, fewer than the "
+                          f"{ASKED_IMAGES} asked ({one}); data.val_fraction enlarges the data's validation split")
     return record
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.decision import decision, paired_difference, unsupported
+from pipeline.decision import decision, paired_difference, unsupported, untried
 
 
 def pairs(both: int, only_new: int, only_old: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,3 +53,9 @@ def test_one_image_of_144_cannot_decide_and_a_clear_win_can():
     assert decision(*pairs(100, 4, 0, 40))["supported"] is False  # Wald would pass 4-0 (McNemar's exact p = 0.125)
     clear = decision(*pairs(300, 40, 2, 258))
     assert clear["supported"] is True and "note" not in clear and clear["images"] == 600
+
+
+def test_an_untried_choice_records_its_split_without_an_interval():
+    got = untried(144)
+    assert got["ci95_pts"] is None and got["supported"] is False and "one image = 0.69 pts" in got["note"]
+    assert "note" not in untried(600, "validation")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decision import accuracy, decision, supported_clause, unsupported, untried
 from pipeline.errors import PipelineError, one_line
 from pipeline.export.fidelity import MIN_INT8_RETAINED, keeps_int8_rule
 
@@ -29,14 +30,18 @@ MAX_DROP = round(1 - MIN_INT8_RETAINED, 6)  # relative: int8 top-1 ≥ 99 % of f
 
 def validation_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an ``ov.Model`` (or compiled model) on float32 N×C×H×W images, one at a time (batch-1 IR)."""
+    return accuracy(validation_hits(model, x, y))
+
+
+def validation_hits(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image correctness of an ``ov.Model`` (or compiled model) on float32 N×C×H×W images (batch-1 IR)."""
     import openvino as ov
 
     from pipeline.runtimes.openvino_core import core
 
     compiled = model if isinstance(model, ov.CompiledModel) else core().compile_model(
         model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    hits = [int(np.argmax(compiled(x[i : i + 1])[0]) == y[i]) for i in range(len(y))]
-    return float(np.mean(hits)) if hits else float("nan")
+    return np.array([np.argmax(compiled(x[i : i + 1])[0]) == y[i] for i in range(len(y))], bool)
 
 
 def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
