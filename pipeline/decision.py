@@ -92,15 +92,21 @@ def _noted(record: dict) -> dict:
     return record
 
 
+def interval(record: dict) -> str:
+    """The interval in a reason: "the interval [lo, hi] pts on N images"."""
+    if not record["images"]:
+        return "no images"
+    lo, hi = record["ci95_pts"]
+    return f"the interval [{lo:+.2f}, {hi:+.2f}] pts on {record['images']} images"
+
+
 def unsupported(record: dict, simpler: str) -> str:
     """The reason's clause when the interval cannot carry the complex choice."""
     if not record["images"]:
         return f"no images to judge on: {simpler} kept"
-    lo, hi = record["ci95_pts"]
-    return f"the interval [{lo:+.2f}, {hi:+.2f}] pts on {record['images']} images cannot support it: {simpler} kept"
+    return f"{interval(record)} cannot support it: {simpler} kept"
 
 
 def supported_clause(record: dict) -> str:
     """The reason's clause when it can."""
-    lo, hi = record["ci95_pts"]
-    return f"the interval [{lo:+.2f}, {hi:+.2f}] pts on {record['images']} images supports it"
+    return f"{interval(record)} supports it"
