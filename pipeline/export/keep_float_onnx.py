@@ -55,7 +55,8 @@ def _auto(prepared: Path, work: Path, calibration: np.ndarray, validation, per_c
     x, y = (np.asarray(a) for a in validation)
     plain = quantize_prepared(prepared, work / "plain.onnx", calibration, per_channel=per_channel)
     fp32_acc, plain_hits = ort_top1(prepared, x, y), ort_hits(plain, x, y)
-    ranked = [] if keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0] else rank_nodes(prepared, plain, calibration[:RANK_IMAGES])
+    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
+    ranked = [] if keeps else rank_nodes(prepared, plain, calibration[:RANK_IMAGES])
 
     def score(kept: list[str]) -> np.ndarray:
         tried = quantize_prepared(prepared, work / "try.onnx", calibration, per_channel=per_channel, nodes_to_exclude=kept)

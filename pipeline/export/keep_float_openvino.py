@@ -45,7 +45,8 @@ def openvino_auto(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, vali
     fp32 = ov.convert_model(str(onnx_path))
     fp32_acc = validation_accuracy(fp32, x, y)
     plain_hits = validation_hits(core().read_model(str(int8_xml)), x, y)
-    ranked = [] if keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0] else rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES])
+    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
+    ranked = [] if keeps else rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES])
 
     def score(kept: list[str]) -> np.ndarray:
         return validation_hits(quantize_openvino(fp32, calibration, per_channel, ignored=kept), x, y)
