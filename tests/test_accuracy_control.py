@@ -77,6 +77,11 @@ def test_plain_int8_that_misses_the_rule_is_redone_with_accuracy_control(irs, tm
     assert "/stages/stages.1/stages.1.0/Conv/WithoutBiases" in rec["float_layers"]  # the layer reading the crushed tensor
     assert len(rec["float_layers"]) < 4  # not everything: the rest stays int8
     assert sha256_file(xml) != before and "kept" in rec["reason"]
+    got = rec["decision"]  # the restored IR against plain int8 on the same 300 images: better beyond doubt
+    assert got["images"] == 300 and got["split"] == "validation" and got["supported"] is True
+    assert got["ci95_pts"][0] > 0 and got["difference_pts"] == pytest.approx(
+        100 * (rec["restored_val_accuracy"] - rec["plain_val_accuracy"]), abs=1e-3)
+    assert "300 images, fewer than the 500 asked (one image = 0.33 pts)" in got["note"] and "supports it" in rec["reason"]
 
 
 def test_off_and_a_sound_model_keep_the_plain_int8(irs, tmp_path):
@@ -87,4 +92,4 @@ def test_off_and_a_sound_model_keep_the_plain_int8(irs, tmp_path):
     assert not off["used"] and "export.openvino_accuracy_control: off" in off["reason"] and sha256_file(xml) == before
     sound = restore_openvino_int8(*made["sound"], calibration, validation, "auto")
     assert not sound["used"] and sound["plain_val_accuracy"] >= MIN_INT8_RETAINED * sound["fp32_val_accuracy"]
-    assert "≥ 99%" in sound["reason"]
+    assert "≥ 99%" in sound["reason"] and sound["decision"]["ci95_pts"] is None and sound["decision"]["images"] == 300

@@ -1,9 +1,21 @@
 """export.keep_float's shared rules: which nodes a pattern list keeps, and auto's choice of the fewest float layers."""
 
+import numpy as np
 import pytest
 
 from pipeline.config import validate_config
 from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers, matched, pattern_record
+
+
+def hits_of(acc: float, n: int = 1000) -> np.ndarray:
+    """Per-image correctness at top-1 ``acc``: the first images right, so a better model gets every image a worse one
+    gets (the pairs all go one way)."""
+    return np.arange(n) < round(acc * n)
+
+
+def scorer(accuracy_of):
+    """A ``choose_float_layers`` score from a synthetic accuracy of the kept set."""
+    return lambda kept: hits_of(accuracy_of(kept))
 
 NODES = ["/stage0/conv/Conv", "/stage0/relu/Relu", "/stage1/conv/Conv", "/head/Gemm"]
 
@@ -17,8 +29,9 @@ def test_patterns_are_searched_in_node_names_and_unmatched_ones_are_recorded():
 
 
 def test_auto_keeps_nothing_when_plain_int8_keeps_the_rule():
-    rec = choose_float_layers(NODES, lambda kept: pytest.fail("no quantisation needed"), 0.90, 0.895, "m", 500)
+    rec = choose_float_layers(NODES, lambda kept: pytest.fail("no quantisation needed"), 0.90, hits_of(0.895), "m")
     assert rec["kept"] == [] and rec["tried"] == [] and "nothing kept in float" in rec["reason"]
+    assert rec["decision"]["images"] == 1000 and rec["decision"]["ci95_pts"] is None and "note" not in rec["decision"]
 
 
 def test_auto_finds_the_one_layer_that_does_it():
@@ -27,7 +40,7 @@ def test_auto_finds_the_one_layer_that_does_it():
     def score(kept):
         return 0.955 if kept == ["/stage0/relu/Relu"] else scores.get(kept[0], 0.70) if len(kept) == 1 else 0.96
 
-    rec = choose_float_layers(NODES, score, 0.96, 0.70, "m", 500)
+    rec = choose_float_layers(NODES, scorer(score), 0.96, hits_of(0.70), "m")
     assert rec["kept"] == ["/stage0/relu/Relu"]  # 0.955 / 0.96 = 99.5 %
     assert len(rec["tried"]) == len(NODES)  # each alone, nothing more
     assert rec["val_accuracy"] == 0.955 and "with 1 layer(s) in float, int8 keeps 99.48%" in rec["reason"]
@@ -39,7 +52,7 @@ def test_auto_adds_the_most_helpful_layers_until_the_rule_holds():
     def score(kept):  # additive gains from 0.70, fp32 0.90: needs ≥ 0.891
         return 0.70 + sum(gain[k] for k in kept)
 
-    rec = choose_float_layers(NODES, score, 0.90, 0.70, "m", 500)
+    rec = choose_float_layers(NODES, scorer(score), 0.90, hits_of(0.70), "m")
     assert rec["kept"] == ["/stage0/conv/Conv", "/stage1/conv/Conv", "/stage0/relu/Relu"]
     assert rec["val_accuracy"] == pytest.approx(0.90)
     assert [t["kept"] for t in rec["tried"][len(NODES):]] == [rec["kept"][:2], rec["kept"]]
@@ -47,10 +60,27 @@ def test_auto_adds_the_most_helpful_layers_until_the_rule_holds():
 
 def test_auto_ships_all_int8_when_no_set_reaches_the_rule():
     names = [f"n{i}" for i in range(MAX_CANDIDATES + 5)]
-    rec = choose_float_layers(names, lambda kept: 0.5 + 0.001 * len(kept), 0.9, 0.5, "m", 500)
+    rec = choose_float_layers(names, scorer(lambda kept: 0.5 + 0.001 * len(kept)), 0.9, hits_of(0.5), "m")
     assert rec["kept"] == [] and "all-int8 kept" in rec["reason"]
     assert sum(len(t["kept"]) == 1 for t in rec["tried"]) == MAX_CANDIDATES  # at most that many tried alone
     assert rec["best_tried"]["val_accuracy"] == max(t["val_accuracy"] for t in rec["tried"])
+
+
+def test_auto_keeps_all_int8_when_the_set_wins_by_one_image_of_144():
+    plain = np.arange(144) < 128  # 88.89 % of fp32 0.90: 98.77 %, misses the rule
+    rec = choose_float_layers(NODES, lambda kept: np.arange(144) < 129, 0.90, plain, "m")  # 99.54 %: keeps it
+    assert rec["kept"] == [] and "val_accuracy" not in rec and rec["best_tried"]["kept"] == [NODES[0]]
+    got = rec["decision"]
+    assert got["supported"] is False and got["images"] == 144 and got["difference_pts"] == pytest.approx(0.6944)
+    assert got["ci95_pts"][0] < 0 < got["ci95_pts"][1] and "(one image = 0.69 pts)" in got["note"]
+    assert f"the interval [{got['ci95_pts'][0]:+.2f}, {got['ci95_pts'][1]:+.2f}] pts on 144 images cannot support it: " \
+           "all-int8 kept" in rec["reason"]
+
+
+def test_auto_adopts_a_set_that_is_better_beyond_doubt():
+    rec = choose_float_layers(NODES, lambda kept: np.arange(144) < 140, 0.97, np.arange(144) < 120, "m")
+    assert rec["kept"] == [NODES[0]] and rec["decision"]["supported"] is True and rec["decision"]["ci95_pts"][0] > 0
+    assert "supports it" in rec["reason"] and rec["decision"]["split"] == "validation"
 
 
 def test_a_cpu_target_takes_the_key():

@@ -64,6 +64,11 @@ def test_the_guard_exports_the_distilled_weights_when_qat_collapsed(runs):
     guard = new["qat"].metrics["guard"]
     assert guard["export"] == "qat" and guard["qat_int8"] >= guard["distill_int8"] - guard["tolerance_points"]
     assert guard["val_images"] == 144 and guard["tolerance_points"] == pytest.approx(100 / 144, abs=1e-4)
+    got = guard["decision"]  # the same interval as the export's choices, recorded beside the tolerance rule
+    assert got["images"] == 144 and got["split"] == "validation" and "one image = 0.69 pts" in got["note"]
+    assert got["difference_pts"] == pytest.approx(guard["qat_int8"] - guard["distill_int8"], abs=1e-3)
+    assert got["supported"] == (got["ci95_pts"][0] > 0) and "the interval [" in guard["reason"]
+    assert old_guard["decision"]["ci95_pts"][1] < 0  # the collapse is a loss beyond doubt
 
 
 def test_lr_is_scaled_when_bn_freezes(tmp_path):

@@ -52,6 +52,7 @@ def test_a_model_that_keeps_the_rule_is_left_alone(converted):
     record = recalibrate_tflite_int8(onnx, paths, x[:CALIBRATION], _more(x), (x[1200:1500], y[1200:1500]),
                                      io_dtype="int8", per_channel=True)
     assert not record["used"] and "tried" not in record and record["validation_images"] == 300
+    assert record["decision"]["ci95_pts"] is None and record["decision"]["images"] == 300
     assert record["val_accuracy"] >= MIN_INT8_RETAINED * record["fp32_val_accuracy"]
     assert {k: sha256_file(p) for k, p in paths.items()} == before
 
@@ -66,7 +67,10 @@ def test_a_calibration_subset_unlike_the_data_is_outvoted_by_more_images(convert
     now = top1(paths["tflite_int8"], *validation)  # the file in place is the second conversion
     assert now == record["val_accuracy"] == record["tried"]["val_accuracy"] > first
     assert now >= MIN_INT8_RETAINED * record["fp32_val_accuracy"]
-    assert "calibrated again on 64 images" in record["reason"]
+    assert "calibrated again on 64 images" in record["reason"] and "supports it" in record["reason"]
+    got = record["decision"]  # the second int8 against the first on the same 300 validation images
+    assert got["supported"] is True and got["images"] == 300 and got["ci95_pts"][0] > 0 and got["split"] == "validation"
+    assert got["difference_pts"] == pytest.approx(100 * (now - first), abs=1e-3) and "one image = 0.33 pts" in got["note"]
 
 
 def test_a_model_that_misses_it_is_calibrated_again_and_the_better_int8_stays(converted):
@@ -80,10 +84,11 @@ def test_a_model_that_misses_it_is_calibrated_again_and_the_better_int8_stays(co
     tried = record["tried"]
     assert tried["calibration_images"] == FACTOR * CALIBRATION and len(tried["calibration_sha256"]) == 64
     now = top1(paths["tflite_int8"], *validation)
-    if tried["val_accuracy"] > first:  # kept: the file in place is the second conversion's
+    if record["decision"]["supported"]:  # kept: the file in place is the second conversion's
         assert record["used"] and sha256_file(paths["tflite_int8"]) != before and now == tried["val_accuracy"]
     else:
         assert not record["used"] and sha256_file(paths["tflite_int8"]) == before and now == first
+        assert "cannot support it: the first conversion kept" in record["reason"]
     assert not list(paths["tflite_int8"].parent.glob(".recalibration-*"))
 
 

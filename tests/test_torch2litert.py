@@ -144,7 +144,8 @@ def test_export_stage_with_litert_torch(tmp_path, monkeypatch):
 @needs_venv
 def test_auto_keeps_the_converter_with_the_higher_validation_top1(tmp_path, monkeypatch):
     """export.tflite_converter: auto converts with both, scores both int8 models on the validation split, keeps the
-    better (onnx2tf on a tie) at student_int8.tflite and says so in the sidecar and the metrics."""
+    better at student_int8.tflite (litert-torch only when better beyond doubt, its paired interval above 0) and says so
+    in the sidecar and the metrics."""
     from pipeline.formats.sidecar import read_sidecar
 
     monkeypatch.setenv(PYTHON_ENV, VENV_PYTHON)
@@ -154,7 +155,9 @@ def test_auto_keeps_the_converter_with_the_higher_validation_top1(tmp_path, monk
     record = metrics["tflite_converter"]
     acc = record["val_accuracy"]
     assert record["mode"] == "auto" and set(acc) == {"onnx2tf", "litert_torch"} and record["validation_images"] > 0
-    assert record["chosen"] == ("litert_torch" if acc["litert_torch"] > acc["onnx2tf"] else "onnx2tf")
+    got = record["decision"]
+    assert record["chosen"] == ("litert_torch" if got["supported"] else "onnx2tf") and got["images"] == record["validation_images"]
+    assert got["difference_pts"] == pytest.approx(100 * (acc["litert_torch"] - acc["onnx2tf"]), abs=1e-3)
     side = read_sidecar(out / "student_int8.tflite", required=True)
     assert side["converter"] == record["chosen"] and side["converter_choice"] == record
     assert ("layer_error" in metrics) == (record["chosen"] == "onnx2tf")  # per-layer error pairs onnx2tf's twins only
@@ -186,6 +189,7 @@ def test_auto_without_the_venv_or_with_uint8_io_is_onnx2tf_and_says_why(tmp_path
     choice, artifact = choose_converter(inputs, state, tmp_path / "student_int8.tflite")
     assert choice.chosen == "onnx2tf" and artifact is None and PYTHON_ENV in choice.record["reason"]
     assert state.records["tflite_converter"] == choice.record
+    assert choice.record["decision"]["images"] == 4 and choice.record["decision"]["ci95_pts"] is None
     inputs, state = _inputs(tmp_path, "uint8", "auto", validation)
     choice, _ = choose_converter(inputs, state, tmp_path / "student_int8.tflite")
     assert choice.chosen == "onnx2tf"

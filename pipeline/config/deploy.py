@@ -22,17 +22,19 @@ class ExportConfig(Section):
     # tflite_int8 vs tflite_fp32, openvino_int8 (as deployed) vs student.onnx; 0 = off
     layer_error_images: int = Field(32, ge=0, le=1024)
     # auto: when NNCF's plain int8 IR keeps < 99 % of fp32 top-1 on the validation split, redo it with
-    # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %); off: plain int8 only
+    # nncf.quantize_with_accuracy_control (layers reverted to float until it keeps 99 %), kept when better beyond doubt
+    # (paired 95 % interval above 0, pipeline/decision.py); off: plain int8 only
     openvino_accuracy_control: Literal["auto", "off"] = "auto"
     # who makes tflite_int8: onnx2tf (from student.onnx) or litert-torch (from the PyTorch weights, in its own venv named
-    # by PIPELINE_LITERT_PYTHON; int8 I/O only); auto: both where litert-torch can run, the one with the higher int8
-    # top-1 on the validation split kept (a tie keeps onnx2tf), onnx2tf alone where it cannot (recorded why)
+    # by PIPELINE_LITERT_PYTHON; int8 I/O only); auto: both where litert-torch can run, litert-torch kept only when its
+    # int8 top-1 on the validation split is higher beyond doubt (paired 95 % interval above 0), else onnx2tf (recorded why)
     tflite_converter: Literal["auto", "onnx2tf", "litert_torch"] = "auto"
     # auto: when onnx2tf's tflite_int8 keeps < 99 % of tflite_fp32's top-1 on the validation split, convert again calibrated
-    # on 4× the images and keep it if its int8 scores higher there (pipeline/export/tflite_recalibration.py); off: never
+    # on 4× the images and keep it if its int8 is better there beyond doubt (pipeline/export/tflite_recalibration.py); off: never
     tflite_recalibration: Literal["auto", "off"] = "auto"
     # layers every int8 artifact leaves in float (pipeline/export/keep_float.py): node-name regexes as the per-layer
-    # report names them, or auto (the fewest layers that bring int8 to 99 % of fp32 on validation); integer-only
+    # report names them, or auto (the fewest layers that bring int8 to 99 % of fp32 on validation, shipped when better
+    # than all-int8 beyond doubt); integer-only
     # targets (Edge TPU) refuse it
     keep_float: list[str] | Literal["auto"] = []
 

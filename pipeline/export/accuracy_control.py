@@ -10,7 +10,9 @@ worst ones to float, one group at a time, until the drop is within ``max_drop``
 every int8 artifact to.
 
 The decision is made on the validation split (never the test split, which only judges), and only
-when plain PTQ misses the rule there: a model that already keeps 99 % gets the plain int8 IR.
+when plain PTQ misses the rule there: a model that already keeps 99 % gets the plain int8 IR. The
+restored IR replaces the plain one only when it is better beyond doubt: the paired 95 % interval of
+its top-1 minus plain int8's lies above 0 (``pipeline/decision.py``), the record's ``decision``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decision import accuracy, decision, supported_clause, unsupported, untried
 from pipeline.errors import PipelineError, one_line
 from pipeline.export.fidelity import MIN_INT8_RETAINED, keeps_int8_rule
 
@@ -29,14 +32,18 @@ MAX_DROP = round(1 - MIN_INT8_RETAINED, 6)  # relative: int8 top-1 ≥ 99 % of f
 
 def validation_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an ``ov.Model`` (or compiled model) on float32 N×C×H×W images, one at a time (batch-1 IR)."""
+    return accuracy(validation_hits(model, x, y))
+
+
+def validation_hits(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image correctness of an ``ov.Model`` (or compiled model) on float32 N×C×H×W images (batch-1 IR)."""
     import openvino as ov
 
     from pipeline.runtimes.openvino_core import core
 
     compiled = model if isinstance(model, ov.CompiledModel) else core().compile_model(
         model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    hits = [int(np.argmax(compiled(x[i : i + 1])[0]) == y[i]) for i in range(len(y))]
-    return float(np.mean(hits)) if hits else float("nan")
+    return np.array([np.argmax(compiled(x[i : i + 1])[0]) == y[i] for i in range(len(y))], bool)
 
 
 def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
@@ -52,13 +59,14 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
 
     x_val, y_val = (np.asarray(a) for a in validation)
     if len(y_val) == 0:
-        return {"mode": mode, "used": False, "reason": "no validation images to judge int8 on"}
+        return {"mode": mode, "used": False, "decision": untried(0), "reason": "no validation images to judge int8 on"}
     core = ov_core()
     fp32 = ov.convert_model(str(onnx_path))
     fp32_acc = validation_accuracy(fp32, x_val, y_val)
-    plain_acc = validation_accuracy(core.read_model(str(int8_xml)), x_val, y_val)
+    plain_hits = validation_hits(core.read_model(str(int8_xml)), x_val, y_val)
+    plain_acc = accuracy(plain_hits)
     record = {"mode": mode, "used": False, "max_drop": MAX_DROP, "drop_type": "relative", "validation_images": int(len(y_val)),
-              "fp32_val_accuracy": fp32_acc, "plain_val_accuracy": plain_acc}
+              "fp32_val_accuracy": fp32_acc, "plain_val_accuracy": plain_acc, "decision": untried(len(y_val))}
     keeps, missed = keeps_int8_rule(plain_acc, fp32_acc, "plain int8")
     if keeps:
         return {**record, "reason": missed}
@@ -68,11 +76,16 @@ def restore_openvino_int8(onnx_path: Path, int8_xml: Path, calibration: np.ndarr
         quantized = quantize_with_accuracy_control(fp32, calibration, x_val, y_val, per_channel, ignored)
     except PipelineError as exc:  # the plain int8 IR stays, and the fidelity check judges it as before
         return {**record, "reason": f"{missed}; accuracy control failed, plain int8 kept", "error": str(exc)}
-    restored_acc = validation_accuracy(quantized, x_val, y_val)
+    restored_hits = validation_hits(quantized, x_val, y_val)
+    record.update(restored_val_accuracy=accuracy(restored_hits), decision=decision(restored_hits, plain_hits))
+    if not record["decision"]["supported"]:  # the plain IR stays where it is
+        return {**record, "reason": f"{missed}; accuracy control reached {record['restored_val_accuracy']:.2%}, "
+                                    f"{unsupported(record['decision'], 'plain int8')}"}
     ov.save_model(stable_names(quantized), str(int8_xml), compress_to_fp16=False)
     kept = float_layers(core.read_model(str(int8_xml)), fp32)
-    return {**record, "used": True, "restored_val_accuracy": restored_acc, "float_layers": kept,
-            "reason": f"{missed}: nncf.quantize_with_accuracy_control kept {len(kept)} layer(s) in float"}
+    return {**record, "used": True, "float_layers": kept,
+            "reason": f"{missed}: nncf.quantize_with_accuracy_control kept {len(kept)} layer(s) in float; "
+                      f"{supported_clause(record['decision'])}"}
 
 
 def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, per_channel: bool = True,

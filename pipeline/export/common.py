@@ -89,6 +89,7 @@ class ExportState:
     timings: dict[str, float] = field(default_factory=dict)
     layer_error: dict[str, dict] = field(default_factory=dict)  # format key -> its per-layer summary
     records: dict[str, dict] = field(default_factory=dict)  # an int8 remedy's metric name -> what it decided
+    val_hits: dict[str, Any] = field(default_factory=dict)  # per-image correctness on validation, by what was measured
 
     def step(self, label: str) -> float:
         self.console.print(f"  → {label}…")

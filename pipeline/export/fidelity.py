@@ -65,10 +65,15 @@ def keeps_int8_rule(int8_acc: float, fp32_acc: float, what: str = "int8") -> tup
 
 def top1(path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an exported model on (x, y), run by its runtime."""
+    return float(hits(path, x, y).mean())
+
+
+def hits(path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image correctness of an exported model on (x, y), run by its runtime (what auto choices are paired on)."""
     from pipeline.runtimes import load
 
     with load(path) as rt:
-        return float((rt.predict(x).argmax(1) == y).mean())
+        return np.asarray(rt.predict(x).argmax(1) == y, bool)
 
 
 def logits_match(got: np.ndarray, expected: np.ndarray, rtol: float) -> tuple[bool, float, float]:

@@ -8,8 +8,8 @@ One key for every runtime, applied through each library's own mechanism (NNCF ``
   that artifact is recorded too (it may name a node of another runtime's graph);
 * ``auto``: when plain int8 keeps < 99 % of fp32's top-1 on the validation split, the fewest layers that bring it
   to ≥ 99 % there (``choose_float_layers``): each candidate layer alone first (the fewest is one, when one does it),
-  then the most helpful ones added one at a time. A set that never reaches the rule is not shipped: all-int8 stays,
-  and the record says what was tried.
+  then the most helpful ones added one at a time. A set that never reaches the rule is not shipped, nor one whose
+  paired 95 % interval against plain int8 does not lie above 0: all-int8 stays, and the record says what was tried.
 
 A full-integer target (Edge TPU) refuses the key when the recipe is read (``TargetRules.integer_only``).
 """
@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
+import numpy as np
+
+from pipeline.decision import accuracy, decision, supported_clause, unsupported, untried
 from pipeline.export.fidelity import keeps_int8_rule
 
 KEEP_FLOAT = "keep_float"  # its record's name in the int8 sidecar's quantization and the stage metrics
@@ -45,34 +48,47 @@ def pattern_record(patterns: list[str], names: Iterable[str], mechanism: str) ->
     return record
 
 
-def choose_float_layers(candidates: list[str], score: Callable[[list[str]], float], fp32_acc: float, plain_acc: float,
-                        mechanism: str, images: int) -> dict:
+def choose_float_layers(candidates: list[str], score: Callable[[list[str]], np.ndarray], fp32_acc: float, plain_hits,
+                        mechanism: str, split: str = "validation") -> dict:
     """``auto``: the fewest of ``candidates`` (worst first; at most ``MAX_CANDIDATES`` are tried) whose float copy brings
-    int8 to ≥ 99 % of ``fp32_acc``; ``score(kept)`` quantises with ``kept`` in float and returns validation top-1.
+    int8 to ≥ 99 % of ``fp32_acc``; ``score(kept)`` quantises with ``kept`` in float and returns per-image correctness
+    on the split ``plain_hits`` (plain int8's) was measured on. The set found is adopted only when its paired interval
+    against plain int8 lies above 0 (``pipeline/decision.py``): a set that wins by an image or two is not shipped.
 
-    Returns the record: ``kept`` is empty when plain int8 already keeps the rule or no set of candidates reached it.
+    Returns the record: ``kept`` is empty when plain int8 already keeps the rule or no set was adopted.
     """
-    record = {"mode": "auto", "mechanism": mechanism, "validation_images": int(images), "fp32_val_accuracy": fp32_acc,
-              "plain_val_accuracy": plain_acc, "kept": [], "tried": []}
+    plain_hits = np.asarray(plain_hits, bool)
+    plain_acc = accuracy(plain_hits)
+    record = {"mode": "auto", "mechanism": mechanism, "validation_images": int(plain_hits.size), "fp32_val_accuracy": fp32_acc,
+              "plain_val_accuracy": plain_acc, "kept": [], "tried": [], "decision": untried(plain_hits.size, split)}
     keeps, said = keeps_int8_rule(plain_acc, fp32_acc, "plain int8")
     if keeps:
         return {**record, "reason": f"{said}: nothing kept in float"}
+    hits: dict[tuple, np.ndarray] = {}
 
     def attempt(kept: list[str]) -> float:
-        acc = score(kept)
-        record["tried"].append({"kept": list(kept), "val_accuracy": acc})
-        return acc
+        hits[tuple(kept)] = np.asarray(score(kept), bool)
+        record["tried"].append({"kept": list(kept), "val_accuracy": accuracy(hits[tuple(kept)])})
+        return record["tried"][-1]["val_accuracy"]
 
     alone = {name: attempt([name]) for name in candidates[:MAX_CANDIDATES]}
     ranked = sorted(alone, key=lambda n: -alone[n])  # most helpful first; ties keep the worst-first order
     kept: list[str] = []
-    acc = plain_acc
     for name in ranked:
         kept.append(name)
         acc = alone[name] if len(kept) == 1 else attempt(kept)
         if keeps_int8_rule(acc, fp32_acc)[0]:
             _, now = keeps_int8_rule(acc, fp32_acc, f"with {len(kept)} layer(s) in float, int8")
-            return {**record, "kept": list(kept), "val_accuracy": acc, "reason": f"{said}; {now}"}
+            return _adopted(record, list(kept), acc, decision(hits[tuple(kept)], plain_hits, split), f"{said}; {now}")
     best = max(record["tried"], key=lambda t: t["val_accuracy"], default=None)
     return {**record, "best_tried": best,
             "reason": f"{said}; no set of the {len(ranked)} candidate layers in float reached 99 %: all-int8 kept"}
+
+
+def _adopted(record: dict, kept: list[str], acc: float, judged: dict, said: str) -> dict:
+    """The record once a set reached the rule: shipped when the interval supports it over plain int8."""
+    if judged["supported"]:
+        return {**record, "kept": kept, "val_accuracy": acc, "decision": judged, "reason": f"{said}; {supported_clause(judged)}"}
+    best = next(t for t in record["tried"] if t["kept"] == kept)  # the same entry: a path that rewrites tries sees it once
+    return {**record, "best_tried": best, "decision": judged,
+            "reason": f"{said}; {unsupported(judged, 'all-int8')}"}

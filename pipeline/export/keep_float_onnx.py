@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decision import accuracy
 from pipeline.export.fidelity import keeps_int8_rule
 from pipeline.export.keep_float import choose_float_layers, pattern_record
 from pipeline.export.onnx2qdq import prepare, quantize_prepared
@@ -53,14 +54,15 @@ def _auto(prepared: Path, work: Path, calibration: np.ndarray, validation, per_c
     """``choose_float_layers`` with ORT: candidates ranked by SQNR, each try quantised again and judged on validation."""
     x, y = (np.asarray(a) for a in validation)
     plain = quantize_prepared(prepared, work / "plain.onnx", calibration, per_channel=per_channel)
-    fp32_acc, plain_acc = ort_top1(prepared, x, y), ort_top1(plain, x, y)
-    ranked = [] if keeps_int8_rule(plain_acc, fp32_acc)[0] else rank_nodes(prepared, plain, calibration[:RANK_IMAGES])
+    fp32_acc, plain_hits = ort_top1(prepared, x, y), ort_hits(plain, x, y)
+    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
+    ranked = [] if keeps else rank_nodes(prepared, plain, calibration[:RANK_IMAGES])
 
-    def score(kept: list[str]) -> float:
+    def score(kept: list[str]) -> np.ndarray:
         tried = quantize_prepared(prepared, work / "try.onnx", calibration, per_channel=per_channel, nodes_to_exclude=kept)
-        return ort_top1(tried, x, y)
+        return ort_hits(tried, x, y)
 
-    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_acc, MECHANISM, len(y))
+    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_hits, MECHANISM)
     if ranked:
         record["ranked_by"] = (f"worst median per-channel SQNR of the quantised tensors a node writes or reads (plain QDQ vs fp32, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")
@@ -139,7 +141,13 @@ def _run(source, tensors: list[str], images: np.ndarray) -> dict[str, list[np.nd
 
 
 def ort_top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 of an ONNX model on float32 N×C×H×W ``x`` by ONNX Runtime's CPU provider (a static batch is filled)."""
+    """Top-1 of an ONNX model on float32 N×C×H×W ``x`` by ONNX Runtime's CPU provider."""
+    return accuracy(ort_hits(path, x, y))
+
+
+def ort_hits(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image correctness of an ONNX model on float32 N×C×H×W ``x`` by ONNX Runtime's CPU provider (a static
+    batch is filled)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -150,7 +158,7 @@ def ort_top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
         batch = np.asarray(x[i : i + step], np.float32)
         filled = np.concatenate([batch, np.repeat(batch[-1:], step - len(batch), 0)]) if len(batch) < step else batch
         hits.extend(session.run(None, {image.name: filled})[0][: len(batch)].argmax(1) == y[i : i + step])
-    return float(np.mean(hits)) if hits else float("nan")
+    return np.asarray(hits, bool)
 
 
 def float_weight_nodes(qdq_path: Path, names: list[str]) -> list[str]:

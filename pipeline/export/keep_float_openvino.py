@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decision import accuracy
 from pipeline.export.fidelity import keeps_int8_rule
 from pipeline.export.keep_float import choose_float_layers, pattern_record
 
@@ -36,20 +37,21 @@ def openvino_auto(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, vali
     layers that keep it, the IR rewritten in place with them in float. Returns the record."""
     import openvino as ov
 
-    from pipeline.export.accuracy_control import validation_accuracy
+    from pipeline.export.accuracy_control import validation_accuracy, validation_hits
     from pipeline.export.onnx2openvino import quantize_openvino, stable_names
     from pipeline.runtimes.openvino_core import core
 
     x, y = (np.asarray(a) for a in validation)
     fp32 = ov.convert_model(str(onnx_path))
     fp32_acc = validation_accuracy(fp32, x, y)
-    plain_acc = validation_accuracy(core().read_model(str(int8_xml)), x, y)
-    ranked = [] if keeps_int8_rule(plain_acc, fp32_acc)[0] else rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES])
+    plain_hits = validation_hits(core().read_model(str(int8_xml)), x, y)
+    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
+    ranked = [] if keeps else rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES])
 
-    def score(kept: list[str]) -> float:
-        return validation_accuracy(quantize_openvino(fp32, calibration, per_channel, ignored=kept), x, y)
+    def score(kept: list[str]) -> np.ndarray:
+        return validation_hits(quantize_openvino(fp32, calibration, per_channel, ignored=kept), x, y)
 
-    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_acc, MECHANISM, len(y))
+    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_hits, MECHANISM)
     if ranked:
         record["ranked_by"] = (f"the plain IR's per-layer error (openvino_layer_errors, worst SQNR first, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")

@@ -121,16 +121,16 @@ def recalibrate(inputs: ExportInputs, state: ExportState, made: dict[str, Path])
     from rich.markup import escape
 
     from pipeline.export.tflite_recalibration import recalibrate_tflite_int8
-    from pipeline.export.tflite_converter import CONVERTER_CHOICE
+    from pipeline.export.tflite_converter import ONNX2TF_HITS
 
     validation = inputs.settings.validation
     t = state.step(f"TFLite int8 vs fp32 on {len(validation[1])} validation images (recalibration: auto)")
-    measured = state.records.get(CONVERTER_CHOICE, {}).get("val_accuracy", {}).get("onnx2tf")  # by the auto choice
+    measured = state.val_hits.get(ONNX2TF_HITS)  # by the auto choice
     if state.records.get(KEEP_FLOAT, {}).get(TFLITE_INT8, {}).get("kept"):
         measured = None  # measured before keep_float put another int8 in place
     patterns = inputs.settings.keep_float if inputs.settings.keep_float != "auto" else ()
     record = recalibrate_tflite_int8(state.paths["onnx"], made, inputs.calibration, inputs.settings.more_images, validation,
-                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_acc=measured,
+                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_hits=measured,
                                      keep_float=list(patterns))
     state.done(RECALIBRATION, t)
     style = "yellow" if "tried" in record else "dim"

@@ -1,6 +1,8 @@
 """Who makes tflite_int8 (``export.tflite_converter``): onnx2tf, litert-torch, or ``auto``, the better of both on the
-validation split (a tie keeps onnx2tf). The choice is a record of its own: in the metrics (``tflite_converter``) and in
-the int8 sidecar (``converter_choice``)."""
+validation split. litert-torch is the second path, so it is chosen only when better beyond doubt: the paired 95 %
+interval of its top-1 minus onnx2tf's lies above 0 (``pipeline/decision.py``); a tie or a win by an image or two keeps
+onnx2tf. The choice is a record of its own: in the metrics (``tflite_converter``) and in the int8 sidecar
+(``converter_choice``), with its ``decision``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pipeline.formats import primary
 
 CONVERTER_CHOICE = "tflite_converter"  # the auto choice's record name in the stage metrics
 TFLITE_INT8 = primary(precision="int8", family="tflite")
+ONNX2TF_HITS = "tflite_int8 by onnx2tf"  # its per-image hits in ExportState.val_hits, for the recalibration after it
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,13 @@ def choose_converter(inputs: ExportInputs, state: ExportState, onnx2tf_int8: Pat
 
     from rich.markup import escape
 
-    from pipeline.export.fidelity import top1
+    from pipeline.decision import accuracy, decision, supported_clause, unsupported
+    from pipeline.export.fidelity import hits
 
     x_val, y_val = inputs.settings.validation if inputs.settings.validation is not None else (None, [])
     why_not = litert_unusable(inputs, state) or (None if len(y_val) else "no validation images to choose by")
     if why_not:
-        choice = _keep_onnx2tf(state, f"litert-torch not tried: {why_not}")
+        choice = _keep_onnx2tf(state, f"litert-torch not tried: {why_not}", len(y_val))
         state.console.print(f"    [dim]tflite_converter auto → onnx2tf ({escape(choice.record['reason'])})[/dim]")
         return choice, None
     t = state.step(f"tflite_int8 converter (auto): litert-torch beside onnx2tf, int8 top-1 on {len(y_val)} validation images")
@@ -66,16 +70,19 @@ def choose_converter(inputs: ExportInputs, state: ExportState, onnx2tf_int8: Pat
         try:
             versions = litert_convert(inputs, state, candidate)
         except PipelineError as exc:
-            choice = _keep_onnx2tf(state, f"litert-torch failed: {exc}")
+            choice = _keep_onnx2tf(state, f"litert-torch failed: {exc}", len(y_val))
             state.done(CONVERTER_CHOICE, t)
             state.console.print(f"    [yellow]{escape(choice.record['reason'])}[/yellow]")
             return choice, None
-        accuracy = {"onnx2tf": top1(onnx2tf_int8, x_val, y_val), "litert_torch": top1(candidate, x_val, y_val)}
-        chosen = "litert_torch" if accuracy["litert_torch"] > accuracy["onnx2tf"] else "onnx2tf"
-        tie = " (a tie keeps onnx2tf)" if accuracy["litert_torch"] == accuracy["onnx2tf"] else ""
+        measured = {"onnx2tf": hits(onnx2tf_int8, x_val, y_val), "litert_torch": hits(candidate, x_val, y_val)}
+        state.val_hits[ONNX2TF_HITS] = measured["onnx2tf"]
+        judged = decision(measured["litert_torch"], measured["onnx2tf"])
+        chosen = "litert_torch" if judged["supported"] else "onnx2tf"
+        acc = {name: accuracy(h) for name, h in measured.items()}
+        why = supported_clause(judged) if judged["supported"] else unsupported(judged, "onnx2tf")
         choice = ConverterChoice("auto", chosen, {
-            "mode": "auto", "chosen": chosen, "validation_images": int(len(y_val)), "val_accuracy": accuracy,
-            "reason": f"int8 top-1 on validation: onnx2tf {accuracy['onnx2tf']:.2%}, litert-torch {accuracy['litert_torch']:.2%}{tie}"})
+            "mode": "auto", "chosen": chosen, "validation_images": int(len(y_val)), "val_accuracy": acc, "decision": judged,
+            "reason": f"int8 top-1 on validation: onnx2tf {acc['onnx2tf']:.2%}, litert-torch {acc['litert_torch']:.2%}; {why}"})
         state.records[CONVERTER_CHOICE] = choice.record
         if chosen == "litert_torch":
             shutil.move(candidate, onnx2tf_int8)
@@ -85,8 +92,12 @@ def choose_converter(inputs: ExportInputs, state: ExportState, onnx2tf_int8: Pat
     return choice, artifact
 
 
-def _keep_onnx2tf(state: ExportState, reason: str) -> ConverterChoice:
-    choice = ConverterChoice("auto", "onnx2tf", {"mode": "auto", "chosen": "onnx2tf", "reason": reason})
+def _keep_onnx2tf(state: ExportState, reason: str, images: int) -> ConverterChoice:
+    """onnx2tf's int8, litert-torch never compared on the ``images`` validation images."""
+    from pipeline.decision import untried
+
+    choice = ConverterChoice("auto", "onnx2tf", {"mode": "auto", "chosen": "onnx2tf", "decision": untried(images),
+                                                 "reason": reason})
     state.records[CONVERTER_CHOICE] = choice.record
     return choice
 

@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.errors import PipelineError
 
 MECHANISM = "TensorFlow Quantization Debugger's denylisted_nodes (calibrated once, mlir_quantize)"
@@ -187,14 +189,15 @@ def requantize(calibrated: Path, sets: list[list[str]], out_dir: Path) -> list[P
     return paths
 
 
-def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, validation, *, int8_acc: float | None = None) -> dict:
+def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, validation, *, int8_hits=None) -> dict:
     """``auto``: plain int8 vs fp32 on ``validation``; when it misses the 99 % rule, the layers worst SQNR first (the
     per-layer error on ``calibration``) tried in float by re-quantising ``calibrated``, each judged on validation
     (``choose_float_layers``), each with the layers its output must stay float through (``float_reach``; the record's
     ``kept`` lists them all, ``because_of`` the chosen ones). The chosen model takes the int8 file's place."""
     import shutil
 
-    from pipeline.export.fidelity import keeps_int8_rule, top1
+    from pipeline.decision import accuracy
+    from pipeline.export.fidelity import hits, keeps_int8_rule, top1
     from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers
     from pipeline.export.layer_error import layer_errors
     from pipeline.formats import primary
@@ -202,29 +205,29 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
     int8, fp32 = made[primary(precision="int8", family="tflite")], made[primary(precision="fp32", family="tflite")]
     x, y = validation
     fp32_acc = top1(fp32, x, y)
-    plain = top1(int8, x, y) if int8_acc is None else int8_acc
+    plain = hits(int8, x, y) if int8_hits is None else int8_hits
     candidates: list[str] = []
     reach = float_reach(calibrated)
-    if not keeps_int8_rule(plain, fp32_acc)[0]:
+    if not keeps_int8_rule(accuracy(plain), fp32_acc)[0]:
         candidates = [r.name for r in layer_errors(int8, fp32, calibration) if r.sqnr_db is not None and r.name in reach]
 
     def grown(kept: list[str]) -> list[str]:  # each chosen layer with the layers its output stays float through
         return list(dict.fromkeys(n for k in kept for n in reach[k]))
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=Path(int8).parent) as tmp:
-        scored: dict[tuple, tuple[float, Path]] = {}
+        scored: dict[tuple, tuple[np.ndarray, Path]] = {}
 
         def run(sets: list[list[str]]) -> None:  # one child per batch: TensorFlow imported once
             for kept, path in zip(sets, requantize(calibrated, sets, Path(tmp) / f"batch{len(scored)}")):
-                scored[tuple(kept)] = (top1(path, x, y), path)
+                scored[tuple(kept)] = (hits(path, x, y), path)
 
-        def score(kept: list[str]) -> float:
+        def score(kept: list[str]) -> np.ndarray:
             if tuple(grown(kept)) not in scored:
                 run([grown(kept)])
             return scored[tuple(grown(kept))][0]
 
         if candidates:
             run([grown([c]) for c in candidates[:MAX_CANDIDATES]])
-        record = choose_float_layers(candidates, score, fp32_acc, plain, MECHANISM, len(y))
+        record = choose_float_layers(candidates, score, fp32_acc, plain, MECHANISM)
         if record["kept"]:
             shutil.move(scored[tuple(grown(record["kept"]))][1], int8)
     for tried in record["tried"] + [record]:  # what was in float, not only the layers chosen

@@ -10,7 +10,8 @@ from the first float one on the CPU).
 
 So when tflite_int8 keeps < 99 % of tflite_fp32's top-1 on the validation split, onnx2tf runs
 again with ``FACTOR``× as many calibration images (the recorded subset, then the next training
-images), and the new pair replaces the old one only if its int8 scores higher on validation.
+images), and the new pair replaces the old one only if its int8 is better on validation beyond doubt: the paired
+95 % interval of its top-1 minus the first int8's lies above 0 (``pipeline/decision.py``, the record's ``decision``).
 The decision is made on the validation split, never the test split, which only judges.
 """
 
@@ -24,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.export.fidelity import keeps_int8_rule, top1
+from pipeline.decision import accuracy, decision, supported_clause, unsupported, untried
+from pipeline.export.fidelity import hits, keeps_int8_rule, top1
 
 FACTOR = 4  # calibration images in the second conversion, × the recorded subset's
 MAX_IMAGES = 2048
@@ -32,12 +34,12 @@ MAX_IMAGES = 2048
 
 def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration: np.ndarray,
                             more_images: Callable[[int], np.ndarray], validation: tuple[np.ndarray, np.ndarray], *,
-                            io_dtype: str, per_channel: bool, mode: str = "auto", int8_acc: float | None = None,
+                            io_dtype: str, per_channel: bool, mode: str = "auto", int8_hits: np.ndarray | None = None,
                             keep_float: list[str] | None = None) -> dict:
     """Judge onnx2tf's int8 in ``made`` ({"tflite_fp32": …, "tflite_int8": …}) on ``validation``; when it keeps < 99 % of
     fp32's top-1 (and ``mode`` is "auto"), convert again calibrated on ``FACTOR``× the images (``more_images(n)``: n
-    normalised training images) and put the pair in place if that int8 is better. ``int8_acc``: that int8's top-1 on
-    ``validation`` where it is known already (the auto converter choice measured it); ``keep_float``: the
+    normalised training images) and put the pair in place if that int8 is better beyond doubt. ``int8_hits``: that int8's
+    per-image correctness on ``validation`` where it is known already (the auto converter choice measured it); ``keep_float``: the
     ``export.keep_float`` patterns the second conversion keeps in float too. Returns the record for the sidecar."""
     from pipeline.formats import primary
     from pipeline.export.onnx2tflite import onnx2tflite
@@ -45,11 +47,12 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
     int8_key, fp32_key = primary(precision="int8", family="tflite"), primary(precision="fp32", family="tflite")
     x_val, y_val = (np.asarray(a) for a in validation)
     if len(y_val) == 0:
-        return {"mode": mode, "used": False, "reason": "no validation images to judge int8 on"}
+        return {"mode": mode, "used": False, "decision": untried(0), "reason": "no validation images to judge int8 on"}
     fp32_acc = top1(made[fp32_key], x_val, y_val)
-    int8_acc = top1(made[int8_key], x_val, y_val) if int8_acc is None else int8_acc
+    int8_hits = hits(made[int8_key], x_val, y_val) if int8_hits is None else np.asarray(int8_hits, bool)
+    int8_acc = accuracy(int8_hits)
     record = {"mode": mode, "used": False, "validation_images": int(len(y_val)), "fp32_val_accuracy": fp32_acc,
-              "calibration_images": int(len(calibration)), "val_accuracy": int8_acc}
+              "calibration_images": int(len(calibration)), "val_accuracy": int8_acc, "decision": untried(len(y_val))}
     keeps, missed = keeps_int8_rule(int8_acc, fp32_acc)
     if keeps:
         return {**record, "reason": missed}
@@ -64,14 +67,15 @@ def recalibrate_tflite_int8(onnx_path: Path, made: dict[str, Path], calibration:
 
         request = FloatRequest(list(keep_float)) if keep_float else None
         again = onnx2tflite(onnx_path, Path(tmp), larger, io_dtype, per_channel, strict=False, keep_float=request)
-        again_acc = top1(again[int8_key], x_val, y_val)
+        again_hits = hits(again[int8_key], x_val, y_val)
+        again_acc = accuracy(again_hits)
         tried = {"calibration_images": int(len(larger)), "calibration_sha256": hashlib.sha256(larger.tobytes()).hexdigest(),
                  "val_accuracy": again_acc}
-        if again_acc > int8_acc:
+        judged = decision(again_hits, int8_hits)
+        said = f"{missed}: calibrated again on {len(larger)} images, {int8_acc:.2%} → {again_acc:.2%}"
+        if judged["supported"]:
             for key in (fp32_key, int8_key):
                 shutil.move(again[key], made[key])
             return {**record, "used": True, "tried": tried, "calibration_images": int(len(larger)), "val_accuracy": again_acc,
-                    "reason": f"{missed}: calibrated again on {len(larger)} images, {int8_acc:.2%} → {again_acc:.2%} "
-                              f"({again_acc / fp32_acc:.2%} of fp32)"}
-    return {**record, "tried": tried,
-            "reason": f"{missed}: {len(larger)} calibration images gave {again_acc:.2%}, no better; the first conversion kept"}
+                    "decision": judged, "reason": f"{said} ({again_acc / fp32_acc:.2%} of fp32); {supported_clause(judged)}"}
+    return {**record, "tried": tried, "decision": judged, "reason": f"{said}; {unsupported(judged, 'the first conversion')}"}

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pipeline.artifacts import atomic_write_json
+from pipeline.decision import accuracy, decision, interval, supported_clause
 from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.qat.fake_quant import copy_back, freeze_bn_stats, freeze_observers, post_training_quantized, prepare_qat
 from pipeline.stage_context import StageContext
@@ -79,8 +80,9 @@ def run(ctx: StageContext) -> QatMetrics:
                         evaluate=lambda: evaluate(student, val_or_test(data)))
     qat_fp32_acc = evaluate(student, data.test)
     calibration = torch.from_numpy(np.load(ctx.input("data") / CALIBRATION_FILE))
+    split = "validation" if len(data.val) else "training images (the validation split is empty)"
     guard = decide(
-        {"distill": distilled, "qat": student}, qat_model, calibration, val_or_test(data), rules, cfg.guard_tolerance,
+        {"distill": distilled, "qat": student}, qat_model, calibration, val_or_test(data), rules, cfg.guard_tolerance, split,
     )
     atomic_write_json(ctx.out / GUARD_FILE, guard)
     if guard["export"] != "qat":
@@ -139,28 +141,45 @@ def _train_fake_quant(cfg, qat_model: torch.nn.Module, supervisor: torch.nn.Modu
                evaluate_fn=lambda: evaluate(qat_model, val_or_test(data)), on_epoch_start=on_epoch_start)
 
 
-def decide(weights: dict, qat_model, calibration: torch.Tensor, val: Dataset, rules, tolerance: float) -> dict:
+def decide(weights: dict, qat_model, calibration: torch.Tensor, val: Dataset, rules, tolerance: float,
+           split: str = "validation") -> dict:
     """Validation top-1 (%) of each weight set in fp32 and as the export path quantises it; which to export, and why.
 
     QAT is kept unless its int8 trails PTQ int8 of the distilled weights by more than
-    ``tolerance`` points, and by more than one image (a one-image difference is noise)."""
+    ``tolerance`` points, and by more than one image (a one-image difference is noise). QAT is the
+    stage's product, so unlike the export's remedies it needs no proof to be kept; the record's
+    ``decision`` (``pipeline/decision.py``) still gives the paired 95 % interval of QAT int8 minus PTQ
+    int8, and ``supported`` says whether QAT is better beyond doubt, so both rules can be read together."""
     pct = lambda model: round(100.0 * evaluate(model, val), 4)  # noqa: E731
+    hits = {name: _hits(post_training_quantized(weights[name], rules, calibration), val) for name in ("distill", "qat")}
     numbers = {
         "val_images": len(val),
         "distill_fp32": pct(weights["distill"]),
-        "distill_int8": pct(post_training_quantized(weights["distill"], rules, calibration)),
+        "distill_int8": round(100.0 * accuracy(hits["distill"]), 4),
         "qat_fakequant": pct(qat_model),
         "qat_fp32": pct(weights["qat"]),
-        "qat_int8": pct(post_training_quantized(weights["qat"], rules, calibration)),
+        "qat_int8": round(100.0 * accuracy(hits["qat"]), 4),
     }
+    judged = decision(hits["qat"], hits["distill"], split)
     margin = max(tolerance, 100.0 / max(len(val), 1))
     loss = numbers["distill_int8"] - numbers["qat_int8"]
     keep_qat = loss <= margin
-    said = (f"int8 on {len(val)} validation images: QAT weights {numbers['qat_int8']:.2f} %, "
-            f"PTQ of the distilled weights {numbers['distill_int8']:.2f} % (fp32 {numbers['distill_fp32']:.2f} %)")
+    said = (f"int8 on {len(val)} {split} images: QAT weights {numbers['qat_int8']:.2f} %, "
+            f"PTQ of the distilled weights {numbers['distill_int8']:.2f} % (fp32 {numbers['distill_fp32']:.2f} %); "
+            + (supported_clause(judged) if judged["supported"] else f"{interval(judged)} cannot show QAT better beyond doubt"))
     if keep_qat:
         reason = f"QAT weights: {said}"
     else:
         reason = (f"distilled weights: QAT lost {loss:.2f} points against PTQ (tolerance {margin:.2f}); {said}; "
                   "set export.source: qat to export the QAT weights anyway")
-    return {"export": "qat" if keep_qat else "distill", "reason": reason, "tolerance_points": round(margin, 4), **numbers}
+    return {"export": "qat" if keep_qat else "distill", "reason": reason, "tolerance_points": round(margin, 4), **numbers,
+            "decision": judged}
+
+
+def _hits(model, val: Dataset) -> np.ndarray:
+    """Per-image correctness of ``model`` on ``val`` in eval mode (what the guard's interval pairs)."""
+    was = model.training
+    model.eval()
+    logits, labels = predict_with_labels(model, val)
+    model.train(was)
+    return logits.argmax(1) == labels
