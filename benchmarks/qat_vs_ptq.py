@@ -76,21 +76,27 @@ QAT_VARIANTS = {
 }
 
 
-def teacher_checkpoint(dataset: str) -> str:
+# --keep-float decides on ≥ 500 validation images where the data has them (issue 29): digits' default 10 % is 144
+DECISION_SPLIT = {"digits": {"val_fraction": 0.35}}  # 503 of digits' 1438 non-test images
+
+
+def teacher_checkpoint(dataset: str, data_extra: dict | None = None) -> str:
     """The dataset's teacher, trained once (a run folder of its own) and loaded by every student run."""
-    raw = {"name": f"qvp-teacher-{dataset}", "runs_dir": str(RUNS), "data": {**DATASETS[dataset], "calibration_size": 256},
+    tag = "-dec" if data_extra else ""
+    raw = {"name": f"qvp-teacher-{dataset}{tag}", "runs_dir": str(RUNS),
+           "data": {**DATASETS[dataset], "calibration_size": 256, **(data_extra or {})},
            "teacher": COMMON["teacher"], "target": COMMON["target"]}
     run_pipeline(validate_config(raw, source=f"qat_vs_ptq teacher {dataset}"), until="teacher")
     return str(RUNS / raw["name"] / "02_teacher" / "teacher.pt")
 
 
-def config(dataset: str, student: str, seed: int, qat: dict, source: str) -> dict:
+def config(dataset: str, student: str, seed: int, qat: dict, source: str, data_extra: dict | None = None) -> dict:
     return {
-        "name": f"qvp-{dataset}-{student}-s{seed}",
+        "name": f"qvp-{dataset}-{student}-s{seed}{'-dec' if data_extra else ''}",
         "runs_dir": str(RUNS),
-        "data": {**DATASETS[dataset], "calibration_size": 256},
+        "data": {**DATASETS[dataset], "calibration_size": 256, **(data_extra or {})},
         **COMMON,
-        "teacher": {"checkpoint": teacher_checkpoint(dataset)},
+        "teacher": {"checkpoint": teacher_checkpoint(dataset, data_extra)},
         "student": {"arch": student},
         "distill": {**COMMON["distill"], "seeds": [seed]},
         "qat": qat,
@@ -186,7 +192,7 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="keep-float-off-") as kept_aside:
         files: dict[str, dict[str, Path]] = {}
         for mode, keep, control in (("off", [], "off"), ("auto", "auto", "auto")):
-            raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")
+            raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill", DECISION_SPLIT.get(dataset))
             raw["target"] = {"name": "rpi4", "check_before_training": False}
             raw["export"] = {"source": "distill", "teacher_onnx": False, "tflite_converter": "onnx2tf", "keep_float": keep,
                              "openvino_accuracy_control": control,
@@ -198,6 +204,7 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
                 export = Path(shutil.copytree(export, Path(kept_aside) / "off"))
             listed = json.loads((export / "artifacts.json").read_text())
             out["fp32"] = 100 * metrics["fidelity"]["onnx"]["accuracy"]
+            out["decision_images"] = len(json.loads((cfg.run_dir / "01_data" / "split.json").read_text())["indices"]["val"])
             row = out["modes"][mode] = {}
             for column, key in KEPT_PATHS.items():
                 record = (metrics.get("keep_float") or {}).get(key) or {}
@@ -219,7 +226,7 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
             if seed == 0 and key in PROFILED:  # the engine's per-op sum, measured right after the whole model's p50
                 prof = op_times(off, images[:8], threads=1, runs=50)
                 out.setdefault("op_time", {})[key] = {"sum_ms": prof.get("total_ms"), "p50_ms": p50_ms(off, images)}
-    raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill")  # Edge TPU: integer only, its remedies on
+    raw = config(dataset, student, seed, QAT_VARIANTS["qat_new"], "distill", DECISION_SPLIT.get(dataset))  # Edge TPU: its remedies
     raw["export"] = {"source": "distill", "teacher_onnx": False, "formats": ["onnx", "tflite_int8"]}
     m = run_pipeline(validate_config(raw, source=f"qat_vs_ptq --keep-float {dataset} {student} s{seed} edge_tpu"),
                      start="export", until="export")
@@ -235,13 +242,14 @@ def _model_files(a: Path, b: Path) -> list[tuple[Path, Path]]:
 
 
 def keep_float_table(data: dict) -> str:
-    head = ("| data | student | seeds | fp32 | " + " | ".join(f"{c}: off → auto (÷ fp32), kept, p50 ratio" for c in KEPT_PATHS)
+    head = ("| data | student | seeds (decision images) | fp32 | "
+            + " | ".join(f"{c}: off → auto (÷ fp32), kept, p50 ratio" for c in KEPT_PATHS)
             + " | Edge TPU int8 (integer only, ÷ fp32) | per-op sum ÷ p50 (seed 0) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in data.get("rows", {}).values():
         seeds = list(r["per_seed"].values())
         fp32 = np.array([s["fp32"] for s in seeds])
-        cells = [r["dataset"], r["student"], str(len(seeds)), f"{fp32.mean():.2f}"]
+        cells = [r["dataset"], r["student"], f"{len(seeds)} ({seeds[0].get('decision_images')} val)", f"{fp32.mean():.2f}"]
         for column in KEPT_PATHS:
             off = np.array([100 * s["modes"]["off"][column]["top1"] / s["fp32"] for s in seeds])
             auto = np.array([100 * s["modes"]["auto"][column]["top1"] / s["fp32"] for s in seeds])
