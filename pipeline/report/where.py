@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.formats.layer_names import short_name
 from pipeline.report.explore import INT8_KEYS, node_for, ops_by_node
 
 TITLE = "Where accuracy and time go"
@@ -174,7 +175,7 @@ def table(info: dict[str, Any], limit: int = SHOWN) -> tuple[list[str], list[lis
     if not info["rows"]:
         return None
     headers = ["Node", "Op", "SQNR (dB)", "Clipped", "ms", "Share of time", "Kept in float"]
-    return headers, [[r["node"], r["op_type"], _f(r["sqnr_db"], ".1f"), _pct(r["clipped"]), _f(r["ms"], ".4f"),
+    return headers, [[r["node"] if r["node"].startswith("/") else short_name(r["node"]), r["op_type"], _f(r["sqnr_db"], ".1f"), _pct(r["clipped"]), _f(r["ms"], ".4f"),
                       _pct(r["time_share"], ".1f"), "—" if r["kept_float"] is None else "yes" if r["kept_float"] else "no"]
                      for r in info["rows"][:limit]]
 
