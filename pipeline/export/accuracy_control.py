@@ -17,12 +17,12 @@ its top-1 minus plain int8's lies above 0 (``pipeline/decision.py``), the record
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.console import NNCF_LOGS, quiet_logs
 from pipeline.decision import accuracy, decision, supported_clause, unsupported, untried
 from pipeline.errors import PipelineError, one_line
 from pipeline.export.fidelity import MIN_INT8_RETAINED, keeps_int8_rule
@@ -104,13 +104,10 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
         hits = [float(np.argmax(compiled(image)[0]) == label) for image, label in items]
         return (float(np.mean(hits)) if hits else 0.0), hits
 
-    quiet = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
     preset, advanced = nncf_scheme(per_channel)
     try:
-        with alternate_stack_kept():  # NNCF's own Cores must not leave this thread a freed signal stack
+        # NNCF's own Cores must not leave this thread a freed signal stack
+        with quiet_logs(*NNCF_LOGS), alternate_stack_kept():
             return nncf.quantize_with_accuracy_control(
                 model,
                 calibration_dataset=nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
@@ -126,9 +123,6 @@ def quantize_with_accuracy_control(model, calibration: np.ndarray, x_val: np.nda
             )
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize_with_accuracy_control failed: {one_line(exc, 300)}") from None
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
 
 
 def float_layers(quantized, fp32) -> list[str]:

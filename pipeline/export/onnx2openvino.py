@@ -9,13 +9,13 @@ Each IR lives in its own folder (``<key>/<stem>.xml`` + ``.bin``).
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.console import NNCF_LOGS, quiet_logs
 from pipeline.errors import PipelineError, one_line
 from pipeline.formats import primary
 
@@ -102,23 +102,15 @@ def quantize_openvino(model, calibration: np.ndarray, per_channel: bool = True, 
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise PipelineError(f"export: calibration must be a non-empty N×C×H×W array, got shape {calibration.shape}")
-    # nncf's progress bars and INFO lines would drown the stage's own output, and its torch
-    # backend's import warns that a CPU-only machine has no CUDA: neither is news to the user
-    quiet = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
     try:
         dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
         preset, advanced = nncf_scheme(per_channel)
-        with alternate_stack_kept():  # NNCF's own Cores must not leave this thread a freed signal stack
+        # NNCF's own Cores must not leave this thread a freed signal stack
+        with quiet_logs(*NNCF_LOGS), alternate_stack_kept():
             return nncf.quantize(model, dataset, subset_size=len(calibration), preset=preset, advanced_parameters=advanced,
                                  **ignored_scope(ignored))
     except Exception as exc:
         raise PipelineError(f"export: nncf.quantize failed: {_first_line(exc)}") from None
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
 
 
 def ignored_scope(names: Sequence[str]) -> dict:

@@ -11,13 +11,13 @@ the artifact takes what ``student.onnx`` takes. The model is pre-processed first
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.console import quiet_logs
 from pipeline.errors import PipelineError, one_line
 
 
@@ -35,16 +35,12 @@ def prepare(onnx_path: Path, prepared: Path) -> Path:
     """``quant_pre_process`` of ``onnx_path`` into ``prepared`` (node names kept: ``student.onnx``'s)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quiet = logging.getLogger("root")  # quant_pre_process logs its own progress on the root logger
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        with quiet_logs("root"):  # quant_pre_process logs its own progress on the root logger
+            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
     except Exception as exc:
         raise PipelineError(f"export: onnxruntime quant_pre_process failed on {Path(onnx_path).name}: "
                             f"{one_line(exc, 300)}") from None
-    finally:
-        quiet.setLevel(level)
     return Path(prepared)
 
 
@@ -69,19 +65,15 @@ def quantize_prepared(prepared: Path, out_path: Path, calibration: np.ndarray, *
             batch = next(self.batches, None)
             return None if batch is None else {input_name: batch}
 
-    quiet = logging.getLogger("root")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        quantize_static(str(prepared), str(out_path), _Images(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        nodes_to_exclude=list(nodes_to_exclude),
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        with quiet_logs("root"):
+            quantize_static(str(prepared), str(out_path), _Images(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            nodes_to_exclude=list(nodes_to_exclude),
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     except Exception as exc:
         raise PipelineError(f"export: onnxruntime quantize_static failed on {name or Path(prepared).name}: "
                             f"{one_line(exc, 300)}") from None
-    finally:
-        quiet.setLevel(level)
     return Path(out_path)
 
 
