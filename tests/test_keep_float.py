@@ -17,6 +17,11 @@ def scorer(accuracy_of):
     """A ``choose_float_layers`` score from a synthetic accuracy of the kept set."""
     return lambda kept: hits_of(accuracy_of(kept))
 
+def ranked(names):
+    """The candidates as ``rank`` returns them, worst first, no SQNR measured."""
+    return lambda: [(n, None) for n in names]
+
+
 NODES = ["/stage0/conv/Conv", "/stage0/relu/Relu", "/stage1/conv/Conv", "/head/Gemm"]
 
 
@@ -29,7 +34,7 @@ def test_patterns_are_searched_in_node_names_and_unmatched_ones_are_recorded():
 
 
 def test_auto_keeps_nothing_when_plain_int8_keeps_the_rule():
-    rec = choose_float_layers(NODES, lambda kept: pytest.fail("no quantisation needed"), 0.90, hits_of(0.895), "m")
+    rec = choose_float_layers(ranked(NODES), lambda kept: pytest.fail("no quantisation needed"), 0.90, hits_of(0.895), "m")
     assert rec["kept"] == [] and rec["tried"] == [] and "nothing kept in float" in rec["reason"]
     assert rec["decision"]["images"] == 1000 and rec["decision"]["ci95_pts"] is None and "note" not in rec["decision"]
 
@@ -40,7 +45,7 @@ def test_auto_finds_the_one_layer_that_does_it():
     def score(kept):
         return 0.955 if kept == ["/stage0/relu/Relu"] else scores.get(kept[0], 0.70) if len(kept) == 1 else 0.96
 
-    rec = choose_float_layers(NODES, scorer(score), 0.96, hits_of(0.70), "m")
+    rec = choose_float_layers(ranked(NODES), scorer(score), 0.96, hits_of(0.70), "m")
     assert rec["kept"] == ["/stage0/relu/Relu"]  # 0.955 / 0.96 = 99.5 %
     assert len(rec["tried"]) == len(NODES)  # each alone, nothing more
     assert rec["val_accuracy"] == 0.955 and "with 1 layer(s) in float, int8 keeps 99.48%" in rec["reason"]
@@ -52,7 +57,7 @@ def test_auto_adds_the_most_helpful_layers_until_the_rule_holds():
     def score(kept):  # additive gains from 0.70, fp32 0.90: needs ≥ 0.891
         return 0.70 + sum(gain[k] for k in kept)
 
-    rec = choose_float_layers(NODES, scorer(score), 0.90, hits_of(0.70), "m")
+    rec = choose_float_layers(ranked(NODES), scorer(score), 0.90, hits_of(0.70), "m")
     assert rec["kept"] == ["/stage0/conv/Conv", "/stage1/conv/Conv", "/stage0/relu/Relu"]
     assert rec["val_accuracy"] == pytest.approx(0.90)
     assert [t["kept"] for t in rec["tried"][len(NODES):]] == [rec["kept"][:2], rec["kept"]]
@@ -60,7 +65,7 @@ def test_auto_adds_the_most_helpful_layers_until_the_rule_holds():
 
 def test_auto_ships_all_int8_when_no_set_reaches_the_rule():
     names = [f"n{i}" for i in range(MAX_CANDIDATES + 5)]
-    rec = choose_float_layers(names, scorer(lambda kept: 0.5 + 0.001 * len(kept)), 0.9, hits_of(0.5), "m")
+    rec = choose_float_layers(ranked(names), scorer(lambda kept: 0.5 + 0.001 * len(kept)), 0.9, hits_of(0.5), "m")
     assert rec["kept"] == [] and "all-int8 kept" in rec["reason"]
     assert sum(len(t["kept"]) == 1 for t in rec["tried"]) == MAX_CANDIDATES  # at most that many tried alone
     assert rec["best_tried"]["val_accuracy"] == max(t["val_accuracy"] for t in rec["tried"])
@@ -68,7 +73,7 @@ def test_auto_ships_all_int8_when_no_set_reaches_the_rule():
 
 def test_auto_keeps_all_int8_when_the_set_wins_by_one_image_of_144():
     plain = np.arange(144) < 128  # 88.89 % of fp32 0.90: 98.77 %, misses the rule
-    rec = choose_float_layers(NODES, lambda kept: np.arange(144) < 129, 0.90, plain, "m")  # 99.54 %: keeps it
+    rec = choose_float_layers(ranked(NODES), lambda kept: np.arange(144) < 129, 0.90, plain, "m")  # 99.54 %: keeps it
     assert rec["kept"] == [] and "val_accuracy" not in rec and rec["best_tried"]["kept"] == [NODES[0]]
     got = rec["decision"]
     assert got["supported"] is False and got["images"] == 144 and got["difference_pts"] == pytest.approx(0.6944)
@@ -78,7 +83,7 @@ def test_auto_keeps_all_int8_when_the_set_wins_by_one_image_of_144():
 
 
 def test_auto_adopts_a_set_that_is_better_beyond_doubt():
-    rec = choose_float_layers(NODES, lambda kept: np.arange(144) < 140, 0.97, np.arange(144) < 120, "m")
+    rec = choose_float_layers(ranked(NODES), lambda kept: np.arange(144) < 140, 0.97, np.arange(144) < 120, "m")
     assert rec["kept"] == [NODES[0]] and rec["decision"]["supported"] is True and rec["decision"]["ci95_pts"][0] > 0
     assert "supports it" in rec["reason"] and rec["decision"]["split"] == "validation"
 

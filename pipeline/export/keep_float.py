@@ -48,9 +48,11 @@ def pattern_record(patterns: list[str], names: Iterable[str], mechanism: str) ->
     return record
 
 
-def choose_float_layers(candidates: list[str], score: Callable[[list[str]], np.ndarray], fp32_acc: float, plain_hits,
-                        mechanism: str, split: str = "validation") -> dict:
-    """``auto``: the fewest of ``candidates`` (worst first; at most ``MAX_CANDIDATES`` are tried) whose float copy brings
+def choose_float_layers(rank: Callable[[], list[tuple[str, float | None]]], score: Callable[[list[str]], np.ndarray],
+                        fp32_acc: float, plain_hits, mechanism: str, split: str = "validation") -> dict:
+    """``auto``: the fewest of the candidates ``rank()`` returns ((name, SQNR dB or None), worst first; called only when
+    plain int8 misses the rule, since ranking costs a per-layer comparison; at most ``MAX_CANDIDATES`` are tried, and
+    recorded as ``candidates``) whose float copy brings
     int8 to ≥ 99 % of ``fp32_acc``; ``score(kept)`` quantises with ``kept`` in float and returns per-image correctness
     on the split ``plain_hits`` (plain int8's) was measured on. The set found is adopted only when its paired interval
     against plain int8 lies above 0 (``pipeline/decision.py``): a set that wins by an image or two is not shipped.
@@ -64,6 +66,9 @@ def choose_float_layers(candidates: list[str], score: Callable[[list[str]], np.n
     keeps, said = keeps_int8_rule(plain_acc, fp32_acc, "plain int8")
     if keeps:
         return {**record, "reason": f"{said}: nothing kept in float"}
+    ranked_layers = rank()
+    record["candidates"] = [{"name": n, "sqnr_db": db} for n, db in ranked_layers[:MAX_CANDIDATES]]
+    candidates = [n for n, _ in ranked_layers]
     hits: dict[tuple, np.ndarray] = {}
 
     def attempt(kept: list[str]) -> float:

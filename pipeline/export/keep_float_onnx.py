@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.decision import accuracy
-from pipeline.export.fidelity import keeps_int8_rule
 from pipeline.export.keep_float import choose_float_layers, pattern_record
 from pipeline.export.onnx2qdq import prepare, quantize_prepared
 
@@ -55,18 +54,16 @@ def _auto(prepared: Path, work: Path, calibration: np.ndarray, validation, per_c
     x, y = (np.asarray(a) for a in validation)
     plain = quantize_prepared(prepared, work / "plain.onnx", calibration, per_channel=per_channel)
     fp32_acc, plain_hits = ort_top1(prepared, x, y), ort_hits(plain, x, y)
-    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
-    ranked = [] if keeps else rank_nodes(prepared, plain, calibration[:RANK_IMAGES])
 
     def score(kept: list[str]) -> np.ndarray:
         tried = quantize_prepared(prepared, work / "try.onnx", calibration, per_channel=per_channel, nodes_to_exclude=kept)
         return ort_hits(tried, x, y)
 
-    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_hits, MECHANISM)
-    if ranked:
+    record = choose_float_layers(lambda: rank_nodes(prepared, plain, calibration[:RANK_IMAGES]), score, fp32_acc,
+                                 plain_hits, MECHANISM)
+    if "candidates" in record:
         record["ranked_by"] = (f"worst median per-channel SQNR of the quantised tensors a node writes or reads (plain QDQ vs fp32, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")
-        record["candidates"] = [{"name": n, "sqnr_db": s} for n, s in ranked[:12]]
     return record
 
 

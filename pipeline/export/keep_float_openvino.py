@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decision import accuracy
-from pipeline.export.fidelity import keeps_int8_rule
 from pipeline.export.keep_float import choose_float_layers, pattern_record
 
 MECHANISM = "nncf.quantize(ignored_scope=nncf.IgnoredScope(names=…, validate=False))"
@@ -45,17 +43,15 @@ def openvino_auto(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, vali
     fp32 = ov.convert_model(str(onnx_path))
     fp32_acc = validation_accuracy(fp32, x, y)
     plain_hits = validation_hits(core().read_model(str(int8_xml)), x, y)
-    keeps = keeps_int8_rule(accuracy(plain_hits), fp32_acc)[0]
-    ranked = [] if keeps else rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES])
 
     def score(kept: list[str]) -> np.ndarray:
         return validation_hits(quantize_openvino(fp32, calibration, per_channel, ignored=kept), x, y)
 
-    record = choose_float_layers([name for name, _ in ranked], score, fp32_acc, plain_hits, MECHANISM)
-    if ranked:
+    record = choose_float_layers(lambda: rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES]), score, fp32_acc,
+                                 plain_hits, MECHANISM)
+    if "candidates" in record:
         record["ranked_by"] = (f"the plain IR's per-layer error (openvino_layer_errors, worst SQNR first, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")
-        record["candidates"] = [{"name": n, "sqnr_db": s} for n, s in ranked[:12]]
     if record["kept"]:
         quantized = quantize_openvino(fp32, calibration, per_channel, ignored=record["kept"])
         ov.save_model(stable_names(quantized), str(int8_xml), compress_to_fp16=False)

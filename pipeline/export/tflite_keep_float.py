@@ -196,8 +196,7 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
     ``kept`` lists them all, ``because_of`` the chosen ones). The chosen model takes the int8 file's place."""
     import shutil
 
-    from pipeline.decision import accuracy
-    from pipeline.export.fidelity import hits, keeps_int8_rule, top1
+    from pipeline.export.fidelity import hits, top1
     from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers
     from pipeline.export.layer_error import layer_errors
     from pipeline.formats import primary
@@ -206,10 +205,7 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
     x, y = validation
     fp32_acc = top1(fp32, x, y)
     plain = hits(int8, x, y) if int8_hits is None else int8_hits
-    candidates: list[str] = []
     reach = float_reach(calibrated)
-    if not keeps_int8_rule(accuracy(plain), fp32_acc)[0]:
-        candidates = [r.name for r in layer_errors(int8, fp32, calibration) if r.sqnr_db is not None and r.name in reach]
 
     def grown(kept: list[str]) -> list[str]:  # each chosen layer with the layers its output stays float through
         return list(dict.fromkeys(n for k in kept for n in reach[k]))
@@ -225,9 +221,13 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
                 run([grown(kept)])
             return scored[tuple(grown(kept))][0]
 
-        if candidates:
-            run([grown([c]) for c in candidates[:MAX_CANDIDATES]])
-        record = choose_float_layers(candidates, score, fp32_acc, plain, MECHANISM)
+        def rank() -> list[tuple[str, float | None]]:  # worst SQNR first; the singles scored in one child
+            ranked = [(r.name, r.sqnr_db) for r in layer_errors(int8, fp32, calibration)
+                      if r.sqnr_db is not None and r.name in reach]
+            run([grown([name]) for name, _ in ranked[:MAX_CANDIDATES]])
+            return ranked
+
+        record = choose_float_layers(rank, score, fp32_acc, plain, MECHANISM)
         if record["kept"]:
             shutil.move(scored[tuple(grown(record["kept"]))][1], int8)
     for tried in record["tried"] + [record]:  # what was in float, not only the layers chosen
