@@ -140,6 +140,11 @@ class ExportMetrics(OpenMetrics):
     fidelity: dict[str, Fidelity] | None = None
     teacher_onnx: Fidelity | None = None
     layer_error: dict[str, Any] | None = None  # by format key (older runs: one TFLite summary, unkeyed)
+    # the int8 remedies' records, each with its ``decision`` where it was automatic (pipeline/export/stage.py REMEDIES)
+    keep_float: dict[str, Any] | None = None  # by format key: its record
+    openvino_accuracy_control: dict[str, Any] | None = None
+    tflite_converter: dict[str, Any] | None = None
+    tflite_recalibration: dict[str, Any] | None = None
 
 
 class ArtifactsMetrics(StageMetrics):

@@ -82,6 +82,21 @@ def test_plain_int8_that_misses_the_rule_is_redone_with_accuracy_control(irs, tm
     assert got["ci95_pts"][0] > 0 and got["difference_pts"] == pytest.approx(
         100 * (rec["restored_val_accuracy"] - rec["plain_val_accuracy"]), abs=1e-3)
     assert "300 images, fewer than the 500 asked (one image = 0.33 pts)" in got["note"] and "supports it" in rec["reason"]
+    lo, hi = got["ci95_pts"]  # and the report shows the record as it is
+    assert (f"| OpenVINO accuracy control | accuracy-controlled int8 adopted ({len(rec['float_layers'])} layer(s) in float) "
+            f"| {got['difference_pts']:+.2f} pts | [{lo:+.2f}, {hi:+.2f}] pts | 300 validation, one image = 0.33 pts | yes |"
+            ) in _report_md(rec)
+
+
+def _report_md(record: dict) -> str:
+    """report.md of a run whose export recorded ``record`` as its accuracy control."""
+    from report_fakes import export_metrics, make_results
+
+    from pipeline.report.build import RunRecords, build_report
+    from pipeline.report.markdown import render_markdown
+
+    export = {**export_metrics(), "openvino_accuracy_control": record}
+    return render_markdown(build_report(make_results(), records=RunRecords(folder="runs/demo", export=export)))
 
 
 def test_off_and_a_sound_model_keep_the_plain_int8(irs, tmp_path):

@@ -303,6 +303,15 @@ def test_openvino_int8_records_the_accuracy_control_decision(run_dir):
     assert side["quantization"]["accuracy_control"] == rec
     used = "nncf.quantize_with_accuracy_control" if rec["used"] else "nncf.quantize"
     assert side["quantization"]["tool"] == used and rec["reason"]
+    from report_fakes import make_results
+
+    from pipeline.report.build import RunRecords, build_report
+    from pipeline.report.markdown import render_markdown
+
+    md = render_markdown(build_report(make_results(), records=RunRecords(folder="runs/demo", export=run_dir["metrics"])))
+    row = next(line for line in md.splitlines() if line.startswith("| OpenVINO accuracy control |"))  # the report shows it
+    assert row.startswith(f"| OpenVINO accuracy control | {'accuracy-controlled int8 adopted' if rec['used'] else 'plain int8 kept'}")
+    assert f"| {rec['validation_images']} validation" in row
 
 
 @pytest.mark.parametrize("per_channel", [True, False])

@@ -30,7 +30,7 @@ from pipeline.stages import ARTIFACTS_FILE, GUARD_FILE, STUDENT_CHECKPOINT, STUD
 
 TFLITE_INT8, OPENVINO_INT8 = primary(precision="int8", family="tflite"), primary(precision="int8", family="openvino")
 # the int8 remedies' records (keep_float: {format key: record}; pipeline/export/openvino.py, tflite_converter.py,
-# tflite.py), in the metrics' order
+# tflite.py), in the metrics' order; typed in ExportMetrics, shown by the report's pipeline/report/decisions.py
 REMEDIES = ("keep_float", "openvino_accuracy_control", "tflite_converter", "tflite_recalibration")
 
 CHECK_IMAGES = 16  # test images the ONNX export is checked on against PyTorch (before the full fidelity run)

@@ -13,6 +13,8 @@ Then the report re-reads what the run found, so it says no more than was measure
 * ``checks``: every check's verdict with its message: export fidelity and the op check
   (``05_export``'s manifest), the target check and the vendor compiler (``06_target``'s),
   each device run of the deploy artifact;
+* ``decisions``: every automatic int8 choice with its recorded interval (``04_qat``'s guard and
+  ``05_export``'s remedies, ``pipeline/report/decisions.py``);
 * ``headline``: the deploy artifact, its size, top-1 with a Wilson 95 % interval, p50 on the
   target device if one was measured (else the host CPU, labelled so), the compiler's result;
 * ``verdict``: FAIL if a gate or a check of the deploy artifact failed, else NOT MEASURED if a
@@ -30,10 +32,11 @@ from typing import Any
 
 from pipeline.benchmark.gates import FAIL, NOT_MEASURED, PASS, device_threads, evaluate_gates, teacher_baseline
 from pipeline.report.checks import checks, compiler_sentence, target_info
+from pipeline.report.decisions import section as decisions_section
 from pipeline.benchmark.rows import row_key
 from pipeline.report.stats import accuracy_interval
 from pipeline.report.where import section as where_section
-from pipeline.stage_metrics import ExportMetrics, TargetMetrics
+from pipeline.stage_metrics import ExportMetrics, QatMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, STAGE_FOLDERS, stage_folder
 
 TOP_LEVEL = ("data", "settings", "models")
@@ -48,8 +51,11 @@ class RunRecords:
     export: ExportMetrics | None = None  # 05_export's manifest metrics
     target: TargetMetrics | None = None  # 06_target's manifest metrics
     where: dict[str, Any] | None = None  # int8 key -> report.where.Sources: its layer error, per-op time, sidecar
+    qat: QatMetrics | None = None  # 04_qat's manifest metrics (the guard)
 
     def __post_init__(self) -> None:  # a manifest's dict, as read, is typed here
+        if self.qat is not None:
+            self.qat = QatMetrics.of(self.qat)
         if self.export is not None:
             self.export = ExportMetrics.of(self.export)
         if self.target is not None:
@@ -57,15 +63,16 @@ class RunRecords:
 
 
 def read_records(run_dir: Path) -> RunRecords:
-    """The records of a run folder: config.json and the export and target stages' manifests."""
+    """The records of a run folder: config.json and the QAT, export and target stages' manifests."""
     from pipeline.artifacts import Manifest
     from pipeline.report.where import read_sources
     from pipeline.run_folder import recorded_config
 
     run_dir = Path(run_dir)
-    export, target = Manifest.read(stage_folder(run_dir, "export")), Manifest.read(stage_folder(run_dir, "target"))
+    qat, export, target = (Manifest.read(stage_folder(run_dir, name)) for name in ("qat", "export", "target"))
     return RunRecords(folder=str(run_dir), config=recorded_config(run_dir), export=ExportMetrics.of(export.metrics) if export else None,
                       target=TargetMetrics.of(target.metrics) if target else None,
+                      qat=QatMetrics.of(qat.metrics) if qat else None,
                       where=read_sources(stage_folder(run_dir, "export"), stage_folder(run_dir, "benchmark")))
 
 
@@ -123,6 +130,7 @@ def build_report(results: dict[str, Any], device_results: list[dict[str, Any]] =
         command=run.get("command") or "run", timed=results["settings"].get("timed", "all"),
     )
     report["checks"] = checks(export, report["target"], report["latency"], run["deploy_artifact"], devices)
+    report["decisions"] = decisions_section(records.qat, export)
     report["layer_error"] = layer_error_by_format(export.layer_error)
     report["where"] = where_section(records.where or {}, device_results, report["environment"]["host"]["name"])
     report["headline"] = headline(report, devices, rules)

@@ -66,6 +66,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         _table(*tables.gates(report)) if report["gates"] else "<p>No gates configured (benchmark.gates).</p>",
         "<h2>Checks</h2>",
         _table(*tables.checks(report)) if report["checks"] else "<p>No checks recorded (the export and target stages' manifests are missing).</p>",
+        *_decisions(report),
         *_layer_error(report),
         *_where(report),
         "<h2>Target</h2>",
@@ -79,6 +80,16 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes | None]) -> str
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _decisions(report: dict[str, Any]) -> list[str]:
+    """Every automatic int8 choice: what it came to, the interval it rested on, and its recorded reason."""
+    from pipeline.report import decisions
+
+    if not report.get("decisions"):
+        return []
+    notes = "".join(f"<li>{_e(n)}</li>" for n in decisions.notes(report["decisions"]))
+    return [f"<h2>{_e(decisions.TITLE)}</h2>", _table(*decisions.table(report["decisions"])), f"<ul class=\"note\">{notes}</ul>"]
 
 
 def _layer_error(report: dict[str, Any]) -> list[str]:

@@ -43,6 +43,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         table(*tables.checks(report)) if report["checks"] else "No checks recorded (the export and target stages' manifests are missing).",
         "",
+        *_decisions(report),
         *_layer_error(report),
         *_where(report),
         "## Target",
@@ -63,6 +64,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _decisions(report: dict[str, Any]) -> list[str]:
+    from pipeline.report import decisions
+
+    if not report.get("decisions"):
+        return []
+    return [f"## {decisions.TITLE}", "", table(*decisions.table(report["decisions"])), "",
+            *(f"- {escape(n)}" for n in decisions.notes(report["decisions"])), ""]
 
 
 def _layer_error(report: dict[str, Any]) -> list[str]:

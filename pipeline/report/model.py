@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Gates
 from pipeline.errors import PipelineError
-from pipeline.report.model_rows import (LATENCY_ROW_RAN, AccuracyRow, Closed, Environment, LatencyRow, LayerErrorInfo,
-                                        ModelSummary, Scalar, WhereInfo)
+from pipeline.report.model_rows import (LATENCY_ROW_RAN, AccuracyRow, Closed, DecisionRow, Environment, LatencyRow,
+                                        LayerErrorInfo, ModelSummary, Scalar, WhereInfo)
 from pipeline.report.schema import SCHEMA_FILE, SCHEMA_ID, SCHEMA_VERSION
 
 Status = Literal["PASS", "FAIL", "NOT MEASURED"]
@@ -185,6 +185,8 @@ class Report(Closed):
     latency: list[LatencyRow]
     gates: list[Gate]
     checks: list[Check]
+    decisions: list[DecisionRow] | None = Field(
+        None, description="every automatic int8 choice the run recorded (QAT guard, export remedies); null: none ran")
     target: TargetInfo
     layer_error: dict[str, LayerErrorInfo] | None = Field(
         None, description="int8 error per layer of each int8 artifact compared (export stage), by format key")

@@ -231,3 +231,22 @@ class WhereInfo(Closed):
     kept_source: str | None = None
     kept_missing: str | None = Field(None, description="why kept_float is unknown")
     rows: list[WhereRow]
+
+
+class DecisionRow(Closed):
+    """One automatic int8 choice the run made, with the paired 95 % interval it rested on (``pipeline/decision.py``'s
+    ``decision`` record, copied as recorded)."""
+
+    choice: str = Field(description="which automatic choice: QAT guard, TFLite converter, keep_float auto (onnx_int8), …")
+    recorded_in: str = Field(description="its record in the stage metrics: qat.guard, export.keep_float.onnx_int8, …")
+    artifact: str | None = Field(description="the format key it acts on; null for the QAT guard (the weights)")
+    outcome: str = Field(description="what was adopted or kept")
+    reason: str | None = Field(description="the choice's own reason, as recorded")
+    images: int = Field(ge=0, description="images both models were scored on")
+    one_image_pts: float | None = Field(description="what one image is worth, top-1 points")
+    difference_pts: float | None = Field(description="top-1 of the complex choice minus the simpler one's (QAT int8 minus "
+                                                     "PTQ int8 for the guard), points; null: the two were not compared")
+    ci95_pts: list[float] | None = Field(min_length=2, max_length=2, description="paired 95 % interval of difference_pts")
+    split: str = Field(description="the split the choice was judged on")
+    supported: bool = Field(description="the interval lies above 0: the complex choice is better beyond doubt")
+    note: str | None = Field(None, description="set when the split had fewer than 500 images")

@@ -18,7 +18,7 @@ from pipeline.report.device_results import discover_device_results, read_device_
 from pipeline.report.where import read_sources
 from pipeline.report.write import ALL_FILES, load_samples, write_report
 from pipeline.stage_context import StageContext
-from pipeline.stage_metrics import ExportMetrics, ReportMetrics, TargetMetrics
+from pipeline.stage_metrics import ExportMetrics, QatMetrics, ReportMetrics, TargetMetrics
 from pipeline.stages import RESULTS_FILE, SAMPLES_FILE
 
 
@@ -28,6 +28,7 @@ def run(ctx: StageContext) -> ReportMetrics:
     records = RunRecords(folder=str(ctx.cfg.run_dir), config=ctx.cfg.model_dump(mode="json"),
                          export=_metrics(ctx.inputs.get("export"), ExportMetrics),
                          target=_metrics(ctx.inputs.get("target"), TargetMetrics),
+                         qat=_metrics(ctx.inputs.get("qat"), QatMetrics),
                          where=read_sources(ctx.inputs.get("export"), bench))
     report = build_report(read_json(bench / RESULTS_FILE), devices, records=records)
     written = write_report(report, ctx.out, list(ctx.cfg.report.formats), load_samples(bench / SAMPLES_FILE))
@@ -46,7 +47,7 @@ def run(ctx: StageContext) -> ReportMetrics:
     )
 
 
-def _metrics(folder: Path | None, model: type[ExportMetrics] | type[TargetMetrics]):
+def _metrics(folder: Path | None, model: type[ExportMetrics] | type[TargetMetrics] | type[QatMetrics]):
     """A stage's manifest metrics as ``model``; None where the run has no such stage or it wrote no manifest."""
     m = Manifest.read(folder) if folder is not None else None
     return model.of(m.metrics) if m else None
