@@ -30,7 +30,8 @@ class ExportConfig(Section):
     # int8 top-1 on the validation split is higher beyond doubt (paired 95 % interval above 0), else onnx2tf (recorded why)
     tflite_converter: Literal["auto", "onnx2tf", "litert_torch"] = "auto"
     # auto: when onnx2tf's tflite_int8 keeps < 99 % of tflite_fp32's top-1 on the validation split, convert again calibrated
-    # on 4× the images and keep it if its int8 is better there beyond doubt (pipeline/export/tflite_recalibration.py); off: never
+    # on 4× the images and, where the target runs both weight schemes (TargetRules.other_weight_scheme), with the other one;
+    # the best try is kept if its int8 is better there beyond doubt (pipeline/export/tflite_recalibration.py); off: never
     tflite_recalibration: Literal["auto", "off"] = "auto"
     # layers every int8 artifact leaves in float (pipeline/export/keep_float.py): node-name regexes as the per-layer
     # report names them, or auto (the fewest layers that bring int8 to 99 % of fp32 on validation, shipped when better

@@ -61,7 +61,8 @@ class Config(Section):
 
         if self.export.keep_float and TARGETS[self.target.name].integer_only:
             raise ValueError(f"export.keep_float: target {self.target.name} runs integer-only models, no layer can stay "
-                             "in float; remove the key (its int8 remedies: export.tflite_recalibration: auto, QAT)")
+                             "in float; remove the key (its int8 remedies: export.tflite_recalibration: auto, which "
+                             "calibrates again and tries the other weight scheme where the target runs it; QAT)")
         return self
 
     @property

@@ -15,6 +15,9 @@ import numpy as np
 from pipeline.artifacts import sha256_file
 from pipeline.formats import EXPORT_SOURCE, get_format
 
+# the int8 weight scheme's name by ``per_channel``: in sidecars and records, and onnx2tf's own ``quant_type`` words
+WEIGHT_SCHEMES = {True: "per-channel", False: "per-tensor"}
+
 
 @dataclass(frozen=True)
 class ExportSettings:
@@ -50,10 +53,11 @@ class ExportInputs:
     console: Any
     settings: ExportSettings = field(default_factory=ExportSettings)
     model: Any = None  # weights already built (the untrained check): no checkpoint to load
+    other_weight_scheme: bool = False  # the target runs the other weight scheme too (TargetRules.other_weight_scheme)
 
     @property
     def scheme(self) -> str:
-        return "per-channel" if self.per_channel else "per-tensor"
+        return WEIGHT_SCHEMES[self.per_channel]
 
 
 @dataclass(frozen=True)

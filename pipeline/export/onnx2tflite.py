@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.child import DIE_WITH_PARENT_SOURCE, run_child
 from pipeline.errors import PipelineError, one_line
+from pipeline.export.common import WEIGHT_SCHEMES
 from pipeline.fs import DISK_FULL_WORDS
 from pipeline.formats import primary
 from pipeline.formats.tflite_graph import full_integer_problems, read_tflite
@@ -141,7 +142,7 @@ def onnx2tflite(
             "input_onnx_file_path": str(source),
             "output_folder_path": str(work / "out"),
             "output_integer_quantized_tflite": True,
-            "quant_type": "per-channel" if per_channel else "per-tensor",
+            "quant_type": WEIGHT_SCHEMES[bool(per_channel)],
             "custom_input_op_name_np_data_path": [
                 [_onnx_input_name(onnx_path), str(work / "calibration_nhwc.npy"), [[[[0.0] * channels]]], [[[[1.0] * channels]]]]
             ],

@@ -112,7 +112,8 @@ def export_inputs(ctx, console) -> tuple[ExportInputs, str, tuple[np.ndarray, np
         keep_float="auto" if cfg.keep_float == "auto" else tuple(cfg.keep_float))
     rules = TARGETS[ctx.cfg.target.name]
     inputs = ExportInputs(ctx.out, source, source_stage, input_shape, int(info["num_classes"]), info["preprocess"],
-                          info["class_names"], calibration, calib_path, rules.per_channel, rules.io_dtype, console, settings)
+                          info["class_names"], calibration, calib_path, rules.per_channel, rules.io_dtype, console, settings,
+                          other_weight_scheme=rules.other_weight_scheme)
     return inputs, source_reason, (x, y)
 
 

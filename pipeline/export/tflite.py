@@ -104,10 +104,13 @@ def onnx2tf_int8_record(inputs: ExportInputs, state: ExportState, choice: Conver
     """The sidecar's extra fields of onnx2tf's tflite_int8: how it was quantised, and what auto decided about it."""
     quantization = calibration_record(inputs, "onnx2tf", scheme=inputs.scheme, io_dtype=inputs.io_dtype)
     recalibration = state.records.get(RECALIBRATION) or {}
-    if recalibration.get("used"):  # calibrated on the recorded subset and more
-        tried = recalibration["tried"]
-        quantization.update(calibration_images=tried["calibration_images"], calibration_sha256=tried["calibration_sha256"],
-                            calibration="the recorded subset, then the next training images")
+    if recalibration.get("used"):  # the adopted try: the other weight scheme, or the recorded subset and more
+        adopted = next(t for t in recalibration["tried"] if t["adopted"])
+        quantization["scheme"] = adopted["scheme"]
+        if adopted["calibration_images"] != quantization["calibration_images"]:
+            quantization.update(calibration_images=adopted["calibration_images"],
+                                calibration_sha256=adopted["calibration_sha256"],
+                                calibration="the recorded subset, then the next training images")
     keep_float = state.records.get(KEEP_FLOAT, {}).get(TFLITE_INT8)
     if keep_float:
         quantization[KEEP_FLOAT] = keep_float
@@ -116,8 +119,9 @@ def onnx2tf_int8_record(inputs: ExportInputs, state: ExportState, choice: Conver
 
 
 def recalibrate(inputs: ExportInputs, state: ExportState, made: dict[str, Path]) -> dict:
-    """``tflite_recalibration: auto``: onnx2tf's int8 judged on validation, converted again on more images when it
-    misses the 99 % rule (``pipeline/export/tflite_recalibration.py``); the decision's record."""
+    """``tflite_recalibration: auto``: onnx2tf's int8 judged on validation, converted again on more images (and with the
+    other weight scheme where the target runs it) when it misses the 99 % rule (``pipeline/export/tflite_recalibration.py``);
+    the decision's record."""
     from rich.markup import escape
 
     from pipeline.export.tflite_recalibration import recalibrate_tflite_int8
@@ -130,7 +134,8 @@ def recalibrate(inputs: ExportInputs, state: ExportState, made: dict[str, Path])
         measured = None  # measured before keep_float put another int8 in place
     patterns = inputs.settings.keep_float if inputs.settings.keep_float != "auto" else ()
     record = recalibrate_tflite_int8(state.paths["onnx"], made, inputs.calibration, inputs.settings.more_images, validation,
-                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel, int8_hits=measured,
+                                     io_dtype=inputs.io_dtype, per_channel=inputs.per_channel,
+                                     other_weight_scheme=inputs.other_weight_scheme, int8_hits=measured,
                                      keep_float=list(patterns))
     state.done(RECALIBRATION, t)
     style = "yellow" if "tried" in record else "dim"

@@ -26,9 +26,11 @@ KEEP_FLOAT = ("export.keep_float keeps named layers (node-name patterns) or auto
               "validation split) in float, on targets that run float ops; integer-only targets (Edge TPU) refuse it.")
 REMEDIES = {
     "tflite": "What acts on it: export.tflite_recalibration: auto (when int8 keeps < 99 % of fp32 on the validation split, "
-              "calibrated again on 4× the images, kept if better beyond doubt: clipped ranges), export.tflite_converter: auto "
+              "calibrated again on 4× the images (clipped ranges), and with the other weight scheme where the target runs both, "
+              "the best kept if better beyond doubt), export.tflite_converter: auto "
               "(litert-torch's int8 when its validation top-1 is higher beyond doubt, else onnx2tf's), QAT (its guard ships the QAT "
-              "weights when their int8 is better). The weight scheme is the target's rule, per-channel or per-tensor. "
+              "weights when their int8 is better). The weight scheme is the target's rule (per-channel or per-tensor) "
+              "unless recalibration shipped the other. "
               + KEEP_FLOAT + " (TensorFlow's Quantization Debugger, denylisted_nodes).",
     "openvino": "What acts on it: export.openvino_accuracy_control: auto reverts the layers that cost the most top-1 to float "
                 "(NNCF's accuracy-aware quantisation) when plain int8 keeps < 99 % of fp32 on the validation split. "

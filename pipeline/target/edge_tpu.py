@@ -2,7 +2,9 @@
 
 Requirements from coral.ai/docs/edgetpu/models-intro: every tensor 8-bit quantised with
 constant sizes, batch 1 (at most 3 dims above 1), only the supported ops (``edge_tpu_ops``).
-Per-channel int8 weights are what TF 2.x's converter writes and compiler 16 accepts; uint8
+Per-channel int8 weights are what TF 2.x's converter writes and compiler 16 accepts; the compiler
+takes per-tensor int8 weights as well (TF 1.x's converter wrote only those), so an int8 that misses
+the 99 % rule may be converted with per-tensor weights too (``other_weight_scheme``); uint8
 I/O is the Coral examples' convention (camera frames arrive as uint8). The compiled model
 (``tflite_edgetpu``) runs through LiteRT with the libedgetpu delegate, which the bundle names
 for the board runner (``pipeline/device/delegate.py``).
@@ -42,6 +44,7 @@ RULES = TargetRules(
     ),
     description="Coral Edge TPU: full-integer int8 TFLite, compiled by edgetpu_compiler",
     per_channel=True,
+    other_weight_scheme=True,  # edgetpu_compiler accepts per-tensor int8 weights too (see above)
     io_dtype="uint8",
     integer_only=True,
     layout="NHWC",

@@ -13,6 +13,8 @@ RULES = TargetRules(
     docker_devices=("/dev/accel",),  # Intel NPU driver
     description="Intel NPU (Core Ultra), OpenVINO: NNCF int8 IR on the NPU plugin",
     per_channel=True,
+    # other_weight_scheme stays False: no remedy of the deploy artifact (openvino_int8) tries another weight scheme, and
+    # a tflite_int8 exported beside it is not deployed here, so trying its other scheme would only cost a conversion
     io_dtype="float32",
     layout="NCHW",
     deploy_artifact="openvino_int8",

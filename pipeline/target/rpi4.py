@@ -13,6 +13,9 @@ RULES = TargetRules(
     image="edge-pipeline/rpi",
     description="Raspberry Pi 4/5: TFLite int8 and fp32, LiteRT + XNNPACK, 4 threads",
     per_channel=True,
+    # TFLite's int8 spec makes per-axis conv weights optional: the builtin kernels and XNNPACK (QS8 per-tensor beside
+    # QC8 per-channel) run per-tensor int8 weights too
+    other_weight_scheme=True,
     io_dtype="int8",
     layout="NHWC",
     deploy_artifact="tflite_int8",

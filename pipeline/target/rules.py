@@ -67,6 +67,10 @@ class TargetRules:
     description: str
     # quantisation scheme the target executes (QAT observers and int8 export follow it)
     per_channel: bool = True  # per-channel symmetric int8 weights; False = per-tensor
+    # the target also executes the other weight scheme (per-tensor beside per-channel, or the reverse): an int8 that
+    # misses the 99 % rule may be converted with it too (pipeline/export/tflite_recalibration.py); ``per_channel``
+    # stays the first try. False where only ``per_channel``'s scheme is known to run
+    other_weight_scheme: bool = False
     symmetric_weights: bool = True
     io_dtype: Literal["int8", "uint8", "float32"] = "int8"  # input/output tensors of the int8 artifact
     # every op must be int8 (a float op leaves the accelerator): export.keep_float is refused
