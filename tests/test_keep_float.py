@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import validate_config
-from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers, matched, pattern_record
+from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers, matched, most_lost_first, pattern_record, sqnr_lost
 
 
 def hits_of(acc: float, n: int = 1000) -> np.ndarray:
@@ -31,6 +31,21 @@ def test_patterns_are_searched_in_node_names_and_unmatched_ones_are_recorded():
     rec = pattern_record(["stage1", "nowhere"], NODES, "nodes_to_exclude")
     assert rec["kept"] == ["/stage1/conv/Conv"] and rec["unmatched"] == ["nowhere"]
     assert rec["reason"].startswith("1 layer(s) kept in float") and "1 pattern(s) match no node" in rec["reason"]
+
+
+def test_the_layer_that_crushes_a_tensor_ranks_first_not_the_deepest():
+    # input -> conv1 -> relu1 -> dw (the outlier layer) -> relu2 -> add(relu2, relu1) -> head: measured tensors only
+    # input, relu1, relu2, add, head; conv1 and dw are walked through
+    reads = {"conv1": ["input"], "relu1": ["conv1"], "dw": ["relu1"], "relu2": ["dw"], "add": ["relu2", "relu1"],
+             "head": ["add"]}
+    sqnr = {"input": 45.0, "relu1": 31.0, "relu2": 11.0, "add": 10.5, "head": 9.0, "unmeasured_out": None}
+    lost = sqnr_lost(sqnr, lambda name: reads.get(name, []))
+    # each loss against the worst nearest measured tensor upstream: add reads relu2 (11) and relu1 (31) -> 11 - 10.5
+    assert lost["input"] is None and lost["unmeasured_out"] is None
+    assert [lost[k] for k in ("relu1", "relu2", "add", "head")] == pytest.approx([14.0, 20.0, 0.5, 1.5])
+    assert most_lost_first(lost) == ["relu2", "relu1", "head", "add", "input", "unmeasured_out"]
+    # the lowest SQNR would have named the head first
+    assert min((v, k) for k, v in sqnr.items() if v is not None)[1] == "head"
 
 
 def test_auto_keeps_nothing_when_plain_int8_keeps_the_rule():

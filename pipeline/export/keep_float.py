@@ -48,9 +48,42 @@ def pattern_record(patterns: list[str], names: Iterable[str], mechanism: str) ->
     return record
 
 
+def sqnr_lost(sqnr: dict[str, float | None], inputs_of: Callable[[str], Iterable[str]], steps: int = 64) -> dict[str, float | None]:
+    """Each measured tensor's SQNR lost where it was computed: the lowest SQNR (dB) of the nearest measured tensors
+    upstream of it minus its own. A quantised tensor's error against fp32 includes everything its inputs brought (it
+    accumulates through the graph), so the lowest SQNR names the deepest layers; the loss names the layer whose
+    quantisation did the damage (an outlier channel crushed by one layer: 31 dB in, 11 dB out). ``inputs_of(name)``:
+    the names the node writing ``name`` reads (through unmeasured ones the walk goes on, for ``steps`` hops); None
+    where the tensor or everything upstream of it is unmeasured."""
+    lost: dict[str, float | None] = {}
+    for name, db in sqnr.items():
+        upstream, seen, frontier = [], {name}, list(inputs_of(name))
+        for _ in range(steps):
+            follow = []
+            for u in frontier:
+                if u in seen:
+                    continue
+                seen.add(u)
+                if u in sqnr:  # measured: the walk stops here
+                    if sqnr[u] is not None:
+                        upstream.append(sqnr[u])
+                else:
+                    follow.extend(inputs_of(u))
+            if not follow:
+                break
+            frontier = follow
+        lost[name] = None if db is None or not upstream else min(upstream) - db
+    return lost
+
+
+def most_lost_first(lost: dict[str, float | None]) -> list[str]:
+    """The measured tensors by SQNR lost, most first; unmeasured last, in the given order."""
+    return sorted(lost, key=lambda t: (lost[t] is None, -(lost[t] or 0.0)))
+
+
 def choose_float_layers(rank: Callable[[], list[tuple[str, float | None]]], score: Callable[[list[str]], np.ndarray],
                         fp32_acc: float, plain_hits, mechanism: str, split: str = "validation") -> dict:
-    """``auto``: the fewest of the candidates ``rank()`` returns ((name, SQNR dB or None), worst first; called only when
+    """``auto``: the fewest of the candidates ``rank()`` returns ((name, SQNR lost in dB or None), worst first; called only when
     plain int8 misses the rule, since ranking costs a per-layer comparison; at most ``MAX_CANDIDATES`` are tried, and
     recorded as ``candidates``) whose float copy brings
     int8 to ≥ 99 % of ``fp32_acc``; ``score(kept)`` quantises with ``kept`` in float and returns per-image correctness
@@ -67,7 +100,7 @@ def choose_float_layers(rank: Callable[[], list[tuple[str, float | None]]], scor
     if keeps:
         return {**record, "reason": f"{said}: nothing kept in float"}
     ranked_layers = rank()
-    record["candidates"] = [{"name": n, "sqnr_db": db} for n, db in ranked_layers[:MAX_CANDIDATES]]
+    record["candidates"] = [{"name": n, "sqnr_lost_db": db} for n, db in ranked_layers[:MAX_CANDIDATES]]
     candidates = [n for n, _ in ranked_layers]
     hits: dict[tuple, np.ndarray] = {}
 

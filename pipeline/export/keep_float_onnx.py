@@ -1,9 +1,9 @@
 """``export.keep_float`` on the ONNX Runtime QDQ path: ``quantize_static(nodes_to_exclude=…)``.
 
 Patterns are searched in the node names of the model ORT quantises (``quant_pre_process``'s, which keeps
-``student.onnx``'s names: ``/stage0/conv/Conv``). ``auto`` ranks the compute nodes by the worst SQNR of the quantised
-tensors each one writes or reads (the plain QDQ model against fp32, on a few calibration images): a node next to a
-crushed tensor is tried first. Then ``choose_float_layers`` picks the fewest, judged by ORT top-1 on validation.
+``student.onnx``'s names: ``/stage0/conv/Conv``). ``auto`` ranks the compute nodes by the SQNR lost at the quantised
+tensors each one writes or reads (the plain QDQ model against fp32, on a few calibration images; ``sqnr_lost``): a node
+where a tensor is crushed is tried first, not the deepest one, whose SQNR carries every error above it. Then ``choose_float_layers`` picks the fewest, judged by ORT top-1 on validation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.decision import accuracy
-from pipeline.export.keep_float import choose_float_layers, pattern_record
+from pipeline.export.keep_float import choose_float_layers, most_lost_first, pattern_record, sqnr_lost
 from pipeline.export.onnx2qdq import prepare, quantize_prepared
 
 MECHANISM = "onnxruntime.quantization.quantize_static(nodes_to_exclude=…)"
@@ -62,14 +62,15 @@ def _auto(prepared: Path, work: Path, calibration: np.ndarray, validation, per_c
     record = choose_float_layers(lambda: rank_nodes(prepared, plain, calibration[:RANK_IMAGES]), score, fp32_acc,
                                  plain_hits, MECHANISM)
     if "candidates" in record:
-        record["ranked_by"] = (f"worst median per-channel SQNR of the quantised tensors a node writes or reads (plain QDQ vs fp32, "
+        record["ranked_by"] = (f"most median per-channel SQNR lost at the quantised tensors a node writes or reads (plain QDQ vs fp32, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")
     return record
 
 
 def rank_nodes(fp32_path: Path, qdq_path: Path, images: np.ndarray) -> list[tuple[str, float | None]]:
-    """The QDQ model's compute nodes, worst first: (name, the lowest per-channel SQNR in dB (``channel_sqnr_db``) among the quantised tensors it writes
-    or reads); nodes next to no measured tensor follow in graph order (None)."""
+    """The QDQ model's compute nodes, worst first: (name, the most SQNR lost (``sqnr_lost``, on the median per-channel
+    SQNR ``channel_sqnr_db``) among the quantised tensors it writes or reads); nodes next to no measured tensor
+    follow in graph order (None)."""
     import onnx
 
     q_model, f_model = onnx.load(str(qdq_path)), onnx.load(str(fp32_path))
@@ -79,14 +80,15 @@ def rank_nodes(fp32_path: Path, qdq_path: Path, images: np.ndarray) -> list[tupl
     pairs = {n.input[0]: dq_of[n.output[0]] for n in q.node
              if n.op_type == "QuantizeLinear" and n.output[0] in dq_of and n.input[0] in f_tensors}
     f_out, q_out = _run(f_model, list(pairs), images), _run(q_model, list(pairs.values()), images)
-    sqnr = {t: channel_sqnr_db(f_out[t], q_out[dq]) for t, dq in pairs.items()}
     producer = {o: n for n in q.node for o in n.output}
+    lost = sqnr_lost({t: channel_sqnr_db(f_out[t], q_out[dq]) for t, dq in pairs.items()},
+                     lambda t: list(producer[t].input) if t in producer else [])
     worst: dict[str, float | None] = {}
-    for t in sorted(sqnr, key=lambda t: (sqnr[t] is None, sqnr[t] or 0.0)):
+    for t in most_lost_first(lost):
         near = [_compute_above(t, producer)] + [n.name for n in q.node if pairs[t] in n.input and n.op_type in COMPUTE]
         for name in near:
             if name is not None and name not in worst:
-                worst[name] = sqnr[t]
+                worst[name] = lost[t]
     rest = [(n.name, None) for n in q.node if n.op_type in COMPUTE and n.name not in worst]
     return list(worst.items()) + rest
 

@@ -3,8 +3,9 @@ control after it).
 
 Patterns are searched in the friendly names of the IR's ops, which keep the ONNX names (``layer_error.json``'s:
 ``/stage0/conv/Conv``; OpenVINO splits a biased Conv into ``…/Conv/WithoutBiases`` and the bias ``…/Conv``, and one
-pattern finds both). ``auto`` takes its candidates from the plain IR's per-layer error (``openvino_layer_errors``,
-worst SQNR first): the compute op that wrote each bad tensor, then the ones that read it through its FakeQuantize.
+pattern finds both). ``auto`` takes its candidates from the plain IR's per-layer error (``openvino_layer_errors``, most
+SQNR lost first, ``sqnr_lost``): the compute op that wrote each bad tensor, then the ones that read it through its
+FakeQuantize.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.export.keep_float import choose_float_layers, pattern_record
+from pipeline.export.keep_float import choose_float_layers, most_lost_first, pattern_record, sqnr_lost
 
 MECHANISM = "nncf.quantize(ignored_scope=nncf.IgnoredScope(names=…, validate=False))"
 COMPUTE = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul")
@@ -50,7 +51,7 @@ def openvino_auto(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, vali
     record = choose_float_layers(lambda: rank_layers(int8_xml, onnx_path, calibration[:RANK_IMAGES]), score, fp32_acc,
                                  plain_hits, MECHANISM)
     if "candidates" in record:
-        record["ranked_by"] = (f"the plain IR's per-layer error (openvino_layer_errors, worst SQNR first, "
+        record["ranked_by"] = (f"the plain IR's per-layer error (openvino_layer_errors, most SQNR lost first, "
                                f"{min(len(calibration), RANK_IMAGES)} calibration images)")
     if record["kept"]:
         quantized = quantize_openvino(fp32, calibration, per_channel, ignored=record["kept"])
@@ -59,8 +60,8 @@ def openvino_auto(onnx_path: Path, int8_xml: Path, calibration: np.ndarray, vali
 
 
 def rank_layers(int8_xml: Path, onnx_path: Path, images: np.ndarray) -> list[tuple[str, float | None]]:
-    """The IR's compute ops, worst first: for each quantised tensor by SQNR, the op that wrote it, then the ops that
-    read it; ops next to no measured tensor follow in graph order (None)."""
+    """The IR's compute ops, worst first: for each quantised tensor by SQNR lost where it was computed (``sqnr_lost``),
+    the op that wrote it, then the ops that read it; ops next to no measured tensor follow in graph order (None)."""
     from pipeline.export.layer_error_openvino import openvino_layer_errors
     from pipeline.runtimes.openvino_core import core
 
@@ -73,12 +74,14 @@ def rank_layers(int8_xml: Path, onnx_path: Path, images: np.ndarray) -> list[tup
             producer = op.input_value(0).get_node().get_friendly_name()
             readers.setdefault(producer, []).extend(
                 t.get_node().get_friendly_name() for t in op.output(0).get_target_inputs() if _is_compute(t.get_node()))
+    lost = sqnr_lost({e.name: e.sqnr_db for e in errors},
+                     lambda name: [n.get_friendly_name() for n in _activations(by_name[name])] if name in by_name else [])
     worst: dict[str, float | None] = {}
-    for error in errors:
-        writer = _compute_above(by_name[error.name]) if error.name in by_name else None
-        for name in [writer, *readers.get(error.name, [])]:
-            if name is not None and name not in worst:
-                worst[name] = error.sqnr_db
+    for name in most_lost_first(lost):
+        writer = _compute_above(by_name[name]) if name in by_name else None
+        for op_name in [writer, *readers.get(name, [])]:
+            if op_name is not None and op_name not in worst:
+                worst[op_name] = lost[name]
     rest = [(op.get_friendly_name(), None) for op in ops if _is_compute(op) and op.get_friendly_name() not in worst]
     return list(worst.items()) + rest
 

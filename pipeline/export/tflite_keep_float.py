@@ -190,14 +190,14 @@ def requantize(calibrated: Path, sets: list[list[str]], out_dir: Path) -> list[P
 
 
 def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, validation, *, int8_hits=None) -> dict:
-    """``auto``: plain int8 vs fp32 on ``validation``; when it misses the 99 % rule, the layers worst SQNR first (the
-    per-layer error on ``calibration``) tried in float by re-quantising ``calibrated``, each judged on validation
+    """``auto``: plain int8 vs fp32 on ``validation``; when it misses the 99 % rule, the layers most SQNR lost first (the
+    per-layer error on ``calibration``, ``sqnr_lost``) tried in float by re-quantising ``calibrated``, each judged on validation
     (``choose_float_layers``), each with the layers its output must stay float through (``float_reach``; the record's
     ``kept`` lists them all, ``because_of`` the chosen ones). The chosen model takes the int8 file's place."""
     import shutil
 
     from pipeline.export.fidelity import hits, top1
-    from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers
+    from pipeline.export.keep_float import MAX_CANDIDATES, choose_float_layers, most_lost_first, sqnr_lost
     from pipeline.export.layer_error import layer_errors
     from pipeline.formats import primary
 
@@ -221,9 +221,9 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
                 run([grown(kept)])
             return scored[tuple(grown(kept))][0]
 
-        def rank() -> list[tuple[str, float | None]]:  # worst SQNR first; the singles scored in one child
-            ranked = [(r.name, r.sqnr_db) for r in layer_errors(int8, fp32, calibration)
-                      if r.sqnr_db is not None and r.name in reach]
+        def rank() -> list[tuple[str, float | None]]:  # most SQNR lost first; the singles scored in one child
+            lost = sqnr_lost({r.name: r.sqnr_db for r in layer_errors(int8, fp32, calibration)}, tensor_inputs(int8))
+            ranked = [(name, lost[name]) for name in most_lost_first(lost) if lost[name] is not None and name in reach]
             run([grown([name]) for name, _ in ranked[:MAX_CANDIDATES]])
             return ranked
 
@@ -234,6 +234,17 @@ def keep_float_auto(made: dict[str, Path], calibrated: Path, calibration, valida
         if tried.get("kept"):
             tried["because_of"], tried["kept"] = tried["kept"], grown(tried["kept"])
     return record
+
+
+def tensor_inputs(path: Path):
+    """``inputs_of`` for ``sqnr_lost`` on a .tflite: a tensor's name (as the per-layer error keys it) → the names of the
+    activations the op writing it reads."""
+    from pipeline.formats.layer_names import layer_key
+    from pipeline.formats.tflite_graph import read_tflite
+
+    reads = {layer_key(t.name): [layer_key(i.name) for i in op.inputs if not i.is_constant]
+             for op in read_tflite(path).ops for t in op.outputs}
+    return lambda name: reads.get(name, [])
 
 
 def _main(argv: list[str]) -> int:
