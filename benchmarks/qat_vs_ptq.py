@@ -211,7 +211,7 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
                 control_rec = (metrics.get("openvino_accuracy_control") or {}) if key == "openvino_int8" else {}
                 kept = len(record.get("kept") or []) + (len(control_rec.get("float_layers") or []) if control_rec.get("used") else 0)
                 row[column] = {"top1": 100 * metrics["fidelity"][key]["accuracy"], "kept": kept,
-                               "decision": (record.get("decision") or {}).get("ci95_pts")}
+                               "decision": (record.get("decision") or {}).get("ci95_pts"), "reason": record.get("reason")}
                 files.setdefault(key, {})[mode] = export / listed[key]
         images = np.load(cfg.run_dir / "01_data" / "calibration.npy")[:64]
         for column, key in KEPT_PATHS.items():
@@ -233,6 +233,14 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
     out["edge_tpu"] = {"top1": 100 * m["export"].metrics["fidelity"]["tflite_int8"]["accuracy"],
                        "recalibration": (m["export"].metrics.get("tflite_recalibration") or {}).get("reason")}
     return out
+
+
+def _commit() -> str:
+    """The checkout a row was measured on (rows of one table may come from different commits)."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 def _model_files(a: Path, b: Path) -> list[tuple[Path, Path]]:
@@ -345,6 +353,7 @@ def main() -> int:
                 row = data.setdefault("rows", {}).setdefault(key, {"dataset": dataset, "student": student, "per_seed": {}})
                 for seed in args.seeds:  # each seed written as it finishes
                     row["per_seed"][str(seed)] = run_keep_float(dataset, student, seed)
+                    row["per_seed"][str(seed)]["commit"] = _commit()
                     row.update(target="rpi4", measured=time.strftime("%Y-%m-%d"),
                                wall_seconds=round(time.perf_counter() - t0, 1))
                     atomic_write_json(KEEP_FLOAT_RESULTS, data)
