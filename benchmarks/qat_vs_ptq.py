@@ -235,12 +235,18 @@ def run_keep_float(dataset: str, student: str, seed: int) -> dict:
     return out
 
 
-def _commit() -> str:
-    """The checkout a row was measured on (rows of one table may come from different commits)."""
+def _checkout() -> str:
+    """The commit this process started on, "+changes" when the tree differed from it (rows of one table may come from
+    different checkouts; read once, since a commit made while the benchmark runs is not the code it imported)."""
     import subprocess
 
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pipeline"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
+CHECKOUT = _checkout()
 
 
 def _model_files(a: Path, b: Path) -> list[tuple[Path, Path]]:
@@ -353,7 +359,7 @@ def main() -> int:
                 row = data.setdefault("rows", {}).setdefault(key, {"dataset": dataset, "student": student, "per_seed": {}})
                 for seed in args.seeds:  # each seed written as it finishes
                     row["per_seed"][str(seed)] = run_keep_float(dataset, student, seed)
-                    row["per_seed"][str(seed)]["commit"] = _commit()
+                    row["per_seed"][str(seed)]["commit"] = CHECKOUT
                     row.update(target="rpi4", measured=time.strftime("%Y-%m-%d"),
                                wall_seconds=round(time.perf_counter() - t0, 1))
                     atomic_write_json(KEEP_FLOAT_RESULTS, data)

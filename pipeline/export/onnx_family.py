@@ -25,7 +25,8 @@ def convert_onnx(inputs: ExportInputs, state: ExportState, keys: list[str]) -> l
 
 
 def _load_weights(inputs: ExportInputs, state: ExportState):
-    """The weights with dead channels zeroed, so BN folding cannot inflate the int8 scales; kept in ``state``."""
+    """The weights with dead and silent channels zeroed (``neutralize_dead_channels`` on the calibration images), so BN
+    folding cannot inflate the int8 scales; kept in ``state``."""
     from pipeline.export.dead_channels import neutralize_dead_channels
 
     if inputs.model is not None:
@@ -35,11 +36,12 @@ def _load_weights(inputs: ExportInputs, state: ExportState):
 
         model, meta = load_checkpoint(inputs.source)
     state.class_names = meta.get("class_names") or state.class_names
-    state.dead_channels = neutralize_dead_channels(model.eval())
+    state.dead_channels = neutralize_dead_channels(model.eval(), inputs.calibration)
     state.model, state.meta = model, meta
     if state.dead_channels:
-        state.console.print(f"  {sum(state.dead_channels.values())} dead channels (BN variance ≈ 0) in "
-                            f"{len(state.dead_channels)} layers zeroed before export, so BN folding cannot inflate int8 scales")
+        state.console.print(f"  {sum(state.dead_channels.values())} dead channels (BN variance ≈ 0, or silent on every "
+                            f"calibration image with an inflated BN gain) in {len(state.dead_channels)} layers zeroed "
+                            "before export, so BN folding cannot inflate int8 scales")
     return model
 
 
