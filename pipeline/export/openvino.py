@@ -15,7 +15,7 @@ ACCURACY_CONTROL = "openvino_accuracy_control"  # its record's name in the stage
 
 
 def convert_openvino(inputs: ExportInputs, state: ExportState, keys: list[str]) -> list[Artifact]:
-    from pipeline.export.onnx2openvino import PRESET, onnx2openvino
+    from pipeline.export.onnx2openvino import ACTIVATION_RANGES, BIAS_CORRECTION, PRESET, onnx2openvino
     from pipeline.formats.sidecar import nchw_io
 
     wanted = {FORMATS[k].precision for k in keys}
@@ -51,7 +51,8 @@ def convert_openvino(inputs: ExportInputs, state: ExportState, keys: list[str]) 
             used = bool(control and control["used"])
             extra["quantization"] = calibration_record(
                 inputs, "nncf.quantize_with_accuracy_control" if used else "nncf.quantize", preset=PRESET,
-                scheme=inputs.scheme, **({KEEP_FLOAT: kept} if kept is not None else {}),
+                activation_ranges=ACTIVATION_RANGES, bias_correction=BIAS_CORRECTION, scheme=inputs.scheme,
+                **({KEEP_FLOAT: kept} if kept is not None else {}),
                 **({"accuracy_control": control} if control else {}))
         artifacts.append(Artifact(key, xml, nchw_io(inputs.input_shape, inputs.num_classes), extra))
     return artifacts
