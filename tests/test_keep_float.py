@@ -75,7 +75,23 @@ def test_auto_adds_the_most_helpful_layers_until_the_rule_holds():
     rec = choose_float_layers(ranked(NODES), scorer(score), 0.90, hits_of(0.70), "m")
     assert rec["kept"] == ["/stage0/conv/Conv", "/stage1/conv/Conv", "/stage0/relu/Relu"]
     assert rec["val_accuracy"] == pytest.approx(0.90)
-    assert [t["kept"] for t in rec["tried"][len(NODES):]] == [rec["kept"][:2], rec["kept"]]
+    k = rec["kept"]  # added one at a time, then each but the last tried without (neither can go: 0.82, 0.80)
+    assert [t["kept"] for t in rec["tried"][len(NODES):]] == [k[:2], k, [k[0], k[2]], [k[1], k[2]]]
+    assert "not needed" not in rec["reason"]
+
+
+def test_auto_drops_a_layer_the_later_ones_make_unneeded():
+    # conv0 helps most alone, but relu0 + conv1 fix what it fixes and more: once both are in, conv0 can go
+    def score(kept):
+        k = set(kept)
+        if {"/stage0/relu/Relu", "/stage1/conv/Conv"} <= k:
+            return 0.90
+        return 0.70 + 0.12 * ("/stage0/conv/Conv" in k) + 0.05 * ("/stage0/relu/Relu" in k) + 0.04 * ("/stage1/conv/Conv" in k)
+
+    rec = choose_float_layers(ranked(NODES), scorer(score), 0.90, hits_of(0.70), "m")
+    assert rec["kept"] == ["/stage0/relu/Relu", "/stage1/conv/Conv"]  # found as conv0, relu0, conv1; conv0 dropped
+    assert rec["val_accuracy"] == pytest.approx(0.90)
+    assert "with 2 layer(s) in float" in rec["reason"] and "(1 of the 3 added were not needed)" in rec["reason"]
 
 
 def test_auto_ships_all_int8_when_no_set_reaches_the_rule():

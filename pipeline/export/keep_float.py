@@ -8,7 +8,8 @@ One key for every runtime, applied through each library's own mechanism (NNCF ``
   that artifact is recorded too (it may name a node of another runtime's graph);
 * ``auto``: when plain int8 keeps < 99 % of fp32's top-1 on the validation split, the fewest layers that bring it
   to ≥ 99 % there (``choose_float_layers``): each candidate layer alone first (the fewest is one, when one does it),
-  then the most helpful ones added one at a time. A set that never reaches the rule is not shipped, nor one whose
+  then the most helpful ones added one at a time; then, the last added first, each layer is dropped again if the
+  set keeps the rule without it (a layer that helped alone may add nothing beside the ones added after it). A set that never reaches the rule is not shipped, nor one whose
   paired 95 % interval against plain int8 does not lie above 0: all-int8 stays, and the record says what was tried.
 
 A full-integer target (Edge TPU) refuses the key when the recipe is read (``TargetRules.integer_only``).
@@ -116,7 +117,15 @@ def choose_float_layers(rank: Callable[[], list[tuple[str, float | None]]], scor
         kept.append(name)
         acc = alone[name] if len(kept) == 1 else attempt(kept)
         if keeps_int8_rule(acc, fp32_acc)[0]:
+            found = len(kept)
+            for name in reversed(kept[:-1] if found > 1 else []):  # each layer the set may not need, last added first
+                fewer = [k for k in kept if k != name]
+                fewer_acc = alone[fewer[0]] if len(fewer) == 1 else attempt(fewer)
+                if keeps_int8_rule(fewer_acc, fp32_acc)[0]:
+                    kept, acc = fewer, fewer_acc
             _, now = keeps_int8_rule(acc, fp32_acc, f"with {len(kept)} layer(s) in float, int8")
+            if len(kept) < found:
+                now += f" ({found - len(kept)} of the {found} added were not needed)"
             return _adopted(record, list(kept), acc, decision(hits[tuple(kept)], plain_hits, split), f"{said}; {now}")
     best = max(record["tried"], key=lambda t: t["val_accuracy"], default=None)
     return {**record, "best_tried": best,
