@@ -468,3 +468,31 @@ def test_the_pruner_waits_out_the_warm_up_then_stops_a_curve_below_the_median():
     with pytest.raises(optuna.TrialPruned):
         hook("distill", 0, {"epoch": 6, "val_acc": 0.2})
     assert attrs["pruned_at"] == "distill epoch 6" and "below the median" in attrs["pruned"]
+
+
+def test_a_dead_trial_is_queued_again_once_however_many_workers_fail_it(tmp_path):
+    """Two workers failing the same stale trial (SQLite has no row lock) queue one retry between them; a retry that
+    dies too is queued again, up to RetryOnce.MAX_RETRY."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from pipeline.sweep.study import RetryOnce
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    dist = {"student.arch": CategoricalDistribution(["resnet8", "mobile_half"])}
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, params={"student.arch": "resnet8"},
+                                        distributions=dist))
+    dead = study.trials[0]
+    first, second = RetryOnce(tmp_path / "study.db.retry.lock"), RetryOnce(tmp_path / "study.db.retry.lock")
+    first(study, dead)
+    second(study, dead)
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and waiting[0].params == dead.params and waiting[0].system_attrs["failed_trial"] == 0
+    retry = study.trials[1]  # it dies too: queued again, with the first trial's number and both in its history
+    study._storage.set_trial_state_values(retry._trial_id, state=optuna.trial.TrialState.FAIL)
+    first(study, study.trials[1])
+    again = study.trials[2]
+    assert again.system_attrs["retry_history"] == [0, 1] and again.system_attrs["failed_trial"] == 0
+    second(study, study.trials[1])
+    assert len(study.trials) == 3

@@ -38,11 +38,7 @@ def open_storage(url: str, heartbeat_s: int):
     import optuna
     from optuna.storages import RDBStorage
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" in Optuna's words
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
+    retry = RetryOnce(Path(url.removeprefix("sqlite:///") + ".retry.lock") if url.startswith("sqlite:///") else None)
     try:
         if url.startswith("journal:") or url.endswith(".log"):
             from optuna.storages.journal import JournalFileBackend
@@ -62,6 +58,38 @@ def open_storage(url: str, heartbeat_s: int):
                             "for PostgreSQL use postgresql+psycopg2://… (psycopg2-binary is installed with the host extra)") from None
     except Exception as exc:  # SQLAlchemy's OperationalError, ArgumentError, … : all mean "cannot use that URL"
         raise PipelineError(f"--storage {redact(url)}: cannot open the study storage ({_first_line(exc)})") from None
+
+
+class RetryOnce:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` (at most ``MAX_RETRY`` retries of a candidate), queued once per
+    dead trial. Two workers that start together can both fail the same stale trial on SQLite, which has no row lock
+    for Optuna's ``SELECT … FOR UPDATE``, and each queued a retry (seen with two workers on a loaded 2-core machine):
+    the check for an existing retry and the queueing run under an exclusive ``flock`` beside the database file.
+    PostgreSQL locks the row, so only one worker fails the trial there."""
+
+    MAX_RETRY = 2
+
+    def __init__(self, lock_path: Path | None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" in Optuna's words
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+            self.queue = RetryHeartbeatStaleTrialCallback(max_retry=self.MAX_RETRY)
+        self.lock_path = lock_path
+
+    def __call__(self, study, trial) -> None:
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644) if self.lock_path else None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            retried = {(t.system_attrs.get("retry_history") or [None])[-1] for t in study.get_trials(deepcopy=False)}
+            if trial.number not in retried:
+                self.queue(study, trial)
+        finally:
+            if fd is not None:
+                os.close(fd)  # closing drops the lock
 
 
 def make_sampler(spec: SweepSpec):
