@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
+sys.path[:0] = [str(ROOT.parent), str(ROOT)]  # the pipeline, and the sibling benchmark whose p50 this shares
 
 from pipeline.artifacts import atomic_write_json  # noqa: E402
+from qat_vs_ptq import p50_ms  # noqa: E402  (the benchmark stage's one-thread median, as the keep_float rows take it)
 
 RESULTS = ROOT / "results" / "op_time.json"
 MODELS = {  # arch -> input C×H×W: the project's students at their datasets' sizes, then an ImageNet-sized timm model
@@ -61,16 +62,6 @@ def make_int8(arch: str, shape: tuple[int, int, int], folder: Path) -> dict[str,
     calibration = np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32)
     ir = onnx2openvino(onnx_path, folder / stem, calibration, fp32=False)["openvino_int8"]
     return {"onnx_int8": onnx2qdq(onnx_path, folder / f"{stem}_int8.onnx", calibration), "openvino_int8": ir}
-
-
-def p50_ms(path: Path, images: np.ndarray) -> float:
-    """The benchmark stage's median at one thread (its stop rule: p50/p90 known to ±3 %, 2 s cap)."""
-    from pipeline.benchmark.latency import StopRule, measure_latency
-    from pipeline.runtimes import load
-
-    row = measure_latency(lambda: load(path, 1), images, warmup=20, rule=StopRule(min_runs=200, max_seconds=2.0))
-    row.pop("runtime").close()
-    return row["latency_ms"]["p50"]
 
 
 def measure(path: Path, images: np.ndarray, runs: int) -> dict:

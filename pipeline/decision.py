@@ -92,12 +92,17 @@ def _noted(record: dict) -> dict:
     return record
 
 
+def bracket(ci95_pts) -> str:
+    """An interval as reasons and the report write it: "[lo, hi] pts"."""
+    lo, hi = ci95_pts
+    return f"[{lo:+.2f}, {hi:+.2f}] pts"
+
+
 def interval(record: dict) -> str:
     """The interval in a reason: "the interval [lo, hi] pts on N images"."""
     if not record["images"]:
         return "no images"
-    lo, hi = record["ci95_pts"]
-    return f"the interval [{lo:+.2f}, {hi:+.2f}] pts on {record['images']} images"
+    return f"the interval {bracket(record['ci95_pts'])} on {record['images']} images"
 
 
 def unsupported(record: dict, simpler: str) -> str:

@@ -42,23 +42,28 @@ def neutralize_dead_channels(model: nn.Module, images=None) -> dict[str, int]:
     modules = dict(model.named_modules())
     pairs = {bn: conv for bn, conv in conv_bn_pairs(model).items()
              if modules[bn].track_running_stats and modules[bn].running_var is not None}
-    silent = _silent_channels(model, [modules[c] for c in pairs.values()], images) if pairs and images is not None else {}
+    dead, suspect = {}, {}  # suspect: inflated by folding; zeroed only where silent on the images
+    for bn_name in pairs:
+        bn = modules[bn_name]
+        dead[bn_name] = bn.running_var < DEAD_VAR
+        gain = (bn.weight if bn.affine else torch.ones_like(bn.running_var)).abs() / (bn.running_var + bn.eps).sqrt()
+        suspect[bn_name] = (gain > INFLATED * gain.median()) & ~dead[bn_name]
+    checked = [modules[pairs[b]] for b in pairs if suspect[b].any()]  # the forward runs only when a layer needs it
+    silent = _silent_channels(model, checked, images) if checked and images is not None else {}
     found: dict[str, int] = {}
     for bn_name, conv_name in pairs.items():
-        bn, conv = modules[bn_name], modules[conv_name]
-        dead = bn.running_var < DEAD_VAR
-        gain = (bn.weight if bn.affine else torch.ones_like(bn.running_var)).abs() / (bn.running_var + bn.eps).sqrt()
-        inflated = silent.get(id(conv), torch.zeros_like(dead)) & (gain > INFLATED * gain.median()) & ~dead
-        if dead.any():
-            conv.weight[dead] = 0.0
+        bn, conv, gone = modules[bn_name], modules[conv_name], dead[bn_name]
+        inflated = silent.get(id(conv), torch.zeros_like(gone)) & suspect[bn_name]
+        if gone.any():
+            conv.weight[gone] = 0.0
             if conv.bias is not None:
-                conv.bias[dead] = 0.0
-            bn.running_mean[dead] = 0.0
-            bn.running_var[dead] = 1.0
+                conv.bias[gone] = 0.0
+            bn.running_mean[gone] = 0.0
+            bn.running_var[gone] = 1.0
         if inflated.any():  # BN kept: 0 in still gives its constant out
             conv.weight[inflated] = 0.0
-        if dead.any() or inflated.any():
-            found[bn_name] = int(dead.sum() + inflated.sum())
+        if gone.any() or inflated.any():
+            found[bn_name] = int(gone.sum() + inflated.sum())
     return found
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.decision import bracket
 from pipeline.stage_metrics import ExportMetrics, QatMetrics
 
 TITLE = "Automatic int8 decisions"
@@ -99,8 +100,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def _interval(r: dict[str, Any]) -> tuple[str, str]:
     if r["difference_pts"] is None:
         return "—", "not compared"
-    lo, hi = r["ci95_pts"]
-    return f"{r['difference_pts']:+.2f} pts", f"[{lo:+.2f}, {hi:+.2f}] pts"
+    return f"{r['difference_pts']:+.2f} pts", bracket(r["ci95_pts"])
 
 
 def _images(r: dict[str, Any]) -> str:
